@@ -1,0 +1,1 @@
+//! The Agent Sandbox API model.

@@ -1,0 +1,1 @@
+//! The Rust SDK: a client of the paddock gateway.

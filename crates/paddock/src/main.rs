@@ -1,0 +1,2 @@
+//! The `paddock` command.
+fn main() {}
