@@ -1,1 +1,29 @@
-//! The Agent Sandbox API model.
+//! The Agent Sandbox API model: the four kinds in both served versions, conversion between them,
+//! CRD generation, validation, the label/annotation registry and the name hash.
+//!
+//! Pure data and functions; no IO. Every entry point (the REST API, the controllers, the CLI)
+//! parses and validates objects through this crate.
+//!
+//! # Layout
+//! - [`v1alpha1`], [`v1beta1`]: the typed objects of each version (`v1beta1` is the storage version).
+//! - [`common`]: sub-types both versions share.
+//! - [`names`]: label and annotation keys, the name hash.
+//! - [`conditions`]: condition types and reasons.
+
+pub mod common;
+pub mod any;
+pub mod conditions;
+pub mod convert;
+mod core_markers;
+pub mod kinds;
+pub mod names;
+pub mod schema;
+pub mod syntax;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod yaml;
+mod object;
+pub mod v1alpha1;
+pub mod v1beta1;
+
+pub use object::NoStatus;

@@ -1,0 +1,172 @@
+//! The label and annotation registry of the Agent Sandbox API, and the name hash.
+//!
+//! Every key the controllers, the router and the SDKs agree on is here, once. The values and
+//! their meaning follow upstream's contract (§1.7); changing a string here breaks compatibility
+//! with upstream objects, so these are not to be edited casually.
+
+/// The API group of `Sandbox`.
+pub const CORE_GROUP: &str = "agents.x-k8s.io";
+/// The API group of `SandboxTemplate`, `SandboxClaim` and `SandboxWarmPool`.
+pub const EXTENSIONS_GROUP: &str = "extensions.agents.x-k8s.io";
+
+/// Label on Pods, Services and PVCs: `name_hash` of the owning Sandbox's name. The Service
+/// selects on it and `status.selector` is `<this key>=<hash>`.
+pub const SANDBOX_NAME_HASH: &str = "agents.x-k8s.io/sandbox-name-hash";
+/// Annotation on a Sandbox naming its backing pod (set for cold and adopted sandboxes alike).
+pub const POD_NAME: &str = "agents.x-k8s.io/pod-name";
+/// Annotation on a Sandbox naming the template it was built from (used by metrics).
+pub const SANDBOX_TEMPLATE_REF: &str = "agents.x-k8s.io/sandbox-template-ref";
+/// Label on a Sandbox: `cold` or `warm`, how it was launched.
+pub const LAUNCH_TYPE: &str = "agents.x-k8s.io/launch-type";
+/// Label on claims, Sandboxes and Pods naming the creating component (see [`normalize_created_by`]).
+pub const CREATED_BY: &str = "agents.x-k8s.io/created-by";
+/// Label on a Sandbox and its pod template: `name_hash` of the JSON of the template's
+/// blueprint, used to tell stale warm-pool members.
+pub const SANDBOX_TEMPLATE_HASH: &str = "agents.x-k8s.io/sandbox-template-hash";
+/// Deprecated label: `name_hash` of the JSON of the template's pod template only.
+pub const SANDBOX_POD_TEMPLATE_HASH: &str = "agents.x-k8s.io/sandbox-pod-template-hash";
+/// Pod annotation: comma-joined sorted label keys copied from the pod template, so they can be
+/// removed later when the template drops them.
+pub const PROPAGATED_LABELS: &str = "agents.x-k8s.io/propagated-labels";
+/// Pod annotation: comma-joined sorted annotation keys copied from the pod template.
+pub const PROPAGATED_ANNOTATIONS: &str = "agents.x-k8s.io/propagated-annotations";
+/// Label `"true"` on an unowned Pod, Service or PVC that authorises a Sandbox to adopt it.
+pub const ADOPTABLE: &str = "agents.x-k8s.io/adoptable";
+/// Label on warm-pool members (Sandbox, pod template, Pod): `name_hash` of the pool's name.
+/// Removed when a claim adopts the member.
+pub const WARM_POOL_SANDBOX: &str = "agents.x-k8s.io/warm-pool-sandbox";
+/// Label on Sandboxes, pod templates, Pods and the SandboxTemplate itself: `name_hash` of the
+/// template's name. The template's NetworkPolicy selects on it.
+pub const SANDBOX_TEMPLATE_REF_HASH: &str = "agents.x-k8s.io/sandbox-template-ref-hash";
+/// Label on a Sandbox and its pod template: the UID of the owning claim (not copied to the Pod).
+pub const CLAIM_UID: &str = "agents.x-k8s.io/claim-uid";
+/// Annotation on a claim naming the Sandbox it adopted (older controllers used a label).
+pub const SANDBOX_NAME: &str = "agents.x-k8s.io/sandbox-name";
+/// Claim annotation: when the controller first saw the claim (RFC 3339 with nanoseconds).
+pub const CONTROLLER_FIRST_OBSERVED_AT: &str = "agents.x-k8s.io/controller-first-observed-at";
+/// Claim annotation: when the claim first became Ready (RFC 3339 nanos, or `unknown`).
+pub const CLAIM_FIRST_READY_AT: &str = "agents.x-k8s.io/claim-first-ready-at";
+/// Claim annotation set by clients: when the client asked for the sandbox (RFC 3339).
+pub const CLIENT_FIRST_REQUESTED_AT: &str = "agents.x-k8s.io/client-first-requested-at";
+/// Claim annotation set by an optional timestamp-injection webhook.
+pub const WEBHOOK_FIRST_OBSERVED_AT: &str = "agents.x-k8s.io/webhook-first-observed-at";
+/// Pod-template annotation `"true"` on warm members so the cluster autoscaler may evict them.
+pub const SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
+/// Annotation carrying W3C trace-context headers as a JSON map.
+pub const TRACE_CONTEXT: &str = "opentelemetry.io/trace-context";
+/// Set by upstream's migration tool on pre-created `shadow-pool-<template>` pools.
+pub const MIGRATION_SHADOW: &str = "agents.x-k8s.io/migration-shadow";
+/// Set by upstream's migration tool: the template a shadow pool was created for.
+pub const MIGRATION_SOURCE_TEMPLATE: &str = "agents.x-k8s.io/migration-source-template";
+/// Set by upstream's migration tool to force a storage-version rewrite.
+pub const STORAGE_MIGRATED_AT: &str = "agents.x-k8s.io/storage-migrated-at";
+/// Annotation on v1alpha1 SandboxTemplates holding the v1beta1-only `volumeClaimTemplatesPolicy`.
+pub const V1BETA1_VOLUME_CLAIM_TEMPLATES_POLICY: &str =
+    "api.agents.x-k8s.io/v1beta1-volume-claim-templates-policy";
+
+/// Label key prefixes reserved for the controllers: stripped from user pod-template metadata
+/// before it is copied onto a Pod.
+pub const RESERVED_PREFIXES: [&str; 2] = ["agents.x-k8s.io/", "extensions.agents.x-k8s.io/"];
+
+/// Name prefix of the pools upstream's migration creates for v1alpha1 claims without a pool.
+pub const SHADOW_POOL_PREFIX: &str = "shadow-pool-";
+
+/// Value of [`LAUNCH_TYPE`] for a Sandbox created for its claim.
+pub const LAUNCH_TYPE_COLD: &str = "cold";
+/// Value of [`LAUNCH_TYPE`] for a Sandbox adopted from a warm pool.
+pub const LAUNCH_TYPE_WARM: &str = "warm";
+
+/// The annotation holding a JSON snapshot of the fields a version cannot express, so a round
+/// trip through the other version gives back the original: `api.agents.x-k8s.io/<version>-<kind>-state`
+/// (for example `api.agents.x-k8s.io/v1alpha1-sandboxclaim-state`).
+pub fn version_state_annotation(version: &str, kind_lowercase: &str) -> String {
+    format!("api.agents.x-k8s.io/{version}-{kind_lowercase}-state")
+}
+
+/// Whether a label or annotation key is reserved for the controllers (see [`RESERVED_PREFIXES`]).
+pub fn is_reserved_key(key: &str) -> bool {
+    RESERVED_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+/// Normalises a `created-by` value the way upstream does: known creators keep their name,
+/// anything else becomes `unknown`.
+pub fn normalize_created_by(value: &str) -> &'static str {
+    match value {
+        "go-client" => "go-client",
+        "python-client" => "python-client",
+        "controller" => "controller",
+        _ => "unknown",
+    }
+}
+
+/// The name hash used in labels and selectors: FNV-1a 32-bit over the UTF-8 bytes of `name`,
+/// as 8 lowercase hex digits. Short and label-safe, unlike the names themselves.
+pub fn name_hash(name: &str) -> String {
+    const OFFSET_BASIS: u32 = 0x811c_9dc5;
+    const PRIME: u32 = 0x0100_0193;
+    let hash = name
+        .bytes()
+        .fold(OFFSET_BASIS, |h, b| (h ^ u32::from(b)).wrapping_mul(PRIME));
+    format!("{hash:08x}")
+}
+
+/// `status.selector` of a Sandbox with this name: `agents.x-k8s.io/sandbox-name-hash=<hash>`.
+pub fn sandbox_selector(sandbox_name: &str) -> String {
+    format!("{SANDBOX_NAME_HASH}={}", name_hash(sandbox_name))
+}
+
+/// `status.selector` of a warm pool with this name: `agents.x-k8s.io/warm-pool-sandbox=<hash>`.
+pub fn warm_pool_selector(pool_name: &str) -> String {
+    format!("{WARM_POOL_SANDBOX}={}", name_hash(pool_name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_hash_matches_fnv1a_32_test_vectors() {
+        // Reference vectors of FNV-1a 32-bit (Fowler/Noll/Vo test suite).
+        assert_eq!(name_hash(""), "811c9dc5");
+        assert_eq!(name_hash("a"), "e40c292c");
+        assert_eq!(name_hash("foobar"), "bf9cf968");
+    }
+
+    #[test]
+    fn name_hash_is_eight_lowercase_hex_digits() {
+        for name in ["my-sandbox", "python-runtime", "x", "a-very-long-sandbox-name-0123456789"] {
+            let h = name_hash(name);
+            assert_eq!(h.len(), 8, "{name}");
+            assert!(h.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)), "{h}");
+        }
+        assert_ne!(name_hash("pool-a"), name_hash("pool-b"));
+    }
+
+    #[test]
+    fn selectors_join_key_and_hash() {
+        assert_eq!(sandbox_selector("a"), "agents.x-k8s.io/sandbox-name-hash=e40c292c");
+        assert_eq!(warm_pool_selector("a"), "agents.x-k8s.io/warm-pool-sandbox=e40c292c");
+    }
+
+    #[test]
+    fn created_by_is_normalised() {
+        assert_eq!(normalize_created_by("python-client"), "python-client");
+        assert_eq!(normalize_created_by("my-tool"), "unknown");
+    }
+
+    #[test]
+    fn reserved_keys_are_recognised() {
+        assert!(is_reserved_key("agents.x-k8s.io/claim-uid"));
+        assert!(is_reserved_key("extensions.agents.x-k8s.io/x"));
+        assert!(!is_reserved_key("app"));
+        assert!(!is_reserved_key("sandbox.users.io/team"));
+    }
+
+    #[test]
+    fn state_annotation_is_named_by_version_and_kind() {
+        assert_eq!(
+            version_state_annotation("v1alpha1", "sandboxclaim"),
+            "api.agents.x-k8s.io/v1alpha1-sandboxclaim-state"
+        );
+    }
+}
