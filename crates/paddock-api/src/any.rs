@@ -41,16 +41,36 @@ impl AnyObject {
     ///
     /// # Errors
     /// The value does not have the type's shape (validate it first for good messages).
-    pub fn from_value(kind: Kind, version: Version, value: Value) -> Result<Self, serde_json::Error> {
+    pub fn from_value(
+        kind: Kind,
+        version: Version,
+        value: Value,
+    ) -> Result<Self, serde_json::Error> {
         Ok(match (kind, version) {
-            (Kind::Sandbox, Version::V1alpha1) => Self::SandboxV1alpha1(serde_json::from_value(value)?),
-            (Kind::Sandbox, Version::V1beta1) => Self::SandboxV1beta1(serde_json::from_value(value)?),
-            (Kind::SandboxTemplate, Version::V1alpha1) => Self::SandboxTemplateV1alpha1(serde_json::from_value(value)?),
-            (Kind::SandboxTemplate, Version::V1beta1) => Self::SandboxTemplateV1beta1(serde_json::from_value(value)?),
-            (Kind::SandboxClaim, Version::V1alpha1) => Self::SandboxClaimV1alpha1(serde_json::from_value(value)?),
-            (Kind::SandboxClaim, Version::V1beta1) => Self::SandboxClaimV1beta1(serde_json::from_value(value)?),
-            (Kind::SandboxWarmPool, Version::V1alpha1) => Self::SandboxWarmPoolV1alpha1(serde_json::from_value(value)?),
-            (Kind::SandboxWarmPool, Version::V1beta1) => Self::SandboxWarmPoolV1beta1(serde_json::from_value(value)?),
+            (Kind::Sandbox, Version::V1alpha1) => {
+                Self::SandboxV1alpha1(serde_json::from_value(value)?)
+            }
+            (Kind::Sandbox, Version::V1beta1) => {
+                Self::SandboxV1beta1(serde_json::from_value(value)?)
+            }
+            (Kind::SandboxTemplate, Version::V1alpha1) => {
+                Self::SandboxTemplateV1alpha1(serde_json::from_value(value)?)
+            }
+            (Kind::SandboxTemplate, Version::V1beta1) => {
+                Self::SandboxTemplateV1beta1(serde_json::from_value(value)?)
+            }
+            (Kind::SandboxClaim, Version::V1alpha1) => {
+                Self::SandboxClaimV1alpha1(serde_json::from_value(value)?)
+            }
+            (Kind::SandboxClaim, Version::V1beta1) => {
+                Self::SandboxClaimV1beta1(serde_json::from_value(value)?)
+            }
+            (Kind::SandboxWarmPool, Version::V1alpha1) => {
+                Self::SandboxWarmPoolV1alpha1(serde_json::from_value(value)?)
+            }
+            (Kind::SandboxWarmPool, Version::V1beta1) => {
+                Self::SandboxWarmPoolV1beta1(serde_json::from_value(value)?)
+            }
         })
     }
 
@@ -58,9 +78,13 @@ impl AnyObject {
     pub fn kind(&self) -> Kind {
         match self {
             Self::SandboxV1alpha1(_) | Self::SandboxV1beta1(_) => Kind::Sandbox,
-            Self::SandboxTemplateV1alpha1(_) | Self::SandboxTemplateV1beta1(_) => Kind::SandboxTemplate,
+            Self::SandboxTemplateV1alpha1(_) | Self::SandboxTemplateV1beta1(_) => {
+                Kind::SandboxTemplate
+            }
             Self::SandboxClaimV1alpha1(_) | Self::SandboxClaimV1beta1(_) => Kind::SandboxClaim,
-            Self::SandboxWarmPoolV1alpha1(_) | Self::SandboxWarmPoolV1beta1(_) => Kind::SandboxWarmPool,
+            Self::SandboxWarmPoolV1alpha1(_) | Self::SandboxWarmPoolV1beta1(_) => {
+                Kind::SandboxWarmPool
+            }
         }
     }
 
@@ -96,14 +120,30 @@ impl AnyObject {
     pub fn convert(self, to: Version) -> Self {
         use crate::convert as c;
         match (self, to) {
-            (Self::SandboxV1alpha1(o), Version::V1beta1) => Self::SandboxV1beta1(c::sandbox_to_v1beta1(o)),
-            (Self::SandboxV1beta1(o), Version::V1alpha1) => Self::SandboxV1alpha1(c::sandbox_to_v1alpha1(o)),
-            (Self::SandboxTemplateV1alpha1(o), Version::V1beta1) => Self::SandboxTemplateV1beta1(c::template_to_v1beta1(o)),
-            (Self::SandboxTemplateV1beta1(o), Version::V1alpha1) => Self::SandboxTemplateV1alpha1(c::template_to_v1alpha1(o)),
-            (Self::SandboxClaimV1alpha1(o), Version::V1beta1) => Self::SandboxClaimV1beta1(c::claim_to_v1beta1(o)),
-            (Self::SandboxClaimV1beta1(o), Version::V1alpha1) => Self::SandboxClaimV1alpha1(c::claim_to_v1alpha1(o)),
-            (Self::SandboxWarmPoolV1alpha1(o), Version::V1beta1) => Self::SandboxWarmPoolV1beta1(c::warm_pool_to_v1beta1(o)),
-            (Self::SandboxWarmPoolV1beta1(o), Version::V1alpha1) => Self::SandboxWarmPoolV1alpha1(c::warm_pool_to_v1alpha1(o)),
+            (Self::SandboxV1alpha1(o), Version::V1beta1) => {
+                Self::SandboxV1beta1(c::sandbox_to_v1beta1(o))
+            }
+            (Self::SandboxV1beta1(o), Version::V1alpha1) => {
+                Self::SandboxV1alpha1(c::sandbox_to_v1alpha1(o))
+            }
+            (Self::SandboxTemplateV1alpha1(o), Version::V1beta1) => {
+                Self::SandboxTemplateV1beta1(c::template_to_v1beta1(o))
+            }
+            (Self::SandboxTemplateV1beta1(o), Version::V1alpha1) => {
+                Self::SandboxTemplateV1alpha1(c::template_to_v1alpha1(o))
+            }
+            (Self::SandboxClaimV1alpha1(o), Version::V1beta1) => {
+                Self::SandboxClaimV1beta1(c::claim_to_v1beta1(o))
+            }
+            (Self::SandboxClaimV1beta1(o), Version::V1alpha1) => {
+                Self::SandboxClaimV1alpha1(c::claim_to_v1alpha1(o))
+            }
+            (Self::SandboxWarmPoolV1alpha1(o), Version::V1beta1) => {
+                Self::SandboxWarmPoolV1beta1(c::warm_pool_to_v1beta1(o))
+            }
+            (Self::SandboxWarmPoolV1beta1(o), Version::V1alpha1) => {
+                Self::SandboxWarmPoolV1alpha1(c::warm_pool_to_v1alpha1(o))
+            }
             (same, _) => same,
         }
     }

@@ -61,7 +61,10 @@ pub struct PersistentVolumeClaimTemplate {
 impl PersistentVolumeClaimTemplate {
     /// The template's name (empty when unset).
     pub fn name(&self) -> &str {
-        self.metadata.as_ref().and_then(|m| m.name.as_deref()).unwrap_or("")
+        self.metadata
+            .as_ref()
+            .and_then(|m| m.name.as_deref())
+            .unwrap_or("")
     }
 }
 
@@ -246,7 +249,6 @@ pub struct ClaimSandboxStatus {
 pub struct SandboxClaimStatus {
     /// `Ready` (forwarded from the Sandbox, or a claim-level reason) and a mirrored `Finished`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
     /// The bound Sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]

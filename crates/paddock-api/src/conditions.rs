@@ -147,22 +147,38 @@ mod tests {
     #[test]
     fn set_keeps_transition_time_when_status_is_unchanged() {
         let mut conds = vec![new(types::READY, status::FALSE, "A", "a", Some(1), at(10))];
-        assert!(set(&mut conds, new(types::READY, status::FALSE, "B", "b", Some(2), at(20))));
+        assert!(set(
+            &mut conds,
+            new(types::READY, status::FALSE, "B", "b", Some(2), at(20))
+        ));
         assert_eq!(conds[0].last_transition_time, at(10));
         assert_eq!(conds[0].reason, "B");
-        assert!(set(&mut conds, new(types::READY, status::TRUE, "C", "c", Some(2), at(30))));
+        assert!(set(
+            &mut conds,
+            new(types::READY, status::TRUE, "C", "c", Some(2), at(30))
+        ));
         assert_eq!(conds[0].last_transition_time, at(30));
     }
 
     #[test]
     fn set_reports_no_change_for_an_identical_condition() {
         let mut conds = vec![new(types::READY, status::TRUE, "A", "a", Some(1), at(10))];
-        assert!(!set(&mut conds, new(types::READY, status::TRUE, "A", "a", Some(1), at(99))));
+        assert!(!set(
+            &mut conds,
+            new(types::READY, status::TRUE, "A", "a", Some(1), at(99))
+        ));
     }
 
     #[test]
     fn remove_and_is_true() {
-        let mut conds = vec![new(types::FINISHED, status::TRUE, "PodSucceeded", "", None, at(1))];
+        let mut conds = vec![new(
+            types::FINISHED,
+            status::TRUE,
+            "PodSucceeded",
+            "",
+            None,
+            at(1),
+        )];
         assert!(is_true(&conds, types::FINISHED));
         assert!(remove(&mut conds, types::FINISHED));
         assert!(!remove(&mut conds, types::FINISHED));

@@ -12,11 +12,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::names::{version_state_annotation, SHADOW_POOL_PREFIX, V1BETA1_VOLUME_CLAIM_TEMPLATES_POLICY};
+use crate::names::{
+    SHADOW_POOL_PREFIX, V1BETA1_VOLUME_CLAIM_TEMPLATES_POLICY, version_state_annotation,
+};
 use crate::{v1alpha1 as a, v1beta1 as b};
 
 /// What the generic round-trip machinery needs of an object type.
@@ -34,8 +36,14 @@ macro_rules! impl_object {
     )*};
 }
 impl_object!(
-    a::Sandbox, b::Sandbox, a::SandboxTemplate, b::SandboxTemplate,
-    a::SandboxClaim, b::SandboxClaim, a::SandboxWarmPool, b::SandboxWarmPool
+    a::Sandbox,
+    b::Sandbox,
+    a::SandboxTemplate,
+    b::SandboxTemplate,
+    a::SandboxClaim,
+    b::SandboxClaim,
+    a::SandboxWarmPool,
+    b::SandboxWarmPool
 );
 
 /// How the fields only v1beta1 has are kept on a v1alpha1 object.
@@ -43,7 +51,10 @@ enum BetaSnapshotStyle {
     /// A JSON map in `api.agents.x-k8s.io/v1beta1-<kind>-state`.
     Json,
     /// One field's string value in a dedicated annotation (upstream's name for it).
-    SingleField { annotation: &'static str, path: &'static str },
+    SingleField {
+        annotation: &'static str,
+        path: &'static str,
+    },
 }
 
 /// The conversion of one kind. Paths are JSON pointers into the object.
@@ -111,7 +122,9 @@ fn take_annotation(meta: &mut ObjectMeta, key: &str) -> Option<String> {
 }
 
 fn put_annotation(meta: &mut ObjectMeta, key: &str, value: String) {
-    meta.annotations.get_or_insert_with(BTreeMap::new).insert(key.to_owned(), value);
+    meta.annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(key.to_owned(), value);
 }
 
 /// Applies a snapshot (path → value) to an object; `None` when the result no longer parses.
@@ -135,7 +148,10 @@ fn snapshot_if_lost(paths: &[&str], got: &Value, want: &Value) -> Map<String, Va
     if agree(paths, got, want) {
         return Map::new();
     }
-    paths.iter().map(|p| ((*p).to_owned(), get_path(want, p))).collect()
+    paths
+        .iter()
+        .map(|p| ((*p).to_owned(), get_path(want, p)))
+        .collect()
 }
 
 impl<A: Object, B: Object> Rules<A, B> {
@@ -152,7 +168,8 @@ impl<A: Object, B: Object> Rules<A, B> {
         match self.beta_style {
             BetaSnapshotStyle::Json => json.and_then(|j| serde_json::from_str(&j).ok()),
             BetaSnapshotStyle::SingleField { annotation, path } => {
-                take_annotation(meta, annotation).map(|v| Map::from_iter([(path.to_owned(), Value::String(v))]))
+                take_annotation(meta, annotation)
+                    .map(|v| Map::from_iter([(path.to_owned(), Value::String(v))]))
             }
         }
     }
@@ -162,7 +179,11 @@ impl<A: Object, B: Object> Rules<A, B> {
             return;
         }
         match self.beta_style {
-            BetaSnapshotStyle::Json => put_annotation(meta, &self.beta_annotation(), Value::Object(snapshot).to_string()),
+            BetaSnapshotStyle::Json => put_annotation(
+                meta,
+                &self.beta_annotation(),
+                Value::Object(snapshot).to_string(),
+            ),
             BetaSnapshotStyle::SingleField { annotation, path } => {
                 if let Some(Value::String(v)) = snapshot.get(path) {
                     put_annotation(meta, annotation, v.clone());
@@ -177,33 +198,48 @@ impl<A: Object, B: Object> Rules<A, B> {
         let derived = (self.up)(&alpha);
         let mut beta = derived.clone();
         let alpha_json = to_json(&alpha);
-        if let Some(snapshot) = beta_snapshot {
-            if let Some(restored) = with_snapshot(&derived, &snapshot) {
-                if agree(self.alpha_derived, &to_json(&(self.down)(&restored)), &alpha_json) {
-                    beta = restored;
-                }
-            }
+        if let Some(snapshot) = beta_snapshot
+            && let Some(restored) = with_snapshot(&derived, &snapshot)
+            && agree(
+                self.alpha_derived,
+                &to_json(&(self.down)(&restored)),
+                &alpha_json,
+            )
+        {
+            beta = restored;
         }
-        let lost = snapshot_if_lost(self.alpha_recorded, &to_json(&(self.down)(&beta)), &alpha_json);
+        let lost = snapshot_if_lost(
+            self.alpha_recorded,
+            &to_json(&(self.down)(&beta)),
+            &alpha_json,
+        );
         if !lost.is_empty() {
-            put_annotation(beta.meta_mut(), &self.alpha_annotation(), Value::Object(lost).to_string());
+            put_annotation(
+                beta.meta_mut(),
+                &self.alpha_annotation(),
+                Value::Object(lost).to_string(),
+            );
         }
         beta
     }
 
     fn to_alpha(&self, mut beta: B) -> A {
         let alpha_snapshot: Option<Map<String, Value>> =
-            take_annotation(beta.meta_mut(), &self.alpha_annotation()).and_then(|j| serde_json::from_str(&j).ok());
+            take_annotation(beta.meta_mut(), &self.alpha_annotation())
+                .and_then(|j| serde_json::from_str(&j).ok());
         let _stale_beta_snapshot = self.take_beta_snapshot(beta.meta_mut());
         let derived = (self.down)(&beta);
         let mut alpha = derived.clone();
         let beta_json = to_json(&beta);
-        if let Some(snapshot) = alpha_snapshot {
-            if let Some(restored) = with_snapshot(&derived, &snapshot) {
-                if agree(self.beta_derived, &to_json(&(self.up)(&restored)), &beta_json) {
-                    alpha = restored;
-                }
-            }
+        if let Some(snapshot) = alpha_snapshot
+            && let Some(restored) = with_snapshot(&derived, &snapshot)
+            && agree(
+                self.beta_derived,
+                &to_json(&(self.up)(&restored)),
+                &beta_json,
+            )
+        {
+            alpha = restored;
         }
         let lost = snapshot_if_lost(self.beta_recorded, &to_json(&(self.up)(&alpha)), &beta_json);
         self.put_beta_snapshot(alpha.meta_mut(), lost);
@@ -223,7 +259,11 @@ const SANDBOX: Rules<a::Sandbox, b::Sandbox> = Rules {
 };
 
 fn sandbox_up(s: &a::Sandbox) -> b::Sandbox {
-    let mode = if s.spec.replicas == Some(0) { b::OperatingMode::Suspended } else { b::OperatingMode::Running };
+    let mode = if s.spec.replicas == Some(0) {
+        b::OperatingMode::Suspended
+    } else {
+        b::OperatingMode::Running
+    };
     b::Sandbox {
         metadata: s.metadata.clone(),
         spec: b::SandboxSpec {
@@ -320,14 +360,23 @@ const CLAIM: Rules<a::SandboxClaim, b::SandboxClaim> = Rules {
 /// The pool a v1alpha1 claim maps to (contract §1.8).
 fn alpha_claim_pool(c: &a::SandboxClaim) -> String {
     match c.spec.warmpool.as_deref() {
-        Some(pool) if !pool.is_empty() && pool != a::WARMPOOL_NONE && pool != a::WARMPOOL_DEFAULT => pool.to_owned(),
+        Some(pool)
+            if !pool.is_empty() && pool != a::WARMPOOL_NONE && pool != a::WARMPOOL_DEFAULT =>
+        {
+            pool.to_owned()
+        }
         _ => {
             let claim_name = c.metadata.name.as_deref().unwrap_or("");
-            let bound = c.status.as_ref().and_then(|s| s.sandbox.as_ref()).and_then(|s| s.name.as_deref());
+            let bound = c
+                .status
+                .as_ref()
+                .and_then(|s| s.sandbox.as_ref())
+                .and_then(|s| s.name.as_deref());
             match bound {
-                Some(sandbox) if !sandbox.is_empty() && sandbox != claim_name => {
-                    sandbox.rsplit_once('-').map_or(sandbox, |(pool, _suffix)| pool).to_owned()
-                }
+                Some(sandbox) if !sandbox.is_empty() && sandbox != claim_name => sandbox
+                    .rsplit_once('-')
+                    .map_or(sandbox, |(pool, _suffix)| pool)
+                    .to_owned(),
                 _ => format!("{SHADOW_POOL_PREFIX}{}", c.spec.sandbox_template_ref.name),
             }
         }
@@ -338,7 +387,9 @@ fn claim_up(c: &a::SandboxClaim) -> b::SandboxClaim {
     b::SandboxClaim {
         metadata: c.metadata.clone(),
         spec: b::SandboxClaimSpec {
-            warm_pool_ref: b::NameRef { name: alpha_claim_pool(c) },
+            warm_pool_ref: b::NameRef {
+                name: alpha_claim_pool(c),
+            },
             lifecycle: c.spec.lifecycle.clone(),
             additional_pod_metadata: c.spec.additional_pod_metadata.clone(),
             env: c.spec.env.clone(),
@@ -514,12 +565,24 @@ mod tests {
 
     #[test]
     fn sandbox_replicas_map_to_operating_mode() {
-        assert_eq!(sandbox_to_v1beta1(alpha_sandbox(Some(0))).spec.operating_mode, Some(b::OperatingMode::Suspended));
-        assert_eq!(sandbox_to_v1beta1(alpha_sandbox(Some(1))).spec.operating_mode, Some(b::OperatingMode::Running));
+        assert_eq!(
+            sandbox_to_v1beta1(alpha_sandbox(Some(0)))
+                .spec
+                .operating_mode,
+            Some(b::OperatingMode::Suspended)
+        );
+        assert_eq!(
+            sandbox_to_v1beta1(alpha_sandbox(Some(1)))
+                .spec
+                .operating_mode,
+            Some(b::OperatingMode::Running)
+        );
         let unset = sandbox_to_v1beta1(alpha_sandbox(None));
         assert_eq!(unset.spec.operating_mode, Some(b::OperatingMode::Running));
         assert_eq!(
-            annotations(&unset.metadata).get("api.agents.x-k8s.io/v1alpha1-sandbox-state").map(String::as_str),
+            annotations(&unset.metadata)
+                .get("api.agents.x-k8s.io/v1alpha1-sandbox-state")
+                .map(String::as_str),
             Some(r#"{"/spec/replicas":null,"/status/replicas":null}"#)
         );
     }
@@ -528,7 +591,10 @@ mod tests {
     fn sandbox_status_replicas_follow_the_mode_going_down() {
         let mut s = b::Sandbox::new("s", b::SandboxSpec::default());
         s.spec.operating_mode = Some(b::OperatingMode::Suspended);
-        s.status = Some(b::SandboxStatus { node_name: Some("node-1".into()), ..Default::default() });
+        s.status = Some(b::SandboxStatus {
+            node_name: Some("node-1".into()),
+            ..Default::default()
+        });
         let down = sandbox_to_v1alpha1(s);
         assert_eq!(down.spec.replicas, Some(0));
         assert_eq!(down.status.as_ref().and_then(|st| st.replicas), Some(0));
@@ -547,7 +613,9 @@ mod tests {
         let mut c = a::SandboxClaim::new(
             "my-claim",
             a::SandboxClaimSpec {
-                sandbox_template_ref: NameRef { name: "python".into() },
+                sandbox_template_ref: NameRef {
+                    name: "python".into(),
+                },
                 warmpool: warmpool.map(str::to_owned),
                 ..Default::default()
             },
@@ -555,7 +623,10 @@ mod tests {
         if let Some(name) = bound {
             c.status = Some(SandboxClaimStatus {
                 conditions: None,
-                sandbox: Some(ClaimSandboxStatus { name: Some(name.into()), pod_ips: None }),
+                sandbox: Some(ClaimSandboxStatus {
+                    name: Some(name.into()),
+                    pod_ips: None,
+                }),
             });
         }
         c
@@ -567,13 +638,27 @@ mod tests {
         assert_eq!(pool(alpha_claim(Some("fast-pool"), None)), "fast-pool");
         assert_eq!(pool(alpha_claim(None, None)), "shadow-pool-python");
         assert_eq!(pool(alpha_claim(Some("none"), None)), "shadow-pool-python");
-        assert_eq!(pool(alpha_claim(Some("default"), Some("my-claim"))), "shadow-pool-python");
-        assert_eq!(pool(alpha_claim(Some("default"), Some("python-pool-x7k2p"))), "python-pool");
+        assert_eq!(
+            pool(alpha_claim(Some("default"), Some("my-claim"))),
+            "shadow-pool-python"
+        );
+        assert_eq!(
+            pool(alpha_claim(Some("default"), Some("python-pool-x7k2p"))),
+            "python-pool"
+        );
     }
 
     #[test]
     fn claim_down_conversion_unpacks_shadow_pools() {
-        let mut c = b::SandboxClaim::new("c", b::SandboxClaimSpec { warm_pool_ref: NameRef { name: "shadow-pool-python".into() }, ..Default::default() });
+        let mut c = b::SandboxClaim::new(
+            "c",
+            b::SandboxClaimSpec {
+                warm_pool_ref: NameRef {
+                    name: "shadow-pool-python".into(),
+                },
+                ..Default::default()
+            },
+        );
         let down = claim_to_v1alpha1(c.clone());
         assert_eq!(down.spec.sandbox_template_ref.name, "python");
         assert_eq!(down.spec.warmpool.as_deref(), Some("default"));
@@ -598,14 +683,23 @@ mod tests {
         t.spec.volume_claim_templates_policy = Some(VolumeClaimTemplatesPolicy::Allowed);
         let down = template_to_v1alpha1(t);
         assert_eq!(
-            annotations(&down.metadata).get("api.agents.x-k8s.io/v1beta1-volume-claim-templates-policy").map(String::as_str),
+            annotations(&down.metadata)
+                .get("api.agents.x-k8s.io/v1beta1-volume-claim-templates-policy")
+                .map(String::as_str),
             Some("Allowed")
         );
     }
 
     #[test]
     fn warm_pool_nil_replicas_become_one_going_down() {
-        let p = b::SandboxWarmPool::new("p", b::SandboxWarmPoolSpec { replicas: None, sandbox_template_ref: NameRef { name: "t".into() }, update_strategy: None });
+        let p = b::SandboxWarmPool::new(
+            "p",
+            b::SandboxWarmPoolSpec {
+                replicas: None,
+                sandbox_template_ref: NameRef { name: "t".into() },
+                update_strategy: None,
+            },
+        );
         assert_eq!(warm_pool_to_v1alpha1(p).spec.replicas, 1);
     }
 }

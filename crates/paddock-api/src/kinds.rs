@@ -59,7 +59,12 @@ impl fmt::Display for Version {
 
 impl Kind {
     /// All kinds, in the order the CRDs are printed.
-    pub const ALL: [Kind; 4] = [Kind::Sandbox, Kind::SandboxTemplate, Kind::SandboxClaim, Kind::SandboxWarmPool];
+    pub const ALL: [Kind; 4] = [
+        Kind::Sandbox,
+        Kind::SandboxTemplate,
+        Kind::SandboxClaim,
+        Kind::SandboxWarmPool,
+    ];
 
     /// The `kind` string.
     pub fn as_str(self) -> &'static str {
@@ -148,7 +153,9 @@ impl Kind {
             None => (lower, None),
         };
         Kind::ALL.into_iter().find(|k| {
-            let name_matches = base == k.plural() || base == k.singular() || k.short_names().contains(&base.as_str());
+            let name_matches = base == k.plural()
+                || base == k.singular()
+                || k.short_names().contains(&base.as_str());
             name_matches && group.as_deref().is_none_or(|g| g == k.group())
         })
     }
@@ -179,10 +186,19 @@ mod tests {
     #[test]
     fn resource_names_resolve_like_kubectl() {
         assert_eq!(Kind::from_resource_name("swp"), Some(Kind::SandboxWarmPool));
-        assert_eq!(Kind::from_resource_name("SandboxClaims"), Some(Kind::SandboxClaim));
+        assert_eq!(
+            Kind::from_resource_name("SandboxClaims"),
+            Some(Kind::SandboxClaim)
+        );
         assert_eq!(Kind::from_resource_name("sandbox"), Some(Kind::Sandbox));
-        assert_eq!(Kind::from_resource_name("sandboxes.agents.x-k8s.io"), Some(Kind::Sandbox));
-        assert_eq!(Kind::from_resource_name("sandboxes.extensions.agents.x-k8s.io"), None);
+        assert_eq!(
+            Kind::from_resource_name("sandboxes.agents.x-k8s.io"),
+            Some(Kind::Sandbox)
+        );
+        assert_eq!(
+            Kind::from_resource_name("sandboxes.extensions.agents.x-k8s.io"),
+            None
+        );
         assert_eq!(Kind::from_resource_name("pods"), None);
     }
 

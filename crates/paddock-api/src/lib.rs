@@ -10,20 +10,22 @@
 //! - [`names`]: label and annotation keys, the name hash.
 //! - [`conditions`]: condition types and reasons.
 
-pub mod common;
 pub mod any;
+pub mod common;
 pub mod conditions;
 pub mod convert;
 mod core_markers;
+pub mod crd;
 pub mod kinds;
 pub mod names;
+mod object;
 pub mod schema;
 pub mod syntax;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-pub mod yaml;
-mod object;
 pub mod v1alpha1;
 pub mod v1beta1;
+pub mod validate;
+pub mod yaml;
 
 pub use object::NoStatus;

@@ -134,18 +134,33 @@ mod tests {
 
     #[test]
     fn name_hash_is_eight_lowercase_hex_digits() {
-        for name in ["my-sandbox", "python-runtime", "x", "a-very-long-sandbox-name-0123456789"] {
+        for name in [
+            "my-sandbox",
+            "python-runtime",
+            "x",
+            "a-very-long-sandbox-name-0123456789",
+        ] {
             let h = name_hash(name);
             assert_eq!(h.len(), 8, "{name}");
-            assert!(h.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)), "{h}");
+            assert!(
+                h.chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
+                "{h}"
+            );
         }
         assert_ne!(name_hash("pool-a"), name_hash("pool-b"));
     }
 
     #[test]
     fn selectors_join_key_and_hash() {
-        assert_eq!(sandbox_selector("a"), "agents.x-k8s.io/sandbox-name-hash=e40c292c");
-        assert_eq!(warm_pool_selector("a"), "agents.x-k8s.io/warm-pool-sandbox=e40c292c");
+        assert_eq!(
+            sandbox_selector("a"),
+            "agents.x-k8s.io/sandbox-name-hash=e40c292c"
+        );
+        assert_eq!(
+            warm_pool_selector("a"),
+            "agents.x-k8s.io/warm-pool-sandbox=e40c292c"
+        );
     }
 
     #[test]

@@ -112,5 +112,7 @@ pub(crate) use root_object;
 
 /// Status type of kinds that have no status (SandboxTemplate). It never serialises to anything
 /// but an empty object and is never set by paddock.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct NoStatus {}

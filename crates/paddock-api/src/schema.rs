@@ -7,9 +7,9 @@
 //! list-map keys, quantities) added from [`core_annotations`], which the Go markers of core/v1
 //! define and k8s-openapi's schemas lack.
 
-use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
-use serde_json::{json, Map, Value};
+use schemars::generate::SchemaSettings;
+use serde_json::{Map, Value, json};
 
 use crate::kinds::{Kind, Version};
 use crate::{v1alpha1, v1beta1};
@@ -18,14 +18,36 @@ use crate::{v1alpha1, v1beta1};
 /// `metadata`, `spec` and (except SandboxTemplate) `status`.
 pub fn object_schema(kind: Kind, version: Version) -> Value {
     let (spec, status) = match (kind, version) {
-        (Kind::Sandbox, Version::V1alpha1) => (spec_schema::<v1alpha1::SandboxSpec>(), Some(spec_schema::<v1alpha1::SandboxStatus>())),
-        (Kind::Sandbox, Version::V1beta1) => (spec_schema::<v1beta1::SandboxSpec>(), Some(spec_schema::<v1beta1::SandboxStatus>())),
-        (Kind::SandboxTemplate, Version::V1alpha1) => (spec_schema::<v1alpha1::SandboxTemplateSpec>(), None),
-        (Kind::SandboxTemplate, Version::V1beta1) => (spec_schema::<v1beta1::SandboxTemplateSpec>(), None),
-        (Kind::SandboxClaim, Version::V1alpha1) => (spec_schema::<v1alpha1::SandboxClaimSpec>(), Some(spec_schema::<v1alpha1::SandboxClaimStatus>())),
-        (Kind::SandboxClaim, Version::V1beta1) => (spec_schema::<v1beta1::SandboxClaimSpec>(), Some(spec_schema::<v1beta1::SandboxClaimStatus>())),
-        (Kind::SandboxWarmPool, Version::V1alpha1) => (spec_schema::<v1alpha1::SandboxWarmPoolSpec>(), Some(spec_schema::<v1alpha1::SandboxWarmPoolStatus>())),
-        (Kind::SandboxWarmPool, Version::V1beta1) => (spec_schema::<v1beta1::SandboxWarmPoolSpec>(), Some(spec_schema::<v1beta1::SandboxWarmPoolStatus>())),
+        (Kind::Sandbox, Version::V1alpha1) => (
+            spec_schema::<v1alpha1::SandboxSpec>(),
+            Some(spec_schema::<v1alpha1::SandboxStatus>()),
+        ),
+        (Kind::Sandbox, Version::V1beta1) => (
+            spec_schema::<v1beta1::SandboxSpec>(),
+            Some(spec_schema::<v1beta1::SandboxStatus>()),
+        ),
+        (Kind::SandboxTemplate, Version::V1alpha1) => {
+            (spec_schema::<v1alpha1::SandboxTemplateSpec>(), None)
+        }
+        (Kind::SandboxTemplate, Version::V1beta1) => {
+            (spec_schema::<v1beta1::SandboxTemplateSpec>(), None)
+        }
+        (Kind::SandboxClaim, Version::V1alpha1) => (
+            spec_schema::<v1alpha1::SandboxClaimSpec>(),
+            Some(spec_schema::<v1alpha1::SandboxClaimStatus>()),
+        ),
+        (Kind::SandboxClaim, Version::V1beta1) => (
+            spec_schema::<v1beta1::SandboxClaimSpec>(),
+            Some(spec_schema::<v1beta1::SandboxClaimStatus>()),
+        ),
+        (Kind::SandboxWarmPool, Version::V1alpha1) => (
+            spec_schema::<v1alpha1::SandboxWarmPoolSpec>(),
+            Some(spec_schema::<v1alpha1::SandboxWarmPoolStatus>()),
+        ),
+        (Kind::SandboxWarmPool, Version::V1beta1) => (
+            spec_schema::<v1beta1::SandboxWarmPoolSpec>(),
+            Some(spec_schema::<v1beta1::SandboxWarmPoolStatus>()),
+        ),
     };
     let mut spec = spec;
     if (kind, version) == (Kind::Sandbox, Version::V1beta1) {
@@ -33,6 +55,22 @@ pub fn object_schema(kind: Kind, version: Version) -> Value {
             "rule": VOLUME_CLAIM_TEMPLATES_IMMUTABLE_RULE,
             "message": VOLUME_CLAIM_TEMPLATES_IMMUTABLE_MESSAGE,
         }]);
+    }
+    if (kind, version) == (Kind::SandboxClaim, Version::V1beta1)
+        && let Some(vcts) = spec.pointer_mut("/properties/volumeClaimTemplates")
+    {
+        vcts["maxItems"] = json!(128);
+        vcts["x-kubernetes-validations"] = json!([{
+            "rule": "self.all(a, !has(a.metadata) || !has(a.metadata.name) || self.exists_one(b, has(b.metadata) && has(b.metadata.name) && b.metadata.name == a.metadata.name))",
+            "message": "volumeClaimTemplates names must be unique",
+        }]);
+        vcts["items"]["x-kubernetes-validations"] = json!([{
+            "rule": "has(self.metadata) && has(self.metadata.name) && size(self.metadata.name) > 0",
+            "message": "metadata.name must not be empty",
+        }]);
+        if let Some(name) = vcts.pointer_mut("/items/properties/metadata/properties/name") {
+            name["maxLength"] = json!(253);
+        }
     }
     let mut properties = Map::new();
     properties.insert(
@@ -62,6 +100,12 @@ pub fn object_schema(kind: Kind, version: Version) -> Value {
     })
 }
 
+/// The structural schema of `metadata` (ObjectMeta), used to check metadata; the CRDs
+/// themselves declare metadata as a plain object, as Kubernetes requires.
+pub fn metadata_schema() -> Value {
+    spec_schema::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>()
+}
+
 /// CEL rule on the v1beta1 Sandbox spec that keeps `volumeClaimTemplates` immutable.
 pub const VOLUME_CLAIM_TEMPLATES_IMMUTABLE_RULE: &str = "has(self.volumeClaimTemplates) == has(oldSelf.volumeClaimTemplates) && (!has(self.volumeClaimTemplates) || self.volumeClaimTemplates == oldSelf.volumeClaimTemplates)";
 /// The message of [`VOLUME_CLAIM_TEMPLATES_IMMUTABLE_RULE`].
@@ -69,10 +113,18 @@ pub const VOLUME_CLAIM_TEMPLATES_IMMUTABLE_MESSAGE: &str = "volumeClaimTemplates
 
 fn kind_description(kind: Kind) -> &'static str {
     match kind {
-        Kind::Sandbox => "Sandbox is an isolated, stateful, singleton workload: one pod, with optional persistent volumes and a headless Service.",
-        Kind::SandboxTemplate => "SandboxTemplate is a reusable description of a sandbox, referenced by warm pools and claims.",
-        Kind::SandboxClaim => "SandboxClaim requests a sandbox, taken from a warm pool when one is ready or made cold from the template.",
-        Kind::SandboxWarmPool => "SandboxWarmPool keeps a number of ready sandboxes made from one template, handed out to claims.",
+        Kind::Sandbox => {
+            "Sandbox is an isolated, stateful, singleton workload: one pod, with optional persistent volumes and a headless Service."
+        }
+        Kind::SandboxTemplate => {
+            "SandboxTemplate is a reusable description of a sandbox, referenced by warm pools and claims."
+        }
+        Kind::SandboxClaim => {
+            "SandboxClaim requests a sandbox, taken from a warm pool when one is ready or made cold from the template."
+        }
+        Kind::SandboxWarmPool => {
+            "SandboxWarmPool keeps a number of ready sandboxes made from one template, handed out to claims."
+        }
     }
 }
 
@@ -97,12 +149,18 @@ fn spec_schema<T: JsonSchema>() -> Value {
 }
 
 fn inline_refs(value: Value, defs: &Map<String, Value>, depth: usize) -> Value {
-    assert!(depth < 64, "schema nesting too deep (a recursive type reached the CRD schema)");
+    assert!(
+        depth < 64,
+        "schema nesting too deep (a recursive type reached the CRD schema)"
+    );
     match value {
         Value::Object(mut obj) => {
             if let Some(Value::String(reference)) = obj.remove("$ref") {
                 let name = reference.trim_start_matches("#/$defs/");
-                let mut target = defs.get(name).cloned().unwrap_or_else(|| panic!("schema reference {reference} has no definition"));
+                let mut target = defs
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("schema reference {reference} has no definition"));
                 // Keep sibling keywords (a field's description wins over the type's).
                 if let Value::Object(t) = &mut target {
                     for (k, v) in obj {
@@ -111,9 +169,18 @@ fn inline_refs(value: Value, defs: &Map<String, Value>, depth: usize) -> Value {
                 }
                 return inline_refs(target, defs, depth + 1);
             }
-            Value::Object(obj.into_iter().map(|(k, v)| (k, inline_refs(v, defs, depth + 1))).collect())
+            Value::Object(
+                obj.into_iter()
+                    .map(|(k, v)| (k, inline_refs(v, defs, depth + 1)))
+                    .collect(),
+            )
         }
-        Value::Array(items) => Value::Array(items.into_iter().map(|v| inline_refs(v, defs, depth + 1)).collect()),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| inline_refs(v, defs, depth + 1))
+                .collect(),
+        ),
         other => other,
     }
 }
@@ -128,7 +195,11 @@ fn structuralize(value: &mut Value) {
     }
     // `Option<T>`: `type: [T, "null"]` → `type: T`.
     if let Some(Value::Array(types)) = obj.get("type") {
-        let non_null: Vec<Value> = types.iter().filter(|t| t.as_str() != Some("null")).cloned().collect();
+        let non_null: Vec<Value> = types
+            .iter()
+            .filter(|t| t.as_str() != Some("null"))
+            .cloned()
+            .collect();
         if non_null.len() == 1 {
             obj.insert("type".into(), non_null[0].clone());
         }
@@ -136,7 +207,11 @@ fn structuralize(value: &mut Value) {
     // `Option<Struct>`: `anyOf: [{...}, {type: null}]` → the struct.
     for key in ["anyOf", "oneOf"] {
         if let Some(Value::Array(alts)) = obj.get(key) {
-            let non_null: Vec<Value> = alts.iter().filter(|a| a.get("type").and_then(Value::as_str) != Some("null")).cloned().collect();
+            let non_null: Vec<Value> = alts
+                .iter()
+                .filter(|a| a.get("type").and_then(Value::as_str) != Some("null"))
+                .cloned()
+                .collect();
             if non_null.len() == 1 && alts.len() == 2 {
                 obj.remove(key);
                 if let Value::Object(inner) = &non_null[0] {
@@ -144,7 +219,11 @@ fn structuralize(value: &mut Value) {
                         obj.entry(k.clone()).or_insert_with(|| v.clone());
                     }
                 }
-            } else if !non_null.is_empty() && non_null.iter().all(|a| a.get("const").is_some() || a.get("enum").is_some()) {
+            } else if !non_null.is_empty()
+                && non_null
+                    .iter()
+                    .all(|a| a.get("const").is_some() || a.get("enum").is_some())
+            {
                 // Unit-variant enums: `oneOf: [{const: A}, {const: B}]` → `enum: [A, B]`.
                 let mut values = Vec::new();
                 for alt in &non_null {
@@ -168,11 +247,15 @@ fn structuralize(value: &mut Value) {
     }
     // schemars marks unsigned integers with `minimum: 0` and `format: uint*`; Kubernetes
     // formats are int32/int64.
-    if let Some(Value::String(f)) = obj.get("format") {
-        if f.starts_with("uint") {
-            let bits = if f == "uint64" || f == "uint" { "int64" } else { "int32" };
-            obj.insert("format".into(), json!(bits));
-        }
+    if let Some(Value::String(f)) = obj.get("format")
+        && f.starts_with("uint")
+    {
+        let bits = if f == "uint64" || f == "uint" {
+            "int64"
+        } else {
+            "int32"
+        };
+        obj.insert("format".into(), json!(bits));
     }
     for child in obj.values_mut() {
         match child {
@@ -189,8 +272,6 @@ fn structuralize(value: &mut Value) {
 pub enum CoreAnnotation {
     /// `+listType=atomic` on a field.
     AtomicList(&'static str),
-    /// `+listType=set` on a field.
-    SetList(&'static str),
     /// `+listType=map` with these `+listMapKey`s on a field.
     MapList(&'static str, &'static [&'static str]),
     /// `+mapType=atomic` on a map field.
@@ -201,6 +282,9 @@ pub enum CoreAnnotation {
     Default(&'static str, &'static str),
     /// A field that Go leaves optional but k8s-openapi's Rust type makes required.
     Optional(&'static str),
+    /// A validation keyword on a field (field, keyword, JSON value), e.g. metav1.Condition's
+    /// `reason` pattern.
+    Constraint(&'static str, &'static str, &'static str),
 }
 
 /// The markers of Kubernetes' core types (as controller-gen renders them into CRDs), keyed by
@@ -236,16 +320,24 @@ fn annotate_core_type(def_name: &str, def: &mut Value) {
             CoreAnnotation::AtomicStruct => {
                 obj.insert("x-kubernetes-map-type".into(), json!("atomic"));
             }
-            CoreAnnotation::AtomicList(field) => set_field(obj, field, "x-kubernetes-list-type", json!("atomic")),
-            CoreAnnotation::SetList(field) => set_field(obj, field, "x-kubernetes-list-type", json!("set")),
+            CoreAnnotation::AtomicList(field) => {
+                set_field(obj, field, "x-kubernetes-list-type", json!("atomic"))
+            }
             CoreAnnotation::MapList(field, keys) => {
                 set_field(obj, field, "x-kubernetes-list-type", json!("map"));
                 set_field(obj, field, "x-kubernetes-list-map-keys", json!(keys));
             }
-            CoreAnnotation::AtomicMap(field) => set_field(obj, field, "x-kubernetes-map-type", json!("atomic")),
+            CoreAnnotation::AtomicMap(field) => {
+                set_field(obj, field, "x-kubernetes-map-type", json!("atomic"))
+            }
             CoreAnnotation::Default(field, value) => {
                 let v: Value = serde_json::from_str(value).unwrap_or_else(|_| json!(value));
                 set_field(obj, field, "default", v);
+            }
+            CoreAnnotation::Constraint(field, keyword, value) => {
+                let v: Value = serde_json::from_str(value)
+                    .unwrap_or_else(|e| panic!("bad constraint {value}: {e}"));
+                set_field(obj, field, keyword, v);
             }
             CoreAnnotation::Optional(field) => {
                 if let Some(Value::Array(required)) = obj.get_mut("required") {
@@ -272,15 +364,37 @@ fn set_field(obj: &mut Map<String, Value>, field: &str, key: &str, value: Value)
 /// The pattern Kubernetes puts on resource quantities.
 pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dump_for_inspection() {
-        let v = object_schema(Kind::Sandbox, Version::V1beta1);
-        std::fs::write("/tmp/sandbox-schema.yaml", crate::yaml::to_string(&v)).unwrap();
-        let v = object_schema(Kind::SandboxClaim, Version::V1alpha1);
-        std::fs::write("/tmp/claim-schema.yaml", crate::yaml::to_string(&v)).unwrap();
+/// Applies the schema's `default`s to `value`, as the API server does before storing: a
+/// missing field with a default gets it, wherever its parent object exists.
+pub fn apply_defaults(schema: &Value, value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Object(props)) = schema.get("properties") {
+                for (name, prop) in props {
+                    if map.get(name).is_none_or(Value::is_null)
+                        && let Some(default) = prop.get("default")
+                    {
+                        map.insert(name.clone(), default.clone());
+                    }
+                    if let Some(child) = map.get_mut(name) {
+                        apply_defaults(prop, child);
+                    }
+                }
+            } else if let Some(additional) =
+                schema.get("additionalProperties").filter(|a| a.is_object())
+            {
+                for child in map.values_mut() {
+                    apply_defaults(additional, child);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for item in items {
+                    apply_defaults(item_schema, item);
+                }
+            }
+        }
+        _ => {}
     }
 }

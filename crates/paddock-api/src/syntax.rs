@@ -23,7 +23,10 @@ fn label_chars_ok(s: &str) -> bool {
 pub fn dns1123_label(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if s.len() > DNS1123_LABEL_MAX {
-        errs.push(format!("must be no more than {DNS1123_LABEL_MAX} characters (it has {})", s.len()));
+        errs.push(format!(
+            "must be no more than {DNS1123_LABEL_MAX} characters (it has {})",
+            s.len()
+        ));
     }
     if !label_chars_ok(s) {
         errs.push(
@@ -38,7 +41,10 @@ pub fn dns1123_label(s: &str) -> Vec<String> {
 pub fn dns1123_subdomain(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if s.len() > DNS1123_SUBDOMAIN_MAX {
-        errs.push(format!("must be no more than {DNS1123_SUBDOMAIN_MAX} characters (it has {})", s.len()));
+        errs.push(format!(
+            "must be no more than {DNS1123_SUBDOMAIN_MAX} characters (it has {})",
+            s.len()
+        ));
     }
     if s.is_empty() || !s.split('.').all(label_chars_ok) {
         errs.push(
@@ -70,7 +76,11 @@ pub fn qualified_name(s: &str) -> Vec<String> {
         if prefix.is_empty() {
             errs.push("prefix part must be non-empty".to_owned());
         } else {
-            errs.extend(dns1123_subdomain(prefix).into_iter().map(|e| format!("prefix part {e}")));
+            errs.extend(
+                dns1123_subdomain(prefix)
+                    .into_iter()
+                    .map(|e| format!("prefix part {e}")),
+            );
         }
     }
     if name.contains('/') {
@@ -100,7 +110,9 @@ pub fn label_value(s: &str) -> Vec<String> {
 /// An environment variable name as the upstream SDK and Kubernetes accept it.
 pub fn env_var_name(s: &str) -> Vec<String> {
     let first_ok = s.starts_with(|c: char| c.is_ascii_alphabetic() || matches!(c, '-' | '.' | '_'));
-    let rest_ok = s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    let rest_ok = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
     if s.is_empty() || !first_ok || !rest_ok {
         return vec!["must consist of letters, digits, '_', '-' or '.', and must not start with a digit (e.g. 'MY_VAR')".to_owned()];
     }

@@ -44,14 +44,17 @@ impl SandboxSpec {
 #[serde(rename_all = "camelCase")]
 pub struct SandboxStatus {
     /// `<service>.<namespace>.svc.<cluster-domain>` while a Service is in use.
-    #[serde(default, rename = "serviceFQDN", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "serviceFQDN",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_fqdn: Option<String>,
     /// Name of the Service in use (the Sandbox's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     /// `Ready`, `Suspended`, `Finished` and `PodScheduled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Option<Vec<Condition>>,
     /// Label selector of the sandbox's pod: `agents.x-k8s.io/sandbox-name-hash=<hash>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -35,7 +35,10 @@ pub struct Position {
 
 impl Position {
     fn from_marker(m: Marker) -> Self {
-        Self { line: m.line(), column: m.col() + 1 }
+        Self {
+            line: m.line(),
+            column: m.col() + 1,
+        }
     }
 }
 
@@ -53,7 +56,9 @@ pub struct Document {
 impl Document {
     /// The position of the node at `path`, or of its nearest ancestor that has one.
     pub fn position_of(&self, path: &[PathSegment]) -> Option<Position> {
-        (0..=path.len()).rev().find_map(|n| self.positions.get(&path[..n]).copied())
+        (0..=path.len())
+            .rev()
+            .find_map(|n| self.positions.get(&path[..n]).copied())
     }
 }
 
@@ -83,7 +88,11 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
     if let Some(err) = builder.error {
         return Err(err);
     }
-    Ok(builder.documents.into_iter().filter(|d| !d.value.is_null()).collect())
+    Ok(builder
+        .documents
+        .into_iter()
+        .filter(|d| !d.value.is_null())
+        .collect())
 }
 
 /// Parses exactly one document; an empty input is the `null` document.
@@ -103,7 +112,10 @@ pub fn parse_one(text: &str) -> Result<Document, SyntaxError> {
 }
 
 enum Frame {
-    Seq { items: Vec<Value>, anchor: usize },
+    Seq {
+        items: Vec<Value>,
+        anchor: usize,
+    },
     Map {
         map: Map<String, Value>,
         pending_key: Option<(String, Position)>,
@@ -126,7 +138,10 @@ struct Builder {
 impl Builder {
     fn fail(&mut self, message: impl Into<String>, mark: Marker) {
         if self.error.is_none() {
-            self.error = Some(SyntaxError { message: message.into(), position: Position::from_marker(mark) });
+            self.error = Some(SyntaxError {
+                message: message.into(),
+                position: Position::from_marker(mark),
+            });
         }
     }
 
@@ -134,21 +149,30 @@ impl Builder {
     fn enter_node(&mut self, mark: Marker) -> bool {
         match self.stack.last_mut() {
             None => {
-                self.current.positions.insert(Vec::new(), Position::from_marker(mark));
+                self.current
+                    .positions
+                    .insert(Vec::new(), Position::from_marker(mark));
                 true
             }
             Some(Frame::Seq { items, .. }) => {
                 self.path.push(PathSegment::Index(items.len()));
-                self.current.positions.insert(self.path.clone(), Position::from_marker(mark));
+                self.current
+                    .positions
+                    .insert(self.path.clone(), Position::from_marker(mark));
                 true
             }
-            Some(Frame::Map { pending_key: Some((key, key_pos)), .. }) => {
+            Some(Frame::Map {
+                pending_key: Some((key, key_pos)),
+                ..
+            }) => {
                 let (key, key_pos) = (key.clone(), *key_pos);
                 self.path.push(PathSegment::Key(key));
                 self.current.positions.insert(self.path.clone(), key_pos);
                 true
             }
-            Some(Frame::Map { pending_key: None, .. }) => false,
+            Some(Frame::Map {
+                pending_key: None, ..
+            }) => false,
         }
     }
 
@@ -160,7 +184,12 @@ impl Builder {
                 items.push(value);
                 self.path.pop();
             }
-            Some(Frame::Map { map, pending_key, merged, .. }) => {
+            Some(Frame::Map {
+                map,
+                pending_key,
+                merged,
+                ..
+            }) => {
                 let Some((key, _)) = pending_key.take() else {
                     self.fail("internal: value without a key", mark);
                     return;
@@ -180,9 +209,20 @@ impl Builder {
         }
     }
 
-    fn scalar(&mut self, text: String, style: TScalarStyle, anchor: usize, tag: Option<Tag>, mark: Marker) {
+    fn scalar(
+        &mut self,
+        text: String,
+        style: TScalarStyle,
+        anchor: usize,
+        tag: Option<Tag>,
+        mark: Marker,
+    ) {
         // A scalar in key position of a mapping becomes the pending key.
-        if let Some(Frame::Map { pending_key: pending @ None, .. }) = self.stack.last_mut() {
+        if let Some(Frame::Map {
+            pending_key: pending @ None,
+            ..
+        }) = self.stack.last_mut()
+        {
             *pending = Some((text, Position::from_marker(mark)));
             return;
         }
@@ -226,7 +266,10 @@ impl MarkedEventReceiver for Builder {
         match ev {
             Event::Nothing | Event::StreamStart | Event::StreamEnd => {}
             Event::DocumentStart => {
-                self.current = Document { start: Some(Position::from_marker(mark)), ..Document::default() };
+                self.current = Document {
+                    start: Some(Position::from_marker(mark)),
+                    ..Document::default()
+                };
                 self.anchors.clear();
             }
             Event::DocumentEnd => {
@@ -239,7 +282,11 @@ impl MarkedEventReceiver for Builder {
                     self.fail("alias refers to an unknown anchor", mark);
                     return;
                 };
-                if let Some(Frame::Map { pending_key: pending @ None, .. }) = self.stack.last_mut() {
+                if let Some(Frame::Map {
+                    pending_key: pending @ None,
+                    ..
+                }) = self.stack.last_mut()
+                {
                     match value {
                         Value::String(s) => *pending = Some((s, Position::from_marker(mark))),
                         _ => self.fail("an alias used as a mapping key must be a string", mark),
@@ -250,20 +297,40 @@ impl MarkedEventReceiver for Builder {
                 self.finish_node(value, mark);
             }
             Event::SequenceStart(anchor, _) => {
-                if matches!(self.stack.last(), Some(Frame::Map { pending_key: None, .. })) {
+                if matches!(
+                    self.stack.last(),
+                    Some(Frame::Map {
+                        pending_key: None,
+                        ..
+                    })
+                ) {
                     self.fail("a sequence cannot be a mapping key", mark);
                     return;
                 }
                 self.enter_node(mark);
-                self.stack.push(Frame::Seq { items: Vec::new(), anchor });
+                self.stack.push(Frame::Seq {
+                    items: Vec::new(),
+                    anchor,
+                });
             }
             Event::MappingStart(anchor, _) => {
-                if matches!(self.stack.last(), Some(Frame::Map { pending_key: None, .. })) {
+                if matches!(
+                    self.stack.last(),
+                    Some(Frame::Map {
+                        pending_key: None,
+                        ..
+                    })
+                ) {
                     self.fail("a mapping cannot be a mapping key", mark);
                     return;
                 }
                 self.enter_node(mark);
-                self.stack.push(Frame::Map { map: Map::new(), pending_key: None, anchor, merged: Vec::new() });
+                self.stack.push(Frame::Map {
+                    map: Map::new(),
+                    pending_key: None,
+                    anchor,
+                    merged: Vec::new(),
+                });
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let (value, anchor) = match self.stack.pop() {
@@ -289,9 +356,13 @@ fn resolve_scalar(text: &str, style: TScalarStyle, tag: Option<&Tag>) -> Result<
         if tag.handle == "!!" || tag.handle == "tag:yaml.org,2002:" {
             return match tag.suffix.as_str() {
                 "str" => Ok(Value::String(text.to_owned())),
-                "int" => parse_int(text).map(Value::from).ok_or_else(|| format!("{text:?} is not an integer")),
+                "int" => parse_int(text)
+                    .map(Value::from)
+                    .ok_or_else(|| format!("{text:?} is not an integer")),
                 "float" => parse_float(text).ok_or_else(|| format!("{text:?} is not a number")),
-                "bool" => parse_bool(text).map(Value::Bool).ok_or_else(|| format!("{text:?} is not a boolean")),
+                "bool" => parse_bool(text)
+                    .map(Value::Bool)
+                    .ok_or_else(|| format!("{text:?} is not a boolean")),
                 "null" => Ok(Value::Null),
                 "binary" | "timestamp" => Ok(Value::String(text.to_owned())),
                 other => Err(format!("unsupported tag !!{other}")),
@@ -319,8 +390,12 @@ fn resolve_scalar(text: &str, style: TScalarStyle, tag: Option<&Tag>) -> Result<
 
 fn parse_bool(text: &str) -> Option<bool> {
     match text {
-        "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => Some(true),
-        "n" | "N" | "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => Some(false),
+        "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
+            Some(true)
+        }
+        "n" | "N" | "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
+            Some(false)
+        }
         _ => None,
     }
 }
@@ -338,7 +413,10 @@ fn parse_int(text: &str) -> Option<i64> {
         i64::from_str_radix(hex, 16).ok()?
     } else if let Some(bin) = digits.strip_prefix("0b") {
         i64::from_str_radix(bin, 2).ok()?
-    } else if digits.len() > 1 && digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit()) {
+    } else if digits.len() > 1
+        && digits.starts_with('0')
+        && digits.bytes().all(|b| b.is_ascii_digit())
+    {
         i64::from_str_radix(digits, 8).ok()?
     } else if digits.bytes().all(|b| b.is_ascii_digit()) {
         digits.parse::<i64>().ok()?
@@ -511,7 +589,9 @@ fn needs_quotes(s: &str) -> bool {
         return true;
     }
     let first = s.chars().next().unwrap_or(' ');
-    if "-?:,[]{}#&*!|>'\"%@`".contains(first) && !(first == '-' && s.len() > 1 && !s.starts_with("- ") && !s.starts_with("---")) {
+    let indicator = "-?:,[]{}#&*!|>'\"%@`".contains(first);
+    let plain_dash = first == '-' && s.len() > 1 && !s.starts_with("- ") && !s.starts_with("---");
+    if indicator && !plain_dash {
         return true;
     }
     if s.contains(": ") || s.contains(" #") || s.ends_with(':') || s.chars().any(char::is_control) {
@@ -542,13 +622,29 @@ mod tests {
         let text = "apiVersion: v1\nkind: X\nspec:\n  replicas: 3\n  items:\n  - a\n  - b\n---\n# empty\n---\nkind: Z\n";
         let docs = parse_documents(text).unwrap();
         assert_eq!(docs.len(), 2);
-        assert_eq!(docs[0].value, json!({"apiVersion": "v1", "kind": "X", "spec": {"replicas": 3, "items": ["a", "b"]}}));
-        let replicas = vec![PathSegment::Key("spec".into()), PathSegment::Key("replicas".into())];
-        assert_eq!(docs[0].positions[&replicas], Position { line: 4, column: 3 });
-        let item = vec![PathSegment::Key("spec".into()), PathSegment::Key("items".into()), PathSegment::Index(1)];
+        assert_eq!(
+            docs[0].value,
+            json!({"apiVersion": "v1", "kind": "X", "spec": {"replicas": 3, "items": ["a", "b"]}})
+        );
+        let replicas = vec![
+            PathSegment::Key("spec".into()),
+            PathSegment::Key("replicas".into()),
+        ];
+        assert_eq!(
+            docs[0].positions[&replicas],
+            Position { line: 4, column: 3 }
+        );
+        let item = vec![
+            PathSegment::Key("spec".into()),
+            PathSegment::Key("items".into()),
+            PathSegment::Index(1),
+        ];
         assert_eq!(docs[0].positions[&item].line, 7);
         assert_eq!(docs[1].value, json!({"kind": "Z"}));
-        assert_eq!(docs[1].positions[&vec![PathSegment::Key("kind".into())]].line, 11);
+        assert_eq!(
+            docs[1].positions[&vec![PathSegment::Key("kind".into())]].line,
+            11
+        );
     }
 
     #[test]
@@ -577,7 +673,8 @@ mod tests {
 
     #[test]
     fn anchors_aliases_and_merge_keys() {
-        let doc = parse_one("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\nlist: [*b]\n").unwrap();
+        let doc =
+            parse_one("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\nlist: [*b]\n").unwrap();
         assert_eq!(doc.value["other"], json!({"x": 1, "y": 3}));
         assert_eq!(doc.value["list"], json!([{"x": 1, "y": 2}]));
     }
@@ -585,7 +682,10 @@ mod tests {
     #[test]
     fn json_is_accepted() {
         let doc = parse_one(r#"{"kind": "Sandbox", "spec": {"replicas": 1}}"#).unwrap();
-        assert_eq!(doc.value, json!({"kind": "Sandbox", "spec": {"replicas": 1}}));
+        assert_eq!(
+            doc.value,
+            json!({"kind": "Sandbox", "spec": {"replicas": 1}})
+        );
     }
 
     #[test]
@@ -603,6 +703,9 @@ mod tests {
         let text = to_string(&value);
         let back = parse_one(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(back.value, value, "{text}");
-        assert!(text.starts_with("apiVersion: v1\nmetadata:\n  name: x\n"), "{text}");
+        assert!(
+            text.starts_with("apiVersion: v1\nmetadata:\n  name: x\n"),
+            "{text}"
+        );
     }
 }
