@@ -105,7 +105,7 @@ fn set_path(v: &mut Value, path: &str, new: Value) {
     }
     if let Value::Object(o) = cur {
         if new.is_null() {
-            o.remove(last);
+            o.shift_remove(last);
         } else {
             o.insert(last.to_owned(), new);
         }

@@ -1,0 +1,39 @@
+//! `paddock crds`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use paddock_api::crd::{ConversionWebhook, crd_yaml, file_name};
+use paddock_api::kinds::Kind;
+
+/// Prints the CRDs, or writes one file per CRD into `out_dir`.
+pub fn run(
+    no_conversion: bool,
+    service: String,
+    namespace: String,
+    out_dir: Option<&Path>,
+) -> Result<ExitCode> {
+    let webhook = (!no_conversion).then(|| ConversionWebhook {
+        service,
+        namespace,
+        ..ConversionWebhook::default()
+    });
+    match out_dir {
+        None => {
+            for kind in Kind::ALL {
+                print!("{}", crd_yaml(kind, webhook.as_ref()));
+            }
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for kind in Kind::ALL {
+                let path = dir.join(file_name(kind));
+                std::fs::write(&path, crd_yaml(kind, webhook.as_ref()))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
