@@ -1,1 +1,288 @@
 //! The in-sandbox agent: a small server that runs commands and moves files for its clients.
+//!
+//! One HTTP server (HTTP/1.1 and h2c) serves, on every listener: upstream's legacy python
+//! runtime endpoints, sandboxd's REST file API and gRPC `process.v1.ProcessService`, and
+//! paddock's own process API (see `docs/agent-api.md`). [`run`] is the `paddock agent` command;
+//! [`serve`] runs the server on listeners the caller bound (tests and benchmarks).
+
+pub mod api;
+pub mod config;
+pub mod confine;
+pub mod error;
+pub mod files;
+pub mod grpc;
+pub mod legacy;
+pub mod output;
+pub mod process;
+pub mod pty;
+pub mod reaper;
+pub mod server;
+pub mod spawn;
+pub mod state;
+mod sys_spawn;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+pub use config::{AgentConfig, Limits};
+pub use error::{AgentError, ApiError};
+pub use server::{Listener, router, serve};
+
+/// Command-line flags of `paddock agent` / `paddock-agent`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// Serve HTTP (and h2c gRPC) on this TCP address; repeatable. Defaults to 0.0.0.0:8888
+    /// (upstream's runtime port) unless --unix is given.
+    #[arg(
+        long = "listen",
+        value_name = "ADDR",
+        env = "PADDOCK_AGENT_LISTEN",
+        value_delimiter = ','
+    )]
+    pub listen: Vec<SocketAddr>,
+
+    /// Serve the same endpoints on this unix socket path; repeatable. A stale socket file is replaced.
+    #[arg(
+        long = "unix",
+        value_name = "PATH",
+        env = "PADDOCK_AGENT_UNIX",
+        value_delimiter = ','
+    )]
+    pub unix: Vec<PathBuf>,
+
+    /// Serve gRPC process.v1.ProcessService (and everything else) on this TCP address too.
+    /// Defaults to 0.0.0.0:9090 (sandboxd's gRPC port) unless --unix is given.
+    #[arg(
+        long = "grpc-listen",
+        value_name = "ADDR",
+        env = "PADDOCK_AGENT_GRPC_LISTEN"
+    )]
+    pub grpc_listen: Option<SocketAddr>,
+
+    /// Root of /v1/files and of process working directories (created if missing; `/` is allowed).
+    #[arg(
+        long = "root-dir",
+        value_name = "DIR",
+        env = "PADDOCK_AGENT_ROOT_DIR",
+        default_value = "/workspace"
+    )]
+    pub root_dir: PathBuf,
+
+    /// Root of the legacy endpoints (/upload, /download, /list, /exists) and working directory of
+    /// POST /execute.
+    #[arg(
+        long = "base-dir",
+        value_name = "DIR",
+        env = "SANDBOX_BASE_DIR",
+        default_value = "/app"
+    )]
+    pub base_dir: PathBuf,
+
+    /// Timeout of POST /execute when the request gives none, in seconds (invalid or non-positive
+    /// values fall back to 300).
+    #[arg(
+        long = "exec-timeout",
+        value_name = "SECONDS",
+        env = "SANDBOX_EXEC_TIMEOUT_SECONDS",
+        default_value = "300"
+    )]
+    pub exec_timeout: String,
+
+    /// File holding a bearer token that every endpoint but `GET /` and `GET /v1/health` then
+    /// requires. The token may instead be given in PADDOCK_AGENT_TOKEN. Unset: no auth.
+    #[arg(
+        long = "token-file",
+        value_name = "PATH",
+        env = "PADDOCK_AGENT_TOKEN_FILE"
+    )]
+    pub token_file: Option<PathBuf>,
+
+    /// Environment variables with this prefix are served on GET /v1/metadata (credential-like
+    /// names excluded).
+    #[arg(
+        long = "metadata-env-prefix",
+        value_name = "PREFIX",
+        env = "PADDOCK_AGENT_METADATA_ENV_PREFIX",
+        default_value = "SANDBOX_"
+    )]
+    pub metadata_env_prefix: String,
+
+    /// Seconds between SIGTERM and SIGKILL of child process groups at shutdown.
+    #[arg(
+        long = "shutdown-timeout",
+        value_name = "SECONDS",
+        env = "PADDOCK_AGENT_SHUTDOWN_TIMEOUT",
+        default_value_t = 10.0
+    )]
+    pub shutdown_timeout: f64,
+
+    /// Seconds a connection may sit idle (no traffic, no request in flight) before it is closed.
+    #[arg(
+        long = "idle-timeout",
+        value_name = "SECONDS",
+        env = "PADDOCK_AGENT_IDLE_TIMEOUT",
+        default_value_t = 60.0
+    )]
+    pub idle_timeout: f64,
+
+    /// Largest JSON request body, in bytes.
+    #[arg(long = "max-request-body", value_name = "BYTES", env = "PADDOCK_AGENT_MAX_REQUEST_BODY", default_value_t = 8 << 20)]
+    pub max_request_body: usize,
+
+    /// Largest uploaded file, in bytes.
+    #[arg(long = "max-upload", value_name = "BYTES", env = "PADDOCK_AGENT_MAX_UPLOAD", default_value_t = 16 << 30)]
+    pub max_upload: u64,
+
+    /// Output captured per stream of a buffered exec, in bytes; beyond it output is dropped and
+    /// the response says `*_truncated: true`.
+    #[arg(long = "max-output", value_name = "BYTES", env = "PADDOCK_AGENT_MAX_OUTPUT", default_value_t = 16 << 20)]
+    pub max_output: usize,
+
+    /// Output kept per started process for replay and re-attach, in bytes.
+    #[arg(long = "output-buffer", value_name = "BYTES", env = "PADDOCK_AGENT_OUTPUT_BUFFER", default_value_t = 1 << 20)]
+    pub output_buffer: usize,
+
+    /// Processes allowed to run at once; beyond it requests get 429 TOO_MANY_PROCESSES.
+    #[arg(
+        long = "max-processes",
+        value_name = "N",
+        env = "PADDOCK_AGENT_MAX_PROCESSES",
+        default_value_t = 256
+    )]
+    pub max_processes: usize,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `paddock_agent=debug`.
+    #[arg(
+        long = "log",
+        value_name = "FILTER",
+        env = "PADDOCK_AGENT_LOG",
+        default_value = "info"
+    )]
+    pub log: String,
+}
+
+fn seconds(value: f64, fallback: Duration) -> Duration {
+    if value.is_finite() && value >= 0.0 {
+        Duration::from_secs_f64(value.min(1e9))
+    } else {
+        fallback
+    }
+}
+
+impl AgentArgs {
+    /// Resolves the flags (and token sources) into a configuration.
+    pub fn config(&self) -> Result<AgentConfig, AgentError> {
+        let token = match &self.token_file {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| AgentError::TokenFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let token = text.trim().to_owned();
+                if token.is_empty() {
+                    return Err(AgentError::EmptyToken { path: path.clone() });
+                }
+                Some(token)
+            }
+            None => std::env::var(format!("{}TOKEN", config::OWN_ENV_PREFIX))
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty()),
+        };
+        let legacy_exec_timeout = match self.exec_timeout.trim().parse::<f64>() {
+            Ok(secs) if secs.is_finite() && secs > 0.0 => Duration::from_secs_f64(secs.min(1e9)),
+            _ => {
+                tracing::warn!(value = %self.exec_timeout, "invalid SANDBOX_EXEC_TIMEOUT_SECONDS, using 300");
+                Duration::from_secs(300)
+            }
+        };
+        let base_dir = if self.base_dir.as_os_str().is_empty() {
+            PathBuf::from("/app")
+        } else {
+            self.base_dir.clone()
+        };
+        let mut config = AgentConfig::new(self.root_dir.clone());
+        config.legacy_root = base_dir;
+        config.legacy_exec_timeout = legacy_exec_timeout;
+        config.token = token;
+        config.metadata_env_prefix = self.metadata_env_prefix.clone();
+        config.shutdown_grace = seconds(self.shutdown_timeout, Duration::from_secs(10));
+        config.reap_orphans = true;
+        config.limits = Limits {
+            max_request_body: self.max_request_body,
+            max_upload_bytes: self.max_upload,
+            max_output_bytes: self.max_output,
+            output_buffer_bytes: self.output_buffer,
+            max_processes: self.max_processes.max(1),
+            idle_timeout: seconds(self.idle_timeout, Duration::from_secs(60)),
+            ..Limits::default()
+        };
+        Ok(config)
+    }
+
+    /// TCP addresses to serve: the given ones, or the defaults when no unix socket is given.
+    fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs = self.listen.clone();
+        let defaults = self.unix.is_empty();
+        if addrs.is_empty() && defaults {
+            addrs.push(SocketAddr::from(([0, 0, 0, 0], 8888)));
+        }
+        match self.grpc_listen {
+            Some(addr) => addrs.push(addr),
+            None if defaults => addrs.push(SocketAddr::from(([0, 0, 0, 0], 9090))),
+            None => {}
+        }
+        addrs.dedup();
+        addrs
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT: binds the listeners, becomes the reaper of orphaned
+/// descendants (it usually is PID 1; otherwise it registers as child subreaper) and serves.
+pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let config = args.config()?;
+    if rustix::process::getpid().as_raw_nonzero().get() != 1
+        && let Err(err) = rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+    {
+        tracing::warn!(error = %err, "cannot become child subreaper; orphans will not be reaped");
+    }
+    let mut listeners = Vec::new();
+    for addr in args.tcp_addrs() {
+        listeners.push(Listener::tcp(addr).await?);
+    }
+    for path in &args.unix {
+        listeners.push(Listener::unix(path)?);
+    }
+    let shutdown = CancellationToken::new();
+    let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
+        }
+        trigger.cancel();
+    });
+    tracing::info!(
+        tcp = ?args.tcp_addrs(),
+        unix = ?args.unix,
+        root = %config.root_dir.display(),
+        auth = config.token.is_some(),
+        "paddock agent listening"
+    );
+    serve(listeners, config, shutdown).await
+}

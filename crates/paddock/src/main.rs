@@ -66,6 +66,12 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Yaml)]
         output: Format,
     },
+    /// Run the in-sandbox agent: exec, processes and files over HTTP, WebSocket and gRPC.
+    ///
+    /// This is the server inside every sandbox (also shipped as the static `paddock-agent`
+    /// binary). It speaks upstream's python-runtime endpoints, sandboxd's REST and gRPC APIs and
+    /// paddock's own process API; see docs/agent-api.md.
+    Agent(paddock_agent::AgentArgs),
     /// Print the CustomResourceDefinitions of the four kinds.
     ///
     /// Both versions are served and v1beta1 is stored. By default the CRDs name the controller's
@@ -104,6 +110,14 @@ enum Format {
     Json,
 }
 
+/// Runs an async command on a multi-threaded runtime.
+fn run_async(fut: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(fut)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -120,6 +134,10 @@ fn main() -> ExitCode {
             };
             cmd::convert::run(&files, to, lossless, output == Format::Json)
         }
+        Command::Agent(args) => run_async(async move {
+            paddock_agent::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Crds {
             no_conversion,
             webhook_service,
