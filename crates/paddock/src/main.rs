@@ -71,7 +71,7 @@ enum Command {
     /// This is the server inside every sandbox (also shipped as the static `paddock-agent`
     /// binary). It speaks upstream's python-runtime endpoints, sandboxd's REST and gRPC APIs and
     /// paddock's own process API; see docs/agent-api.md.
-    Agent(paddock_agent::AgentArgs),
+    Agent(Box<paddock_agent::AgentArgs>),
     /// Print the CustomResourceDefinitions of the four kinds.
     ///
     /// Both versions are served and v1beta1 is stored. By default the CRDs name the controller's
@@ -135,7 +135,7 @@ fn main() -> ExitCode {
             cmd::convert::run(&files, to, lossless, output == Format::Json)
         }
         Command::Agent(args) => run_async(async move {
-            paddock_agent::run(args).await?;
+            paddock_agent::run(*args).await?;
             Ok(ExitCode::SUCCESS)
         }),
         Command::Crds {
