@@ -1,2 +1,34 @@
 //! The local runtime: turns a Sandbox's pod template into an isolated workload on this host
 //! (gVisor by default, bubblewrap as the fast tier). It never runs code unsandboxed.
+//!
+//! Layout:
+//! - [`spec`] — [`WorkloadSpec`], what a sandbox is made of (pure data);
+//! - [`podspec`] — pod template → `WorkloadSpec` plus the fields not honoured locally (pure);
+//! - [`runtime`] — the [`Runtime`] trait, ids, states, errors;
+//! - [`local`] — [`LocalRuntime`], the trait on this host: directories, images, backends;
+//! - [`gvisor`] — OCI bundle and `runsc`; [`bwrap`] — bubblewrap argv and spawn;
+//! - [`seccomp`], [`cgroup`], [`hostview`] — bwrap's filter, cgroup limits, the `host` image;
+//! - [`image`] — registry client, image cache and safe unpacking, local OCI layouts;
+//! - [`agent`] — the in-sandbox agent's argv, image-config resolution, readiness probe;
+//! - [`doctor`] — which isolation this host offers, and the remedy for what it lacks.
+pub mod agent;
+pub mod bwrap;
+pub mod cgroup;
+pub mod doctor;
+pub mod gvisor;
+pub mod hostview;
+pub mod image;
+pub mod local;
+pub mod podspec;
+pub mod runtime;
+pub mod seccomp;
+pub mod spec;
+mod workdir;
+
+pub use image::ImageRef;
+pub use local::{LocalRuntime, RuntimeConfig};
+pub use podspec::{
+    MappedWorkload, PodMappingError, SandboxPod, UnhonouredField, workload_from_pod,
+};
+pub use runtime::{Runtime, RuntimeError, Workload, WorkloadId, WorkloadInfo, WorkloadState};
+pub use spec::{RuntimeClass, WorkloadSpec};
