@@ -1,9 +1,32 @@
-//! The gateway: the one HTTP API for SDKs and the CLI, plus upstream's router contract.
+//! The gateway: the one HTTP API for SDKs and the CLI (docs/gateway-api.md), plus upstream's
+//! router contract, over a [`Backend`](backend::Backend) — the embedded engine of
+//! `paddock serve`, or a Kubernetes cluster.
 //!
 //! # Layout
-//! - [`auth`]: bearer tokens (generated on first start, kept with mode 0600) and upstream's HMAC
-//!   scoped tokens.
-//! - [`router_contract`]: the `X-Sandbox-*` request contract of upstream's sandbox-router.
+//! - [`server`]: routes, authentication, the router contract, health, metrics; [`server::serve`].
+//! - [`backend`]: the contract a backend implements.
+//! - [`sandboxes`]: `/v1/sandboxes` — create, describe, pause, resume, and forwarding to agents.
+//! - [`objects`]: the four kinds on Kubernetes-shaped paths, and `/v1/apply`.
+//! - [`proxy`], [`agent_client`]: forwarding requests to sandboxes over unix sockets or TCP.
+//! - [`auth`]: bearer tokens and upstream's scoped tokens.
+//! - [`router_contract`]: upstream's `X-Sandbox-*` request contract.
+//! - [`error`]: error codes and bodies; [`metrics`]; [`openapi`].
 
+#![recursion_limit = "512"]
+
+
+pub mod agent_client;
 pub mod auth;
+pub mod backend;
+pub mod error;
+pub mod metrics;
+pub mod objects;
+pub mod openapi;
+pub mod proxy;
 pub mod router_contract;
+pub mod sandboxes;
+pub mod server;
+
+pub use backend::Backend;
+pub use error::{ApiError, Code};
+pub use server::{AppState, Auth, GatewayOptions, router, serve};

@@ -1,0 +1,122 @@
+//! What the gateway needs from where objects live and sandboxes run: the embedded engine of
+//! `paddock serve` or a Kubernetes cluster. Objects cross this boundary as JSON in the storage
+//! version (v1beta1); conversion, validation and defaulting happen in the gateway, so both
+//! backends behave the same.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use futures_util::Stream;
+use paddock_api::kinds::Kind;
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// A boxed future, so the trait can be used as `Arc<dyn Backend>`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A list of objects and the revision it reflects (watch from there for no gap).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectList {
+    /// The objects (v1beta1 JSON).
+    pub items: Vec<Value>,
+    /// The revision of the list.
+    pub resource_version: String,
+}
+
+/// One change seen by a watch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectEvent {
+    /// `ADDED`, `MODIFIED` or `DELETED`.
+    pub event_type: &'static str,
+    /// The object after the change (v1beta1 JSON).
+    pub object: Value,
+}
+
+/// A stream of changes; ends when the backend closes.
+pub type ObjectWatch = Pin<Box<dyn Stream<Item = Result<ObjectEvent, ApiError>> + Send>>;
+
+/// Which part of an object a write replaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Everything but `status`.
+    Main,
+    /// Only `status`.
+    Status,
+}
+
+/// How dependents go when an object is deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    /// Owner now, dependents later (default).
+    Background,
+    /// Dependents first; the owner stays visible until they are gone.
+    Foreground,
+    /// Dependents stay.
+    Orphan,
+}
+
+/// Where a sandbox's agent (or a port inside the sandbox) answers HTTP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A unix socket on this host (the embedded engine).
+    Unix(PathBuf),
+    /// A TCP address, `host:port` (a pod).
+    Tcp(String),
+}
+
+/// Where to send a request for a sandbox: the endpoint and a path prefix to put before the
+/// request's own path (the agent's port forwarding uses `/v1/ports/<port>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Where to connect.
+    pub endpoint: Endpoint,
+    /// Prepended to the forwarded path; empty for the agent itself.
+    pub path_prefix: String,
+}
+
+/// The backend contract.
+pub trait Backend: Send + Sync + 'static {
+    /// `embedded` or `kubernetes`.
+    fn name(&self) -> &'static str;
+
+    /// Reads one object.
+    fn get(&self, kind: Kind, namespace: &str, name: &str) -> BoxFuture<'_, Result<Value, ApiError>>;
+
+    /// Lists objects; `namespace: None` lists every namespace; `label_selector` uses the
+    /// Kubernetes syntax (empty selects all).
+    fn list(&self, kind: Kind, namespace: Option<&str>, label_selector: &str) -> BoxFuture<'_, Result<ObjectList, ApiError>>;
+
+    /// Creates an object (already validated, defaulted and converted to v1beta1).
+    fn create(&self, kind: Kind, object: Value) -> BoxFuture<'_, Result<Value, ApiError>>;
+
+    /// Replaces an object or its status; a set `metadata.resourceVersion` is a precondition.
+    fn update(&self, kind: Kind, object: Value, part: Part) -> BoxFuture<'_, Result<Value, ApiError>>;
+
+    /// Deletes an object; returns its last state.
+    fn delete(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        propagation: Propagation,
+    ) -> BoxFuture<'_, Result<Value, ApiError>>;
+
+    /// Watches changes after `resource_version` (or from the current state, as synthetic
+    /// `ADDED` events, when `None`).
+    fn watch(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        label_selector: &str,
+        resource_version: Option<String>,
+    ) -> BoxFuture<'_, Result<ObjectWatch, ApiError>>;
+
+    /// Where a sandbox's agent answers (`port: None`), or where a port inside the sandbox is
+    /// reached (upstream's `X-Sandbox-Port`).
+    fn target(&self, namespace: &str, sandbox: &str, port: Option<u16>) -> BoxFuture<'_, Result<Target, ApiError>>;
+
+    /// Facts about the backend for `GET /v1/info` (runtimes offered, versions...).
+    fn info(&self) -> Value;
+}

@@ -1,0 +1,114 @@
+//! The OpenAPI 3.1 description served at `/openapi.json` (the prose reference is
+//! docs/gateway-api.md).
+
+use serde_json::{Value, json};
+
+fn op(summary: &str, tag: &str) -> Value {
+    json!({"summary": summary, "tags": [tag], "responses": {"default": {"$ref": "#/components/responses/Error"}}})
+}
+
+fn op_with_body(summary: &str, tag: &str, schema: &str) -> Value {
+    let mut o = op(summary, tag);
+    o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
+    o
+}
+
+/// The document.
+pub fn document() -> Value {
+    let sandbox = "/v1/sandboxes/{name}";
+    let objects = "/apis/{group}/{version}/namespaces/{namespace}/{plural}";
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "paddock gateway",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Sandboxes for AI agents: create, exec, files, and the Agent Sandbox objects. Auth: Authorization: Bearer <token>."
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/sandboxes": {
+                "post": op_with_body("Create a sandbox from a warm pool, a template or an image, and wait until it is Ready", "sandboxes", "CreateSandbox"),
+                "get": op("List sandboxes", "sandboxes"),
+            },
+            sandbox: {
+                "get": op("Describe a sandbox (by Sandbox or claim name)", "sandboxes"),
+                "delete": op("Delete a sandbox (its claim, when it has one)", "sandboxes"),
+            },
+            format!("{sandbox}/pause"): {"post": op("Suspend: stop the workload, keep the volumes", "sandboxes")},
+            format!("{sandbox}/resume"): {"post": op("Run a suspended sandbox again", "sandboxes")},
+            format!("{sandbox}/exec"): {"post": op_with_body("Run a command to completion (the agent's POST /v1/exec)", "inside", "Process")},
+            format!("{sandbox}/processes"): {
+                "post": op_with_body("Start a process: NDJSON stream, or background (the agent's POST /v1/processes)", "inside", "Process"),
+                "get": op("List processes", "inside"),
+            },
+            format!("{sandbox}/processes/ws"): {"get": op("Start and attach over WebSocket", "inside")},
+            format!("{sandbox}/processes/{{id}}"): {"get": op("Process info", "inside"), "delete": op("Kill and forget", "inside")},
+            format!("{sandbox}/processes/{{id}}/output"): {"get": op("Replay and follow output (NDJSON)", "inside")},
+            format!("{sandbox}/processes/{{id}}/ws"): {"get": op("Attach over WebSocket", "inside")},
+            format!("{sandbox}/processes/{{id}}/stdin"): {"post": op("Write stdin", "inside")},
+            format!("{sandbox}/processes/{{id}}/signal"): {"post": op("Signal the process group", "inside")},
+            format!("{sandbox}/processes/{{id}}/resize"): {"post": op("Resize the PTY", "inside")},
+            format!("{sandbox}/processes/{{id}}/wait"): {"get": op("Wait for exit (long poll)", "inside")},
+            format!("{sandbox}/files/{{path}}"): {
+                "get": op("Read a file (Range) or list a directory; ?format=tar for a directory as tar", "inside"),
+                "head": op("Whether a path exists", "inside"),
+                "put": op("Write a file atomically (?mode=0644), or extract a tar (?format=tar)", "inside"),
+                "delete": op("Delete a file or directory (?recursive=true)", "inside"),
+            },
+            "/v1/apply": {"post": op("Create or update every object of a YAML/JSON stream (validated as a whole)", "objects")},
+            objects: {"get": op("List or watch objects (?watch=true, NDJSON)", "objects"), "post": op("Create an object", "objects")},
+            format!("{objects}/{{name}}"): {
+                "get": op("Read an object", "objects"),
+                "put": op("Replace an object", "objects"),
+                "patch": op("JSON merge patch", "objects"),
+                "delete": op("Delete an object (?propagationPolicy=)", "objects"),
+            },
+            format!("{objects}/{{name}}/status"): {"get": op("Read status", "objects"), "put": op("Replace status", "objects"), "patch": op("Merge-patch status", "objects")},
+            "/v1/info": {"get": op("Version, backend and the runtimes this host offers", "service")},
+            "/healthz": {"get": {"summary": "Liveness (no auth)", "tags": ["service"], "security": [], "responses": {"200": {"description": "ok"}}}},
+            "/metrics": {"get": op("Prometheus metrics", "service")},
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {"Error": {"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string", "enum": ["INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND", "ALREADY_EXISTS", "CONFLICT", "INVALID_OBJECT", "PAYLOAD_TOO_LARGE", "TOO_MANY_PROCESSES", "SANDBOX_NOT_READY", "DEADLINE_EXCEEDED", "UNAVAILABLE", "INTERNAL", "NOT_IMPLEMENTED"]},
+                        "message": {"type": "string"},
+                        "details": {}
+                    }
+                },
+                "CreateSandbox": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        "name": {"type": "string"}, "namespace": {"type": "string"},
+                        "warmPool": {"type": "string"}, "template": {"type": "string"}, "image": {"type": "string"},
+                        "runtime": {"type": "string", "enum": ["gvisor", "runsc", "bwrap"]},
+                        "command": {"type": "array", "items": {"type": "string"}},
+                        "env": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "workingDir": {"type": "string"},
+                        "resources": {"type": "object", "properties": {"memory": {"type": "string"}, "cpu": {"type": "string"}}},
+                        "volumes": {"type": "array", "items": {"type": "object", "required": ["hostPath", "mountPath"], "properties": {"hostPath": {"type": "string"}, "mountPath": {"type": "string"}, "readOnly": {"type": "boolean"}}}},
+                        "timeoutSeconds": {"type": "integer", "minimum": 1},
+                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "wait": {"type": "boolean"}, "waitTimeoutSeconds": {"type": "number"}
+                    }
+                },
+                "Process": {
+                    "type": "object",
+                    "properties": {
+                        "argv": {"type": "array", "items": {"type": "string"}}, "command": {"type": "string"},
+                        "env": {"type": "object", "additionalProperties": {"type": "string"}}, "cwd": {"type": "string"},
+                        "timeout_ms": {"type": "integer"}, "stdin": {"type": "string"}, "stdin_encoding": {"type": "string", "enum": ["base64"]},
+                        "pty": {"type": "object", "properties": {"cols": {"type": "integer"}, "rows": {"type": "integer"}}},
+                        "background": {"type": "boolean"}, "keep_stdin_open": {"type": "boolean"}, "max_output_bytes": {"type": "integer"}
+                    }
+                }
+            }
+        }
+    })
+}

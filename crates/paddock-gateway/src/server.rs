@@ -1,0 +1,238 @@
+//! The HTTP server: routes, authentication, the router contract, health, metrics and the
+//! OpenAPI document. [`serve`] takes its listener and shutdown token as parameters, so tests
+//! bind `127.0.0.1:0` and stop cleanly.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use http::{StatusCode, header};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent_client::{AgentClient, new_client};
+use crate::auth::{ScopedTokens, Token, bearer};
+use crate::backend::{Backend, Part};
+use crate::error::{ApiError, Code};
+use crate::metrics::Metrics;
+use crate::proxy::{ForwardError, forward};
+use crate::router_contract::{self, RouteOptions};
+use crate::{objects, openapi, sandboxes};
+
+/// How clients authenticate.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// Nobody is checked (explicit opt-in only).
+    None,
+    /// One shared bearer token.
+    Bearer(Token),
+    /// Upstream's scoped tokens for routed requests, and optionally a shared token for the rest.
+    Scoped {
+        /// Verifies scoped tokens.
+        tokens: ScopedTokens,
+        /// A token that may do everything.
+        admin: Option<Token>,
+    },
+}
+
+/// Tunables.
+#[derive(Clone, Debug)]
+pub struct GatewayOptions {
+    /// Upper bound of a forwarded request's wait for response headers.
+    pub proxy_timeout: Duration,
+    /// Options of upstream's router contract.
+    pub route: RouteOptions,
+    /// Largest request body accepted by the object and sandbox APIs (forwarded bodies are streamed).
+    pub max_body: usize,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self { proxy_timeout: Duration::from_secs(180), route: RouteOptions::default(), max_body: 8 * 1024 * 1024 }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where objects live and sandboxes run.
+    pub backend: Arc<dyn Backend>,
+    /// Who may call.
+    pub auth: Auth,
+    /// Pooled connections to agents.
+    pub client: AgentClient,
+    /// Tunables.
+    pub options: GatewayOptions,
+    /// Request metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("backend", &self.backend.name()).field("auth", &self.auth).finish()
+    }
+}
+
+impl AppState {
+    /// The state for a backend.
+    pub fn new(backend: Arc<dyn Backend>, auth: Auth, options: GatewayOptions) -> Self {
+        Self { backend, auth, client: new_client(), options, metrics: Arc::new(Metrics::new()) }
+    }
+}
+
+/// The whole API as an axum router.
+pub fn router(state: AppState) -> Router {
+    let object = "/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}";
+    Router::new()
+        .route("/v1/sandboxes", post(sandboxes::create).get(sandboxes::list))
+        .route("/v1/sandboxes/{name}", get(sandboxes::get).delete(sandboxes::delete))
+        .route("/v1/sandboxes/{name}/pause", post(sandboxes::pause))
+        .route("/v1/sandboxes/{name}/resume", post(sandboxes::resume))
+        .route("/v1/sandboxes/{name}/{*rest}", any(sandboxes::inside))
+        .route("/v1/apply", post(objects::apply))
+        .route("/v1/info", get(info))
+        .route("/apis/{group}/{version}/{plural}", get(objects::list_all))
+        .route("/apis/{group}/{version}/namespaces/{namespace}/{plural}", get(objects::list_namespaced).post(objects::create))
+        .route(
+            object,
+            get(objects::get)
+                .delete(objects::delete)
+                .put(|State(s): State<AppState>, axum::extract::Path(p), h, b| objects::replace(s, p, Part::Main, h, b))
+                .patch(|State(s): State<AppState>, axum::extract::Path(p), h, b| objects::patch(s, p, Part::Main, h, b)),
+        )
+        .route(
+            &format!("{object}/status"),
+            get(objects::get)
+                .put(|State(s): State<AppState>, axum::extract::Path(p), h, b| objects::replace(s, p, Part::Status, h, b))
+                .patch(|State(s): State<AppState>, axum::extract::Path(p), h, b| objects::patch(s, p, Part::Status, h, b)),
+        )
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .fallback(|| async { ApiError::not_found("no such endpoint; see GET /openapi.json") })
+        .layer(axum::extract::DefaultBodyLimit::max(state.options.max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        // The router contract comes before the API's own auth: a request carrying
+        // X-Sandbox-ID is upstream's router traffic, whatever its path.
+        .layer(middleware::from_fn_with_state(state.clone(), routed))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let response = next.run(req).await;
+    state.metrics.observe(method.as_str(), response.status().as_u16(), start.elapsed());
+    response
+}
+
+fn presented_token(req: &Request) -> Option<&str> {
+    req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer)
+}
+
+async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let ok = match &state.auth {
+        Auth::None => true,
+        Auth::Bearer(token) => presented_token(&req).is_some_and(|t| token.matches(t)),
+        Auth::Scoped { admin, .. } => admin.as_ref().is_some_and(|a| presented_token(&req).is_some_and(|t| a.matches(t))),
+    };
+    if ok {
+        next.run(req).await
+    } else if presented_token(&req).is_none() {
+        ApiError::new(Code::Unauthenticated, "missing Authorization: Bearer <token>; paddock serve keeps its token in $PADDOCK_HOME/token").into_response()
+    } else {
+        ApiError::new(Code::Unauthenticated, "invalid token").into_response()
+    }
+}
+
+fn detail(status: StatusCode, detail: &str) -> Response {
+    (status, Json(json!({ "detail": detail }))).into_response()
+}
+
+/// Upstream's sandbox-router contract: requests carrying `X-Sandbox-ID` go to the sandbox.
+async fn routed(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !router_contract::is_routed(req.headers()) || req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let route = match router_contract::parse(req.headers(), state.options.route) {
+        Ok(r) => r,
+        Err(e) => return detail(StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST), &e.detail),
+    };
+    match &state.auth {
+        Auth::None => {}
+        Auth::Bearer(token) => match presented_token(&req) {
+            None => return detail(StatusCode::UNAUTHORIZED, "Missing or invalid Authorization header."),
+            Some(t) if !token.matches(t) => return detail(StatusCode::UNAUTHORIZED, "Invalid token."),
+            Some(_) => {}
+        },
+        Auth::Scoped { tokens, admin } => {
+            let Some(t) = presented_token(&req) else {
+                return detail(StatusCode::UNAUTHORIZED, "Missing or invalid Authorization header.");
+            };
+            if !admin.as_ref().is_some_and(|a| a.matches(t)) {
+                if route.pod_ip.is_some() || route.uid.is_some() {
+                    return detail(StatusCode::FORBIDDEN, "X-Sandbox-Pod-IP and X-Sandbox-UID are not allowed with scoped tokens.");
+                }
+                match tokens.verify(t, std::time::SystemTime::now()) {
+                    Err(_) => return detail(StatusCode::UNAUTHORIZED, "Invalid token."),
+                    Ok(scope) if scope.ns != route.namespace || scope.name != route.sandbox => {
+                        return detail(StatusCode::FORBIDDEN, "Token is not valid for this sandbox.");
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+    let port = (route.port != router_contract::DEFAULT_PORT).then_some(route.port);
+    let target = match route.pod_ip {
+        Some(ip) => crate::backend::Target {
+            endpoint: crate::backend::Endpoint::Tcp(match ip {
+                std::net::IpAddr::V4(v4) => format!("{v4}:{}", route.port),
+                std::net::IpAddr::V6(v6) => format!("[{v6}]:{}", route.port),
+            }),
+            path_prefix: String::new(),
+        },
+        None => match state.backend.target(&route.namespace, &route.sandbox, port).await {
+            Ok(t) => t,
+            Err(e) if e.code == Code::NotFound => return detail(StatusCode::BAD_GATEWAY, &format!("Could not connect to the backend sandbox: {}", route.sandbox)),
+            Err(e) => return detail(StatusCode::BAD_GATEWAY, &format!("Could not connect to the backend sandbox: {} ({})", route.sandbox, e.message)),
+        },
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    match forward(&state.client, &target, req, &path, route.timeout).await {
+        Ok(r) => r,
+        Err(ForwardError::Timeout(_)) => detail(StatusCode::GATEWAY_TIMEOUT, &format!("Timed out waiting for the backend sandbox: {}", route.sandbox)),
+        Err(ForwardError::Connect(_)) => detail(StatusCode::BAD_GATEWAY, &format!("Could not connect to the backend sandbox: {}", route.sandbox)),
+        Err(ForwardError::BadRequest(_)) => detail(StatusCode::INTERNAL_SERVER_ERROR, "An internal error occurred in the proxy."),
+    }
+}
+
+async fn info(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "backend": state.backend.name(),
+        "details": state.backend.info(),
+    }))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then finishes in-flight requests.
+///
+/// # Errors
+/// The listener fails.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+    let app = router(state);
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
