@@ -833,6 +833,28 @@ fn map_volume(
             claim.read_only.unwrap_or(false),
         ));
     }
+    if let Some(host) = &volume.host_path {
+        // A host directory the user asked for (`paddock run -v HOST:SANDBOX`). It must exist
+        // unless its type asks for it to be created; files and sockets are not mounted.
+        let dir = PathBuf::from(&host.path);
+        if !dir.is_absolute() {
+            return Err(PodMappingError::InvalidField {
+                path: format!("{path}.hostPath.path"),
+                reason: format!("{:?} is not an absolute path", host.path),
+            });
+        }
+        let may_create = host.type_.as_deref() == Some("DirectoryOrCreate");
+        if !may_create && !dir.is_dir() {
+            return Err(PodMappingError::InvalidField {
+                path: format!("{path}.hostPath.path"),
+                reason: format!(
+                    "{} is not an existing directory on this host (set type: DirectoryOrCreate to create it)",
+                    host.path
+                ),
+            });
+        }
+        return Ok((Some(VolumeSource::HostDir { path: dir }), false));
+    }
     let kind = json_object(volume)
         .into_iter()
         .map(|(k, _)| k)
@@ -1222,5 +1244,32 @@ mod tests {
         for bad in ["", "-1", "1Xi", "abc", "1e99", "."] {
             assert!(parse_quantity(bad, "x").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn host_path_volumes_mount_existing_directories_only() {
+        use k8s_openapi::api::core::v1::{HostPathVolumeSource, VolumeMount as K8sMount};
+        let dir = std::env::temp_dir();
+        let mut pod = PodSpec {
+            containers: vec![Container {
+                volume_mounts: Some(vec![K8sMount { name: "data".into(), mount_path: "/data".into(), read_only: Some(true), ..K8sMount::default() }]),
+                ..container()
+            }],
+            volumes: Some(vec![Volume {
+                name: "data".into(),
+                host_path: Some(HostPathVolumeSource { path: dir.display().to_string(), type_: None }),
+                ..Volume::default()
+            }]),
+            ..PodSpec::default()
+        };
+        let root = Path::new("/var/lib/paddock/volumes");
+        let input = |pod: &PodSpec| workload_from_pod(&SandboxPod { pod, volume_claim_templates: &[], namespace: "default", sandbox_name: "s", persistent_volume_root: root }).map(|m| (m.spec, m.unhonoured));
+        let (spec, unhonoured) = input(&pod).unwrap();
+        assert!(unhonoured.is_empty(), "{unhonoured:?}");
+        assert_eq!(spec.mounts[0].source, VolumeSource::HostDir { path: dir.clone() });
+        assert!(spec.mounts[0].read_only);
+        pod.volumes.as_mut().unwrap()[0].host_path.as_mut().unwrap().path = "/no/such/dir".into();
+        let err = input(&pod).unwrap_err().to_string();
+        assert!(err.contains("/no/such/dir is not an existing directory"), "{err}");
     }
 }
