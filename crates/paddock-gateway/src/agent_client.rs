@@ -44,7 +44,12 @@ const UNIX_SCHEME: &str = "unix";
 pub fn uri(endpoint: &Endpoint, path_and_query: &str) -> Result<Uri, http::Error> {
     let uri = match endpoint {
         Endpoint::Unix(socket) => {
-            let hex: String = socket.as_os_str().as_encoded_bytes().iter().map(|b| format!("{b:02x}")).collect();
+            let hex: String = socket
+                .as_os_str()
+                .as_encoded_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
             format!("{UNIX_SCHEME}://{hex}{path_and_query}")
         }
         Endpoint::Tcp(addr) => format!("http://{addr}{path_and_query}"),
@@ -53,10 +58,13 @@ pub fn uri(endpoint: &Endpoint, path_and_query: &str) -> Result<Uri, http::Error
 }
 
 fn socket_path(host: &str) -> Option<PathBuf> {
-    if host.len() % 2 != 0 {
+    if !host.len().is_multiple_of(2) {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..host.len()).step_by(2).map(|i| u8::from_str_radix(&host[i..i + 2], 16).ok()).collect();
+    let bytes: Option<Vec<u8>> = (0..host.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&host[i..i + 2], 16).ok())
+        .collect();
     bytes.map(|b| Path::new(std::ffi::OsStr::from_bytes(&b)).to_path_buf())
 }
 
@@ -77,8 +85,12 @@ impl tower::Service<Uri> for AgentConnector {
         Box::pin(async move {
             let host = uri.host().unwrap_or_default().to_owned();
             if uri.scheme_str() == Some(UNIX_SCHEME) {
-                let path = socket_path(&host).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad unix socket address"))?;
-                Ok(TokioIo::new(AgentStream::Unix(UnixStream::connect(path).await?)))
+                let path = socket_path(&host).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "bad unix socket address")
+                })?;
+                Ok(TokioIo::new(AgentStream::Unix(
+                    UnixStream::connect(path).await?,
+                )))
             } else {
                 let port = uri.port_u16().unwrap_or(80);
                 let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -106,7 +118,11 @@ impl Connection for AgentStream {
 }
 
 impl AsyncRead for AgentStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             AgentStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             AgentStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
@@ -115,7 +131,11 @@ impl AsyncRead for AgentStream {
 }
 
 impl AsyncWrite for AgentStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             AgentStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             AgentStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
@@ -136,7 +156,11 @@ impl AsyncWrite for AgentStream {
         }
     }
 
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             AgentStream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             AgentStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
@@ -158,7 +182,10 @@ mod tests {
         let uri = uri(&endpoint, "/v1/exec?x=1").unwrap();
         assert_eq!(uri.scheme_str(), Some("unix"));
         assert_eq!(uri.path_and_query().unwrap().as_str(), "/v1/exec?x=1");
-        assert_eq!(socket_path(uri.host().unwrap()).unwrap(), PathBuf::from("/var/lib/paddock/run/sb-1/agent.sock"));
+        assert_eq!(
+            socket_path(uri.host().unwrap()).unwrap(),
+            PathBuf::from("/var/lib/paddock/run/sb-1/agent.sock")
+        );
     }
 
     #[test]

@@ -82,17 +82,32 @@ pub trait Backend: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Reads one object.
-    fn get(&self, kind: Kind, namespace: &str, name: &str) -> BoxFuture<'_, Result<Value, ApiError>>;
+    fn get(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> BoxFuture<'_, Result<Value, ApiError>>;
 
     /// Lists objects; `namespace: None` lists every namespace; `label_selector` uses the
     /// Kubernetes syntax (empty selects all).
-    fn list(&self, kind: Kind, namespace: Option<&str>, label_selector: &str) -> BoxFuture<'_, Result<ObjectList, ApiError>>;
+    fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        label_selector: &str,
+    ) -> BoxFuture<'_, Result<ObjectList, ApiError>>;
 
     /// Creates an object (already validated, defaulted and converted to v1beta1).
     fn create(&self, kind: Kind, object: Value) -> BoxFuture<'_, Result<Value, ApiError>>;
 
     /// Replaces an object or its status; a set `metadata.resourceVersion` is a precondition.
-    fn update(&self, kind: Kind, object: Value, part: Part) -> BoxFuture<'_, Result<Value, ApiError>>;
+    fn update(
+        &self,
+        kind: Kind,
+        object: Value,
+        part: Part,
+    ) -> BoxFuture<'_, Result<Value, ApiError>>;
 
     /// Deletes an object; returns its last state.
     fn delete(
@@ -115,7 +130,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Where a sandbox's agent answers (`port: None`), or where a port inside the sandbox is
     /// reached (upstream's `X-Sandbox-Port`).
-    fn target(&self, namespace: &str, sandbox: &str, port: Option<u16>) -> BoxFuture<'_, Result<Target, ApiError>>;
+    fn target(
+        &self,
+        namespace: &str,
+        sandbox: &str,
+        port: Option<u16>,
+    ) -> BoxFuture<'_, Result<Target, ApiError>>;
 
     /// Facts about the backend for `GET /v1/info` (runtimes offered, versions...).
     fn info(&self) -> Value;

@@ -79,7 +79,11 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a code and message.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), details: None }
+        Self {
+            code,
+            message: message.into(),
+            details: None,
+        }
     }
 
     /// 400.

@@ -14,7 +14,6 @@
 
 #![recursion_limit = "512"]
 
-
 pub mod agent_client;
 pub mod auth;
 pub mod backend;

@@ -34,18 +34,25 @@ pub fn to_version(kind: Kind, value: Value, version: Version) -> Result<Value, A
 /// defaults applied, as the backend stores it.
 pub fn to_storage(kind: Option<Kind>, value: &Value) -> Result<(Valid, Value), ApiError> {
     let what = describe(value);
-    let valid = validate::validate_value(value).map_err(|problems| ApiError::invalid_object(&what, &problems))?;
+    let valid = validate::validate_value(value)
+        .map_err(|problems| ApiError::invalid_object(&what, &problems))?;
     if let Some(kind) = kind
         && valid.object.kind() != kind
     {
-        return Err(ApiError::invalid(format!("the body is a {}, but the path is for {kind}", valid.object.kind())));
+        return Err(ApiError::invalid(format!(
+            "the body is a {}, but the path is for {kind}",
+            valid.object.kind()
+        )));
     }
     let stored = valid.object.clone().convert(Version::STORAGE).to_value();
     Ok((valid, stored))
 }
 
 fn describe(value: &Value) -> String {
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("object");
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("object");
     match value.pointer("/metadata/name").and_then(Value::as_str) {
         Some(name) => format!("{kind} {name:?}"),
         None => kind.to_owned(),
@@ -53,13 +60,21 @@ fn describe(value: &Value) -> String {
 }
 
 fn wants_yaml(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("yaml"))
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("yaml"))
 }
 
 /// Encodes a value as JSON or, when the client accepts it, YAML.
 pub fn encode(headers: &HeaderMap, status: StatusCode, value: &Value) -> Response {
     if wants_yaml(headers) {
-        (status, [(header::CONTENT_TYPE, "application/yaml")], paddock_api::yaml::to_string(value)).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/yaml")],
+            paddock_api::yaml::to_string(value),
+        )
+            .into_response()
     } else {
         (status, axum::Json(value.clone())).into_response()
     }
@@ -68,12 +83,18 @@ pub fn encode(headers: &HeaderMap, status: StatusCode, value: &Value) -> Respons
 /// Decodes a request body: JSON, or YAML when the content type says so (or it does not parse
 /// as JSON). Errors name the line and column.
 pub fn decode_documents(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Value>, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|_| ApiError::invalid("the request body is not UTF-8 text"))?;
-    let is_yaml = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("yaml"));
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::invalid("the request body is not UTF-8 text"))?;
+    let is_yaml = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("yaml"));
     if !is_yaml && let Ok(v) = serde_json::from_str::<Value>(text) {
         return Ok(vec![v]);
     }
-    let docs = paddock_api::yaml::parse_documents(text).map_err(|e| ApiError::invalid(format!("the request body is not valid YAML or JSON: {e}")))?;
+    let docs = paddock_api::yaml::parse_documents(text).map_err(|e| {
+        ApiError::invalid(format!("the request body is not valid YAML or JSON: {e}"))
+    })?;
     Ok(docs.into_iter().map(|d| d.value).collect())
 }
 
@@ -82,7 +103,9 @@ fn decode_one(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     match docs.len() {
         1 => Ok(docs.remove(0)),
         0 => Err(ApiError::invalid("the request body holds no object")),
-        n => Err(ApiError::invalid(format!("the request body holds {n} objects; send one, or use POST /v1/apply"))),
+        n => Err(ApiError::invalid(format!(
+            "the request body holds {n} objects; send one, or use POST /v1/apply"
+        ))),
     }
 }
 
@@ -90,9 +113,14 @@ fn decode_one(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
 pub fn resolve(group: &str, version: &str, plural: &str) -> Result<(Kind, Version), ApiError> {
     let kind = Kind::from_resource_name(plural)
         .filter(|k| k.plural() == plural && k.group() == group)
-        .ok_or_else(|| ApiError::not_found(format!("the server does not serve {plural}.{group}")))?;
-    let version = Version::parse(version)
-        .ok_or_else(|| ApiError::not_found(format!("{plural}.{group} is served in v1beta1 and v1alpha1, not {version}")))?;
+        .ok_or_else(|| {
+            ApiError::not_found(format!("the server does not serve {plural}.{group}"))
+        })?;
+    let version = Version::parse(version).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "{plural}.{group} is served in v1beta1 and v1alpha1, not {version}"
+        ))
+    })?;
     Ok((kind, version))
 }
 
@@ -122,7 +150,9 @@ pub fn propagation(policy: Option<&str>) -> Result<Propagation, ApiError> {
         None | Some("" | "Background") => Ok(Propagation::Background),
         Some("Foreground") => Ok(Propagation::Foreground),
         Some("Orphan") => Ok(Propagation::Orphan),
-        Some(other) => Err(ApiError::invalid(format!("propagationPolicy must be Background, Foreground or Orphan, not {other:?}"))),
+        Some(other) => Err(ApiError::invalid(format!(
+            "propagationPolicy must be Background, Foreground or Orphan, not {other:?}"
+        ))),
     }
 }
 
@@ -137,7 +167,16 @@ pub async fn list_namespaced(
     Query(q): Query<ListQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    list_or_watch(state, &group, &version, Some(namespace), &plural, q, &headers).await
+    list_or_watch(
+        state,
+        &group,
+        &version,
+        Some(namespace),
+        &plural,
+        q,
+        &headers,
+    )
+    .await
 }
 
 /// `GET /apis/{group}/{version}/{plural}` — list or watch across namespaces.
@@ -161,7 +200,15 @@ async fn list_or_watch(
 ) -> Result<Response, ApiError> {
     let (kind, version) = resolve(group, version, plural)?;
     if truthy(q.watch.as_deref()) {
-        let watch = state.backend.watch(kind, namespace.as_deref(), &q.label_selector, q.resource_version.filter(|rv| !rv.is_empty() && rv != "0")).await?;
+        let watch = state
+            .backend
+            .watch(
+                kind,
+                namespace.as_deref(),
+                &q.label_selector,
+                q.resource_version.filter(|rv| !rv.is_empty() && rv != "0"),
+            )
+            .await?;
         let lines = watch.map(move |event| {
             let line = match event {
                 Ok(e) => match to_version(kind, e.object, version) {
@@ -172,10 +219,21 @@ async fn list_or_watch(
             };
             Ok::<_, std::io::Error>(Bytes::from(format!("{line}\n")))
         });
-        return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response());
+        return Ok((
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            Body::from_stream(lines),
+        )
+            .into_response());
     }
-    let list = state.backend.list(kind, namespace.as_deref(), &q.label_selector).await?;
-    let items: Result<Vec<Value>, ApiError> = list.items.into_iter().map(|v| to_version(kind, v, version)).collect();
+    let list = state
+        .backend
+        .list(kind, namespace.as_deref(), &q.label_selector)
+        .await?;
+    let items: Result<Vec<Value>, ApiError> = list
+        .items
+        .into_iter()
+        .map(|v| to_version(kind, v, version))
+        .collect();
     let body = json!({
         "apiVersion": kind.api_version(version),
         "kind": format!("{}List", kind.as_str()),
@@ -197,7 +255,11 @@ pub async fn create(
     set_namespace(&mut value, &namespace)?;
     let (_, stored) = to_storage(Some(kind), &value)?;
     let created = state.backend.create(kind, stored).await?;
-    Ok(encode(&headers, StatusCode::CREATED, &to_version(kind, created, version)?))
+    Ok(encode(
+        &headers,
+        StatusCode::CREATED,
+        &to_version(kind, created, version)?,
+    ))
 }
 
 /// Fills in the path's namespace, refusing a body that names another.
@@ -220,32 +282,60 @@ fn set_namespace(value: &mut Value, namespace: &str) -> Result<(), ApiError> {
 type ObjectPath = (String, String, String, String, String);
 
 /// `GET .../{plural}/{name}`.
-pub async fn get(State(state): State<AppState>, Path((group, version, namespace, plural, name)): Path<ObjectPath>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path((group, version, namespace, plural, name)): Path<ObjectPath>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let (kind, version) = resolve(&group, &version, &plural)?;
     let object = state.backend.get(kind, &namespace, &name).await?;
-    Ok(encode(&headers, StatusCode::OK, &to_version(kind, object, version)?))
+    Ok(encode(
+        &headers,
+        StatusCode::OK,
+        &to_version(kind, object, version)?,
+    ))
 }
 
 /// `PUT .../{plural}/{name}` and `.../status`.
-pub async fn replace(state: AppState, path: ObjectPath, part: Part, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn replace(
+    state: AppState,
+    path: ObjectPath,
+    part: Part,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let (group, version, namespace, plural, name) = path;
     let (kind, version) = resolve(&group, &version, &plural)?;
     let mut value = decode_one(&headers, &body)?;
     set_namespace(&mut value, &namespace)?;
     if value.pointer("/metadata/name").and_then(Value::as_str) != Some(name.as_str()) {
-        return Err(ApiError::invalid(format!("the body's metadata.name must be {name:?}, the name in the request path")));
+        return Err(ApiError::invalid(format!(
+            "the body's metadata.name must be {name:?}, the name in the request path"
+        )));
     }
     let current = state.backend.get(kind, &namespace, &name).await?;
     let (valid, stored) = to_storage(Some(kind), &value)?;
-    let old = AnyObject::from_value(kind, Version::STORAGE, current).map_err(|e| ApiError::internal(e.to_string()))?;
-    validate::validate_update(&old, &valid.object).map_err(|p| ApiError::invalid_object(&describe(&value), &p))?;
+    let old = AnyObject::from_value(kind, Version::STORAGE, current)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    validate::validate_update(&old, &valid.object)
+        .map_err(|p| ApiError::invalid_object(&describe(&value), &p))?;
     let updated = state.backend.update(kind, stored, part).await?;
-    Ok(encode(&headers, StatusCode::OK, &to_version(kind, updated, version)?))
+    Ok(encode(
+        &headers,
+        StatusCode::OK,
+        &to_version(kind, updated, version)?,
+    ))
 }
 
 /// `PATCH .../{plural}/{name}` and `.../status`: a JSON merge patch against the object as seen
 /// in the request's version.
-pub async fn patch(state: AppState, path: ObjectPath, part: Part, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn patch(
+    state: AppState,
+    path: ObjectPath,
+    part: Part,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let (group, version_str, namespace, plural, name) = path;
     let (kind, version) = resolve(&group, &version_str, &plural)?;
     let patch = decode_one(&headers, &body)?;
@@ -256,8 +346,10 @@ pub async fn patch(state: AppState, path: ObjectPath, part: Part, headers: Heade
     let mut target = to_version(kind, current.clone(), version)?;
     merge_patch(&mut target, &patch);
     let (valid, mut stored) = to_storage(Some(kind), &target)?;
-    let old = AnyObject::from_value(kind, Version::STORAGE, current.clone()).map_err(|e| ApiError::internal(e.to_string()))?;
-    validate::validate_update(&old, &valid.object).map_err(|p| ApiError::invalid_object(&describe(&target), &p))?;
+    let old = AnyObject::from_value(kind, Version::STORAGE, current.clone())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    validate::validate_update(&old, &valid.object)
+        .map_err(|p| ApiError::invalid_object(&describe(&target), &p))?;
     // Optimistic lock on what the patch was computed against, unless the client set its own.
     if patch.pointer("/metadata/resourceVersion").is_none()
         && let Some(rv) = current.pointer("/metadata/resourceVersion")
@@ -265,7 +357,11 @@ pub async fn patch(state: AppState, path: ObjectPath, part: Part, headers: Heade
         stored["metadata"]["resourceVersion"] = rv.clone();
     }
     let updated = state.backend.update(kind, stored, part).await?;
-    Ok(encode(&headers, StatusCode::OK, &to_version(kind, updated, version)?))
+    Ok(encode(
+        &headers,
+        StatusCode::OK,
+        &to_version(kind, updated, version)?,
+    ))
 }
 
 /// RFC 7386 JSON merge patch.
@@ -297,8 +393,15 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let (kind, version) = resolve(&group, &version, &plural)?;
     let policy = propagation(q.propagation_policy.as_deref())?;
-    let last = state.backend.delete(kind, &namespace, &name, policy).await?;
-    Ok(encode(&headers, StatusCode::OK, &to_version(kind, last, version)?))
+    let last = state
+        .backend
+        .delete(kind, &namespace, &name, policy)
+        .await?;
+    Ok(encode(
+        &headers,
+        StatusCode::OK,
+        &to_version(kind, last, version)?,
+    ))
 }
 
 /// What `POST /v1/apply` did with one object.
@@ -322,7 +425,12 @@ pub struct ApplyQuery {
 
 /// `POST /v1/apply`: creates or updates every document of a YAML/JSON stream. All documents are
 /// validated first; nothing is written unless all are valid.
-pub async fn apply(State(state): State<AppState>, Query(q): Query<ApplyQuery>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn apply(
+    State(state): State<AppState>,
+    Query(q): Query<ApplyQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let default_ns = q.namespace.unwrap_or_else(|| "default".to_owned());
     let docs = decode_documents(&headers, &body)?;
     if docs.is_empty() {
@@ -342,14 +450,27 @@ pub async fn apply(State(state): State<AppState>, Query(q): Query<ApplyQuery>, h
         }
     }
     if !problems.is_empty() {
-        let mut err = ApiError::new(Code::InvalidObject, format!("{} of the documents are invalid; nothing was applied", problems.len()));
+        let mut err = ApiError::new(
+            Code::InvalidObject,
+            format!(
+                "{} of the documents are invalid; nothing was applied",
+                problems.len()
+            ),
+        );
         err.details = Some(Value::Array(problems));
         return Err(err);
     }
     let mut results = Vec::new();
     for (kind, original, stored) in prepared {
-        let namespace = stored.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_owned();
-        let name = stored.pointer("/metadata/name").and_then(Value::as_str).map(str::to_owned);
+        let namespace = stored
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_owned();
+        let name = stored
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let existing = match &name {
             Some(name) => match state.backend.get(kind, &namespace, name).await {
                 Ok(v) => Some(v),
@@ -374,7 +495,11 @@ pub async fn apply(State(state): State<AppState>, Query(q): Query<ApplyQuery>, h
             }
         }
     }
-    Ok(encode(&headers, StatusCode::OK, &json!({"results": results})))
+    Ok(encode(
+        &headers,
+        StatusCode::OK,
+        &json!({"results": results}),
+    ))
 }
 
 /// The object `apply` writes over `current`: the manifest's spec, labels and annotations
@@ -413,20 +538,37 @@ mod tests {
 
     #[test]
     fn resources_resolve_only_with_their_group() {
-        assert_eq!(resolve("agents.x-k8s.io", "v1alpha1", "sandboxes").unwrap(), (Kind::Sandbox, Version::V1alpha1));
-        assert_eq!(resolve("extensions.agents.x-k8s.io", "v1alpha1", "sandboxes").unwrap_err().code, Code::NotFound);
-        assert_eq!(resolve("agents.x-k8s.io", "v2", "sandboxes").unwrap_err().code, Code::NotFound);
+        assert_eq!(
+            resolve("agents.x-k8s.io", "v1alpha1", "sandboxes").unwrap(),
+            (Kind::Sandbox, Version::V1alpha1)
+        );
+        assert_eq!(
+            resolve("extensions.agents.x-k8s.io", "v1alpha1", "sandboxes")
+                .unwrap_err()
+                .code,
+            Code::NotFound
+        );
+        assert_eq!(
+            resolve("agents.x-k8s.io", "v2", "sandboxes")
+                .unwrap_err()
+                .code,
+            Code::NotFound
+        );
     }
 
     #[test]
     fn apply_keeps_status_and_bookkeeping() {
         let current = json!({"metadata": {"name": "x", "uid": "u", "annotations": {"agents.x-k8s.io/pod-name": "x"}}, "spec": {"a": 1}, "status": {"s": 1}});
-        let manifest = json!({"metadata": {"name": "x", "annotations": {"team": "a"}}, "spec": {"a": 2}});
+        let manifest =
+            json!({"metadata": {"name": "x", "annotations": {"team": "a"}}, "spec": {"a": 2}});
         let merged = apply_onto(&current, &manifest);
         assert_eq!(merged["spec"], json!({"a": 2}));
         assert_eq!(merged["status"], json!({"s": 1}));
         assert_eq!(merged["metadata"]["uid"], "u");
-        assert_eq!(merged["metadata"]["annotations"], json!({"agents.x-k8s.io/pod-name": "x", "team": "a"}));
+        assert_eq!(
+            merged["metadata"]["annotations"],
+            json!({"agents.x-k8s.io/pod-name": "x", "team": "a"})
+        );
     }
 
     #[test]

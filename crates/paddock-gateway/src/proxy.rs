@@ -31,7 +31,10 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
         && headers
             .get(header::CONNECTION)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 /// Sends `req` to `target` at `path_and_query` (the target's path prefix is added here) and
@@ -51,23 +54,31 @@ pub async fn forward(
     let uri = uri(&target.endpoint, &full).map_err(|e| ForwardError::BadRequest(e.to_string()))?;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    let mut out = Request::builder().method(parts.method).uri(uri).version(http::Version::HTTP_11);
+    let mut out = Request::builder()
+        .method(parts.method)
+        .uri(uri)
+        .version(http::Version::HTTP_11);
     if let Some(headers) = out.headers_mut() {
         *headers = parts.headers;
         strip_request_headers(headers, upgrade);
     }
-    let out = out.body(body).map_err(|e| ForwardError::BadRequest(e.to_string()))?;
+    let out = out
+        .body(body)
+        .map_err(|e| ForwardError::BadRequest(e.to_string()))?;
     let response = match tokio::time::timeout(timeout, client.request(out)).await {
         Err(_) => return Err(ForwardError::Timeout(timeout)),
         Ok(Err(e)) => return Err(ForwardError::Connect(connect_reason(&e))),
         Ok(Ok(r)) => r,
     };
-    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, response.status()) {
+    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
+        (client_upgrade, response.status())
+    {
         let (mut parts, body) = response.into_parts();
         let mut sandbox_side = hyper::Response::from_parts(parts.clone(), body);
         let sandbox_upgrade = hyper::upgrade::on(&mut sandbox_side);
         tokio::spawn(async move {
-            let (Ok(client_io), Ok(sandbox_io)) = (client_upgrade.await, sandbox_upgrade.await) else {
+            let (Ok(client_io), Ok(sandbox_io)) = (client_upgrade.await, sandbox_upgrade.await)
+            else {
                 return;
             };
             let mut client_io = TokioIo::new(client_io);

@@ -83,7 +83,10 @@ pub struct NamespaceQuery {
 
 impl NamespaceQuery {
     fn ns(&self) -> &str {
-        self.namespace.as_deref().filter(|s| !s.is_empty()).unwrap_or("default")
+        self.namespace
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default")
     }
 }
 
@@ -91,7 +94,10 @@ fn generated_name() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut bytes = [0u8; 8];
     let _ = getrandom::fill(&mut bytes);
-    let suffix: String = bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect();
+    let suffix: String = bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect();
     format!("sbx-{suffix}")
 }
 
@@ -101,7 +107,11 @@ fn shutdown_time(timeout: Option<u64>) -> Result<Option<String>, ApiError> {
     let at = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_secs(secs))
         .map_err(|_| ApiError::invalid("timeoutSeconds is too large"))?;
-    Ok(Some(at.round(jiff::Unit::Second).map_err(|e| ApiError::internal(e.to_string()))?.to_string()))
+    Ok(Some(
+        at.round(jiff::Unit::Second)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .to_string(),
+    ))
 }
 
 /// The Ready condition of an object, if any.
@@ -109,7 +119,10 @@ fn ready_condition(object: &Value) -> Option<&Value> {
     object
         .pointer("/status/conditions")
         .and_then(Value::as_array)
-        .and_then(|c| c.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(conditions::types::READY)))
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some(conditions::types::READY))
+        })
 }
 
 fn condition_str<'a>(c: Option<&'a Value>, field: &str) -> Option<&'a str> {
@@ -117,11 +130,17 @@ fn condition_str<'a>(c: Option<&'a Value>, field: &str) -> Option<&'a str> {
 }
 
 fn controller_of<'a>(object: &'a Value, kind: &str) -> Option<&'a str> {
-    object.pointer("/metadata/ownerReferences").and_then(Value::as_array).and_then(|refs| {
-        refs.iter()
-            .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true) && r.get("kind").and_then(Value::as_str) == Some(kind))
-            .and_then(|r| r.get("name").and_then(Value::as_str))
-    })
+    object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .and_then(|refs| {
+            refs.iter()
+                .find(|r| {
+                    r.get("controller").and_then(Value::as_bool) == Some(true)
+                        && r.get("kind").and_then(Value::as_str) == Some(kind)
+                })
+                .and_then(|r| r.get("name").and_then(Value::as_str))
+        })
 }
 
 /// The description of a Sandbox that the SDKs read (docs/gateway-api.md).
@@ -129,17 +148,30 @@ pub fn describe(sandbox: &Value) -> Value {
     let ready = ready_condition(sandbox);
     let reason = condition_str(ready, "reason");
     let is_ready = condition_str(ready, "status") == Some(conditions::status::TRUE);
-    let suspended = sandbox.pointer("/spec/operatingMode").and_then(Value::as_str) == Some("Suspended");
+    let suspended = sandbox
+        .pointer("/spec/operatingMode")
+        .and_then(Value::as_str)
+        == Some("Suspended");
     let finished = sandbox
         .pointer("/status/conditions")
         .and_then(Value::as_array)
-        .and_then(|c| c.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(conditions::types::FINISHED)));
+        .and_then(|c| {
+            c.iter().find(|c| {
+                c.get("type").and_then(Value::as_str) == Some(conditions::types::FINISHED)
+            })
+        });
     let phase = if is_ready {
         "Running"
     } else if reason == Some(conditions::sandbox::SANDBOX_EXPIRED) {
         "Expired"
-    } else if let Some(f) = finished.filter(|f| f.get("status").and_then(Value::as_str) == Some("True")) {
-        if f.get("reason").and_then(Value::as_str) == Some(conditions::sandbox::POD_SUCCEEDED) { "Succeeded" } else { "Failed" }
+    } else if let Some(f) =
+        finished.filter(|f| f.get("status").and_then(Value::as_str) == Some("True"))
+    {
+        if f.get("reason").and_then(Value::as_str) == Some(conditions::sandbox::POD_SUCCEEDED) {
+            "Succeeded"
+        } else {
+            "Failed"
+        }
     } else if suspended {
         "Suspended"
     } else {
@@ -165,9 +197,18 @@ pub fn describe(sandbox: &Value) -> Value {
 
 impl CreateSandbox {
     fn check_sources(&self) -> Result<(), ApiError> {
-        let given = [self.warm_pool.is_some(), self.template.is_some(), self.image.is_some()].iter().filter(|b| **b).count();
+        let given = [
+            self.warm_pool.is_some(),
+            self.template.is_some(),
+            self.image.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if given > 1 {
-            return Err(ApiError::invalid("give at most one of warmPool, template and image"));
+            return Err(ApiError::invalid(
+                "give at most one of warmPool, template and image",
+            ));
         }
         let from_template = self.warm_pool.is_some() || self.template.is_some();
         if from_template {
@@ -193,12 +234,19 @@ impl CreateSandbox {
         let mut container = json!({"name": "main", "image": image});
         if let Some(command) = &self.command {
             if command.is_empty() {
-                return Err(ApiError::invalid("command is empty: give the program to run, or leave command out for an idle sandbox"));
+                return Err(ApiError::invalid(
+                    "command is empty: give the program to run, or leave command out for an idle sandbox",
+                ));
             }
             container["command"] = json!(command);
         }
         if !self.env.is_empty() {
-            container["env"] = Value::Array(self.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect());
+            container["env"] = Value::Array(
+                self.env
+                    .iter()
+                    .map(|(k, v)| json!({"name": k, "value": v}))
+                    .collect(),
+            );
         }
         if let Some(dir) = &self.working_dir {
             container["workingDir"] = json!(dir);
@@ -217,7 +265,9 @@ impl CreateSandbox {
         let mut mounts = Vec::new();
         for (i, v) in self.volumes.iter().enumerate() {
             if !v.host_path.starts_with('/') || !v.mount_path.starts_with('/') {
-                return Err(ApiError::invalid(format!("volumes[{i}]: hostPath and mountPath must be absolute paths")));
+                return Err(ApiError::invalid(format!(
+                    "volumes[{i}]: hostPath and mountPath must be absolute paths"
+                )));
             }
             let vol = format!("host-{i}");
             volumes.push(json!({"name": vol, "hostPath": {"path": v.host_path}}));
@@ -270,7 +320,12 @@ impl CreateSandbox {
             claim["metadata"]["labels"][k] = json!(v);
         }
         if !self.env.is_empty() {
-            claim["spec"]["env"] = Value::Array(self.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect());
+            claim["spec"]["env"] = Value::Array(
+                self.env
+                    .iter()
+                    .map(|(k, v)| json!({"name": k, "value": v}))
+                    .collect(),
+            );
         }
         if let Some(at) = shutdown_time(self.timeout_seconds)? {
             claim["spec"]["lifecycle"] = json!({"shutdownTime": at, "shutdownPolicy": "Delete"});
@@ -281,34 +336,69 @@ impl CreateSandbox {
 
 /// Picks the pool to claim from for a template: a pool of the template with the most ready
 /// members, or `shadow-pool-<template>` (cold start) when there is none.
-async fn pool_for_template(state: &AppState, namespace: &str, template: &str) -> Result<String, ApiError> {
-    match state.backend.get(Kind::SandboxTemplate, namespace, template).await {
+async fn pool_for_template(
+    state: &AppState,
+    namespace: &str,
+    template: &str,
+) -> Result<String, ApiError> {
+    match state
+        .backend
+        .get(Kind::SandboxTemplate, namespace, template)
+        .await
+    {
         Ok(_) => {}
         Err(e) if e.code == Code::NotFound => {
-            return Err(ApiError::not_found(format!("SandboxTemplate {template:?} not found in namespace {namespace:?}")));
+            return Err(ApiError::not_found(format!(
+                "SandboxTemplate {template:?} not found in namespace {namespace:?}"
+            )));
         }
         Err(e) => return Err(e),
     }
-    let pools = state.backend.list(Kind::SandboxWarmPool, Some(namespace), "").await?;
+    let pools = state
+        .backend
+        .list(Kind::SandboxWarmPool, Some(namespace), "")
+        .await?;
     let best = pools
         .items
         .iter()
-        .filter(|p| p.pointer("/spec/sandboxTemplateRef/name").and_then(Value::as_str) == Some(template))
-        .max_by_key(|p| p.pointer("/status/readyReplicas").and_then(Value::as_i64).unwrap_or(0));
-    Ok(match best.and_then(|p| p.pointer("/metadata/name")).and_then(Value::as_str) {
-        Some(pool) => pool.to_owned(),
-        None => format!("{}{template}", names::SHADOW_POOL_PREFIX),
-    })
+        .filter(|p| {
+            p.pointer("/spec/sandboxTemplateRef/name")
+                .and_then(Value::as_str)
+                == Some(template)
+        })
+        .max_by_key(|p| {
+            p.pointer("/status/readyReplicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+        });
+    Ok(
+        match best
+            .and_then(|p| p.pointer("/metadata/name"))
+            .and_then(Value::as_str)
+        {
+            Some(pool) => pool.to_owned(),
+            None => format!("{}{template}", names::SHADOW_POOL_PREFIX),
+        },
+    )
 }
 
 /// `POST /v1/sandboxes`.
-pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Result<Response, ApiError> {
-    let req: CreateSandbox = serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))?;
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: CreateSandbox = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))?;
     req.check_sources()?;
-    let namespace = req.namespace.clone().unwrap_or_else(|| "default".to_owned());
+    let namespace = req
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
     let name = req.name.clone().unwrap_or_else(generated_name);
     let wait = req.wait.unwrap_or(true);
-    let timeout = Duration::from_secs_f64(req.wait_timeout_seconds.unwrap_or(60.0).clamp(0.0, 3600.0));
+    let timeout =
+        Duration::from_secs_f64(req.wait_timeout_seconds.unwrap_or(60.0).clamp(0.0, 3600.0));
     let pool = match (&req.warm_pool, &req.template) {
         (Some(pool), _) => Some(pool.clone()),
         (None, Some(template)) => Some(pool_for_template(&state, &namespace, template).await?),
@@ -336,11 +426,24 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: axu
 
 /// Waits until the Sandbox (directly, or through its claim) is Ready; returns the Sandbox.
 /// Terminal claim reasons fail at once with the claim's message.
-async fn wait_ready(state: &AppState, kind: Kind, namespace: &str, name: &str, created: Value, timeout: Duration) -> Result<Value, ApiError> {
+async fn wait_ready(
+    state: &AppState,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    created: Value,
+    timeout: Duration,
+) -> Result<Value, ApiError> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let rv = created.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_owned);
+    let rv = created
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let selector = "";
-    let mut watch = state.backend.watch(kind, Some(namespace), selector, rv).await?;
+    let mut watch = state
+        .backend
+        .watch(kind, Some(namespace), selector, rv)
+        .await?;
     let mut latest = created;
     loop {
         if let Some(done) = ready_outcome(kind, &latest)? {
@@ -353,24 +456,37 @@ async fn wait_ready(state: &AppState, kind: Kind, namespace: &str, name: &str, c
         match next {
             Err(_) => {
                 let ready = ready_condition(&latest);
-                let why = match (condition_str(ready, "reason"), condition_str(ready, "message")) {
+                let why = match (
+                    condition_str(ready, "reason"),
+                    condition_str(ready, "message"),
+                ) {
                     (Some(r), Some(m)) if !m.is_empty() => format!("{r}: {m}"),
                     (Some(r), _) => r.to_owned(),
                     _ => "no status yet".to_owned(),
                 };
                 return Err(ApiError::new(
                     Code::DeadlineExceeded,
-                    format!("{kind} {name:?} was not Ready within {:.0}s (last: {why}); it keeps starting in the background", timeout.as_secs_f64()),
+                    format!(
+                        "{kind} {name:?} was not Ready within {:.0}s (last: {why}); it keeps starting in the background",
+                        timeout.as_secs_f64()
+                    ),
                 ));
             }
             Ok(None) => return Err(ApiError::unavailable("the backend closed the watch")),
             Ok(Some(Err(e))) => return Err(e),
             Ok(Some(Ok(event))) => {
-                if event.object.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
+                if event
+                    .object
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    != Some(name)
+                {
                     continue;
                 }
                 if event.event_type == "DELETED" {
-                    return Err(ApiError::not_found(format!("{kind} {name:?} was deleted while starting")));
+                    return Err(ApiError::not_found(format!(
+                        "{kind} {name:?} was deleted while starting"
+                    )));
                 }
                 latest = event.object;
             }
@@ -386,7 +502,9 @@ fn ready_outcome(kind: Kind, object: &Value) -> Result<Option<String>, ApiError>
     let message = condition_str(ready, "message").unwrap_or("");
     let name = match kind {
         Kind::Sandbox => object.pointer("/metadata/name").and_then(Value::as_str),
-        _ => object.pointer("/status/sandbox/name").and_then(Value::as_str),
+        _ => object
+            .pointer("/status/sandbox/name")
+            .and_then(Value::as_str),
     };
     if status == Some(conditions::status::TRUE)
         && let Some(name) = name
@@ -395,16 +513,28 @@ fn ready_outcome(kind: Kind, object: &Value) -> Result<Option<String>, ApiError>
     }
     let terminal = conditions::claim::TERMINAL.contains(&reason);
     match reason {
-        conditions::claim::TEMPLATE_NOT_FOUND | conditions::claim::WARM_POOL_NOT_FOUND => Err(ApiError::not_found(format!("{reason}: {message}"))),
-        _ if terminal => Err(ApiError::new(Code::InvalidObject, format!("{reason}: {message}"))),
+        conditions::claim::TEMPLATE_NOT_FOUND | conditions::claim::WARM_POOL_NOT_FOUND => {
+            Err(ApiError::not_found(format!("{reason}: {message}")))
+        }
+        _ if terminal => Err(ApiError::new(
+            Code::InvalidObject,
+            format!("{reason}: {message}"),
+        )),
         _ => Ok(None),
     }
 }
 
 /// `GET /v1/sandboxes`.
-pub async fn list(State(state): State<AppState>, Query(q): Query<NamespaceQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<NamespaceQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let selector = q.label_selector.clone().unwrap_or_default();
-    let sandboxes = state.backend.list(Kind::Sandbox, q.namespace.as_deref(), &selector).await?;
+    let sandboxes = state
+        .backend
+        .list(Kind::Sandbox, q.namespace.as_deref(), &selector)
+        .await?;
     let items: Vec<Value> = sandboxes.items.iter().map(describe).collect();
     Ok(encode(&headers, StatusCode::OK, &json!({"items": items})))
 }
@@ -419,35 +549,66 @@ async fn find_sandbox(state: &AppState, namespace: &str, name: &str) -> Result<V
     let claim = match state.backend.get(Kind::SandboxClaim, namespace, name).await {
         Ok(c) => c,
         Err(e) if e.code == Code::NotFound => {
-            return Err(ApiError::not_found(format!("sandbox {name:?} not found in namespace {namespace:?}")));
+            return Err(ApiError::not_found(format!(
+                "sandbox {name:?} not found in namespace {namespace:?}"
+            )));
         }
         Err(e) => return Err(e),
     };
-    match claim.pointer("/status/sandbox/name").and_then(Value::as_str) {
+    match claim
+        .pointer("/status/sandbox/name")
+        .and_then(Value::as_str)
+    {
         Some(sandbox) => state.backend.get(Kind::Sandbox, namespace, sandbox).await,
-        None => Err(ApiError::new(Code::SandboxNotReady, format!("claim {name:?} has no sandbox yet"))),
+        None => Err(ApiError::new(
+            Code::SandboxNotReady,
+            format!("claim {name:?} has no sandbox yet"),
+        )),
     }
 }
 
 /// `GET /v1/sandboxes/{name}`.
-pub async fn get(State(state): State<AppState>, Path(name): Path<String>, Query(q): Query<NamespaceQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<NamespaceQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let sandbox = find_sandbox(&state, q.ns(), &name).await?;
     Ok(encode(&headers, StatusCode::OK, &describe(&sandbox)))
 }
 
 /// `DELETE /v1/sandboxes/{name}`: the claim when there is one (its Sandbox goes with it),
 /// else the Sandbox.
-pub async fn delete(State(state): State<AppState>, Path(name): Path<String>, Query(q): Query<NamespaceQuery>) -> Result<Response, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<NamespaceQuery>,
+) -> Result<Response, ApiError> {
     let ns = q.ns();
-    match state.backend.delete(Kind::SandboxClaim, ns, &name, Propagation::Background).await {
+    match state
+        .backend
+        .delete(Kind::SandboxClaim, ns, &name, Propagation::Background)
+        .await
+    {
         Ok(_) => return Ok(StatusCode::ACCEPTED.into_response()),
         Err(e) if e.code != Code::NotFound => return Err(e),
         Err(_) => {}
     }
     let sandbox = state.backend.get(Kind::Sandbox, ns, &name).await?;
     match controller_of(&sandbox, "SandboxClaim") {
-        Some(claim) => state.backend.delete(Kind::SandboxClaim, ns, claim, Propagation::Background).await?,
-        None => state.backend.delete(Kind::Sandbox, ns, &name, Propagation::Background).await?,
+        Some(claim) => {
+            state
+                .backend
+                .delete(Kind::SandboxClaim, ns, claim, Propagation::Background)
+                .await?
+        }
+        None => {
+            state
+                .backend
+                .delete(Kind::Sandbox, ns, &name, Propagation::Background)
+                .await?
+        }
     };
     Ok(StatusCode::ACCEPTED.into_response())
 }
@@ -456,28 +617,57 @@ async fn set_mode(state: &AppState, ns: &str, name: &str, mode: &str) -> Result<
     for _ in 0..5 {
         let mut sandbox = find_sandbox(state, ns, name).await?;
         sandbox["spec"]["operatingMode"] = json!(mode);
-        match state.backend.update(Kind::Sandbox, sandbox, Part::Main).await {
+        match state
+            .backend
+            .update(Kind::Sandbox, sandbox, Part::Main)
+            .await
+        {
             Ok(updated) => return Ok(updated),
             Err(e) if e.code == Code::Conflict => continue,
             Err(e) => return Err(e),
         }
     }
-    Err(ApiError::new(Code::Conflict, format!("sandbox {name:?} kept changing; try again")))
+    Err(ApiError::new(
+        Code::Conflict,
+        format!("sandbox {name:?} kept changing; try again"),
+    ))
 }
 
 /// `POST /v1/sandboxes/{name}/pause`.
-pub async fn pause(State(state): State<AppState>, Path(name): Path<String>, Query(q): Query<NamespaceQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<NamespaceQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let sandbox = set_mode(&state, q.ns(), &name, "Suspended").await?;
     Ok(encode(&headers, StatusCode::OK, &describe(&sandbox)))
 }
 
 /// `POST /v1/sandboxes/{name}/resume`.
-pub async fn resume(State(state): State<AppState>, Path(name): Path<String>, Query(q): Query<NamespaceQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<NamespaceQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let ns = q.ns().to_owned();
     let sandbox = set_mode(&state, &ns, &name, "Running").await?;
     let sandbox = if q.wait.unwrap_or(true) {
-        let sandbox_name = sandbox.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(&name).to_owned();
-        wait_ready(&state, Kind::Sandbox, &ns, &sandbox_name, sandbox, Duration::from_secs(60)).await?
+        let sandbox_name = sandbox
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or(&name)
+            .to_owned();
+        wait_ready(
+            &state,
+            Kind::Sandbox,
+            &ns,
+            &sandbox_name,
+            sandbox,
+            Duration::from_secs(60),
+        )
+        .await?
     } else {
         sandbox
     };
@@ -485,7 +675,11 @@ pub async fn resume(State(state): State<AppState>, Path(name): Path<String>, Que
 }
 
 /// Everything under `/v1/sandboxes/{name}/...` that the sandbox's agent serves.
-pub async fn inside(State(state): State<AppState>, Path((name, rest)): Path<(String, String)>, req: Request) -> Result<Response, ApiError> {
+pub async fn inside(
+    State(state): State<AppState>,
+    Path((name, rest)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let mut namespace = "default".to_owned();
     let mut query = Vec::new();
     if let Some(q) = req.uri().query() {
@@ -499,20 +693,31 @@ pub async fn inside(State(state): State<AppState>, Path((name, rest)): Path<(Str
     let allowed = ["exec", "processes", "files", "ports"];
     let first = rest.split('/').next().unwrap_or("");
     if !allowed.contains(&first) {
-        return Err(ApiError::not_found(format!("no such sandbox endpoint /{rest}: use exec, processes, files or ports")));
+        return Err(ApiError::not_found(format!(
+            "no such sandbox endpoint /{rest}: use exec, processes, files or ports"
+        )));
     }
     // Keep the client's percent-encoding of the path (file names with `%2F` and friends).
     let raw_path = req.uri().path();
     let marker = format!("/{name}/");
-    let raw_rest = raw_path.find(&marker).map_or(rest.as_str(), |i| &raw_path[i + marker.len()..]);
+    let raw_rest = raw_path
+        .find(&marker)
+        .map_or(rest.as_str(), |i| &raw_path[i + marker.len()..]);
     let mut path = format!("/v1/{raw_rest}");
     if !query.is_empty() {
         path.push('?');
         path.push_str(&query.join("&"));
     }
     let sandbox = find_sandbox(&state, &namespace, &name).await?;
-    let sandbox_name = sandbox.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(&name).to_owned();
-    let target = state.backend.target(&namespace, &sandbox_name, None).await?;
+    let sandbox_name = sandbox
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or(&name)
+        .to_owned();
+    let target = state
+        .backend
+        .target(&namespace, &sandbox_name, None)
+        .await?;
     let timeout = state.options.proxy_timeout;
     forward(&state.client, &target, req, &path, timeout).await.map_err(|e| match e {
         ForwardError::Connect(why) => ApiError::new(Code::SandboxNotReady, format!("the agent of sandbox {sandbox_name:?} does not answer ({why}); is the sandbox running?")),

@@ -53,7 +53,11 @@ pub struct GatewayOptions {
 
 impl Default for GatewayOptions {
     fn default() -> Self {
-        Self { proxy_timeout: Duration::from_secs(180), route: RouteOptions::default(), max_body: 8 * 1024 * 1024 }
+        Self {
+            proxy_timeout: Duration::from_secs(180),
+            route: RouteOptions::default(),
+            max_body: 8 * 1024 * 1024,
+        }
     }
 }
 
@@ -74,14 +78,23 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("backend", &self.backend.name()).field("auth", &self.auth).finish()
+        f.debug_struct("AppState")
+            .field("backend", &self.backend.name())
+            .field("auth", &self.auth)
+            .finish()
     }
 }
 
 impl AppState {
     /// The state for a backend.
     pub fn new(backend: Arc<dyn Backend>, auth: Auth, options: GatewayOptions) -> Self {
-        Self { backend, auth, client: new_client(), options, metrics: Arc::new(Metrics::new()) }
+        Self {
+            backend,
+            auth,
+            client: new_client(),
+            options,
+            metrics: Arc::new(Metrics::new()),
+        }
     }
 }
 
@@ -89,27 +102,44 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let object = "/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}";
     Router::new()
-        .route("/v1/sandboxes", post(sandboxes::create).get(sandboxes::list))
-        .route("/v1/sandboxes/{name}", get(sandboxes::get).delete(sandboxes::delete))
+        .route(
+            "/v1/sandboxes",
+            post(sandboxes::create).get(sandboxes::list),
+        )
+        .route(
+            "/v1/sandboxes/{name}",
+            get(sandboxes::get).delete(sandboxes::delete),
+        )
         .route("/v1/sandboxes/{name}/pause", post(sandboxes::pause))
         .route("/v1/sandboxes/{name}/resume", post(sandboxes::resume))
         .route("/v1/sandboxes/{name}/{*rest}", any(sandboxes::inside))
         .route("/v1/apply", post(objects::apply))
         .route("/v1/info", get(info))
         .route("/apis/{group}/{version}/{plural}", get(objects::list_all))
-        .route("/apis/{group}/{version}/namespaces/{namespace}/{plural}", get(objects::list_namespaced).post(objects::create))
+        .route(
+            "/apis/{group}/{version}/namespaces/{namespace}/{plural}",
+            get(objects::list_namespaced).post(objects::create),
+        )
         .route(
             object,
             get(objects::get)
                 .delete(objects::delete)
-                .put(|State(s): State<AppState>, axum::extract::Path(p), h, b| objects::replace(s, p, Part::Main, h, b))
-                .patch(|State(s): State<AppState>, axum::extract::Path(p), h, b| objects::patch(s, p, Part::Main, h, b)),
+                .put(|State(s): State<AppState>, axum::extract::Path(p), h, b| {
+                    objects::replace(s, p, Part::Main, h, b)
+                })
+                .patch(|State(s): State<AppState>, axum::extract::Path(p), h, b| {
+                    objects::patch(s, p, Part::Main, h, b)
+                }),
         )
         .route(
             &format!("{object}/status"),
             get(objects::get)
-                .put(|State(s): State<AppState>, axum::extract::Path(p), h, b| objects::replace(s, p, Part::Status, h, b))
-                .patch(|State(s): State<AppState>, axum::extract::Path(p), h, b| objects::patch(s, p, Part::Status, h, b)),
+                .put(|State(s): State<AppState>, axum::extract::Path(p), h, b| {
+                    objects::replace(s, p, Part::Status, h, b)
+                })
+                .patch(|State(s): State<AppState>, axum::extract::Path(p), h, b| {
+                    objects::patch(s, p, Part::Status, h, b)
+                }),
         )
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -128,12 +158,17 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let start = Instant::now();
     let method = req.method().clone();
     let response = next.run(req).await;
-    state.metrics.observe(method.as_str(), response.status().as_u16(), start.elapsed());
+    state
+        .metrics
+        .observe(method.as_str(), response.status().as_u16(), start.elapsed());
     response
 }
 
 fn presented_token(req: &Request) -> Option<&str> {
-    req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer)
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
 }
 
 async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -143,7 +178,9 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
     let ok = match &state.auth {
         Auth::None => true,
         Auth::Bearer(token) => presented_token(&req).is_some_and(|t| token.matches(t)),
-        Auth::Scoped { admin, .. } => admin.as_ref().is_some_and(|a| presented_token(&req).is_some_and(|t| a.matches(t))),
+        Auth::Scoped { admin, .. } => admin
+            .as_ref()
+            .is_some_and(|a| presented_token(&req).is_some_and(|t| a.matches(t))),
     };
     if ok {
         next.run(req).await
@@ -165,27 +202,48 @@ async fn routed(State(state): State<AppState>, req: Request, next: Next) -> Resp
     }
     let route = match router_contract::parse(req.headers(), state.options.route) {
         Ok(r) => r,
-        Err(e) => return detail(StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST), &e.detail),
+        Err(e) => {
+            return detail(
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+                &e.detail,
+            );
+        }
     };
     match &state.auth {
         Auth::None => {}
         Auth::Bearer(token) => match presented_token(&req) {
-            None => return detail(StatusCode::UNAUTHORIZED, "Missing or invalid Authorization header."),
-            Some(t) if !token.matches(t) => return detail(StatusCode::UNAUTHORIZED, "Invalid token."),
+            None => {
+                return detail(
+                    StatusCode::UNAUTHORIZED,
+                    "Missing or invalid Authorization header.",
+                );
+            }
+            Some(t) if !token.matches(t) => {
+                return detail(StatusCode::UNAUTHORIZED, "Invalid token.");
+            }
             Some(_) => {}
         },
         Auth::Scoped { tokens, admin } => {
             let Some(t) = presented_token(&req) else {
-                return detail(StatusCode::UNAUTHORIZED, "Missing or invalid Authorization header.");
+                return detail(
+                    StatusCode::UNAUTHORIZED,
+                    "Missing or invalid Authorization header.",
+                );
             };
             if !admin.as_ref().is_some_and(|a| a.matches(t)) {
                 if route.pod_ip.is_some() || route.uid.is_some() {
-                    return detail(StatusCode::FORBIDDEN, "X-Sandbox-Pod-IP and X-Sandbox-UID are not allowed with scoped tokens.");
+                    return detail(
+                        StatusCode::FORBIDDEN,
+                        "X-Sandbox-Pod-IP and X-Sandbox-UID are not allowed with scoped tokens.",
+                    );
                 }
                 match tokens.verify(t, std::time::SystemTime::now()) {
                     Err(_) => return detail(StatusCode::UNAUTHORIZED, "Invalid token."),
                     Ok(scope) if scope.ns != route.namespace || scope.name != route.sandbox => {
-                        return detail(StatusCode::FORBIDDEN, "Token is not valid for this sandbox.");
+                        return detail(
+                            StatusCode::FORBIDDEN,
+                            "Token is not valid for this sandbox.",
+                        );
                     }
                     Ok(_) => {}
                 }
@@ -201,18 +259,57 @@ async fn routed(State(state): State<AppState>, req: Request, next: Next) -> Resp
             }),
             path_prefix: String::new(),
         },
-        None => match state.backend.target(&route.namespace, &route.sandbox, port).await {
+        None => match state
+            .backend
+            .target(&route.namespace, &route.sandbox, port)
+            .await
+        {
             Ok(t) => t,
-            Err(e) if e.code == Code::NotFound => return detail(StatusCode::BAD_GATEWAY, &format!("Could not connect to the backend sandbox: {}", route.sandbox)),
-            Err(e) => return detail(StatusCode::BAD_GATEWAY, &format!("Could not connect to the backend sandbox: {} ({})", route.sandbox, e.message)),
+            Err(e) if e.code == Code::NotFound => {
+                return detail(
+                    StatusCode::BAD_GATEWAY,
+                    &format!(
+                        "Could not connect to the backend sandbox: {}",
+                        route.sandbox
+                    ),
+                );
+            }
+            Err(e) => {
+                return detail(
+                    StatusCode::BAD_GATEWAY,
+                    &format!(
+                        "Could not connect to the backend sandbox: {} ({})",
+                        route.sandbox, e.message
+                    ),
+                );
+            }
         },
     };
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
     match forward(&state.client, &target, req, &path, route.timeout).await {
         Ok(r) => r,
-        Err(ForwardError::Timeout(_)) => detail(StatusCode::GATEWAY_TIMEOUT, &format!("Timed out waiting for the backend sandbox: {}", route.sandbox)),
-        Err(ForwardError::Connect(_)) => detail(StatusCode::BAD_GATEWAY, &format!("Could not connect to the backend sandbox: {}", route.sandbox)),
-        Err(ForwardError::BadRequest(_)) => detail(StatusCode::INTERNAL_SERVER_ERROR, "An internal error occurred in the proxy."),
+        Err(ForwardError::Timeout(_)) => detail(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!(
+                "Timed out waiting for the backend sandbox: {}",
+                route.sandbox
+            ),
+        ),
+        Err(ForwardError::Connect(_)) => detail(
+            StatusCode::BAD_GATEWAY,
+            &format!(
+                "Could not connect to the backend sandbox: {}",
+                route.sandbox
+            ),
+        ),
+        Err(ForwardError::BadRequest(_)) => detail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "An internal error occurred in the proxy.",
+        ),
     }
 }
 
@@ -225,14 +322,27 @@ async fn info(State(state): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then finishes in-flight requests.
 ///
 /// # Errors
 /// The listener fails.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let app = router(state);
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }

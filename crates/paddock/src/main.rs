@@ -66,6 +66,11 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Yaml)]
         output: Format,
     },
+    /// Run paddock on this machine: objects in an embedded database, sandboxes under gVisor,
+    /// the REST API on 127.0.0.1:7878.
+    ///
+    /// Sandboxes survive a restart of the server: they are re-attached, not restarted.
+    Serve(Box<cmd::serve::ServeArgs>),
     /// Run the in-sandbox agent: exec, processes and files over HTTP, WebSocket and gRPC.
     ///
     /// This is the server inside every sandbox (also shipped as the static `paddock-agent`
@@ -134,6 +139,7 @@ fn main() -> ExitCode {
             };
             cmd::convert::run(&files, to, lossless, output == Format::Json)
         }
+        Command::Serve(args) => run_async(cmd::serve::run(*args)),
         Command::Agent(args) => run_async(async move {
             paddock_agent::run(*args).await?;
             Ok(ExitCode::SUCCESS)

@@ -2,4 +2,5 @@
 
 pub mod convert;
 pub mod crds;
+pub mod serve;
 pub mod validate;

@@ -1,0 +1,457 @@
+//! The local stand-ins for what a cluster would have: the Sandbox's "pod" is a workload on the
+//! local runtime, its PVCs are host directories, its Service a record. The Sandbox controller
+//! observes them through [`Workloads::observe`] and changes them through the planner's actions.
+//!
+//! Workloads are created and stopped in the background (a gVisor start takes ~200 ms, its death
+//! ~1.4 s); every state change wakes the Sandbox's reconcile.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use paddock_plan::patch::MetadataPatch;
+use paddock_plan::sandbox::{PodConditionObservation, PodObservation};
+use paddock_runtime::{
+    LocalRuntime, Runtime, RuntimeClass, SandboxPod, UnhonouredField, WorkloadId, WorkloadState,
+    workload_from_pod,
+};
+use tokio::sync::Semaphore;
+
+use crate::informer::Key;
+use crate::queue::WorkQueue;
+
+/// Pod-template annotation asking for no main process (the sandbox idles, waiting for exec).
+pub use paddock_gateway::sandboxes::IDLE_ANNOTATION;
+
+/// A local pod's phase, as Kubernetes names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Being created (or waiting to retry a failed create).
+    Pending,
+    /// The agent answers.
+    Running,
+    /// The workload ended with exit code 0.
+    Succeeded,
+    /// The workload ended otherwise.
+    Failed,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+/// A Sandbox's local workload.
+#[derive(Clone, Debug)]
+pub struct LocalPod {
+    /// The pod name (the Sandbox's name).
+    pub name: String,
+    /// The workload on the runtime (the Sandbox's uid).
+    pub workload: WorkloadId,
+    /// gVisor or bwrap.
+    pub runtime_class: Option<RuntimeClass>,
+    /// Where it is.
+    pub phase: Phase,
+    /// The agent's socket while running.
+    pub socket: Option<PathBuf>,
+    /// Why the last create failed, shown on the Sandbox.
+    pub error: Option<String>,
+    /// Labels, annotations and owner references as the planner keeps them.
+    pub labels: BTreeMap<String, String>,
+    /// See `labels`.
+    pub annotations: BTreeMap<String, String>,
+    /// See `labels`.
+    pub owner_references: Vec<OwnerReference>,
+    /// Stopping (suspend, expiry or deletion).
+    pub terminating: bool,
+    /// Fields of the pod template this host cannot honour.
+    pub unhonoured: Vec<UnhonouredField>,
+}
+
+/// The node name reported for local pods.
+fn node_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}
+
+/// Every local pod, by Sandbox.
+#[derive(Debug)]
+pub struct Workloads {
+    runtime: LocalRuntime,
+    pods: Mutex<HashMap<Key, LocalPod>>,
+    wake: Arc<WorkQueue<Key>>,
+    volume_root: PathBuf,
+    create_slots: Arc<Semaphore>,
+    node: String,
+}
+
+/// Workloads started at once at most (a gVisor start is CPU-heavy on a small host).
+const PARALLEL_CREATES: usize = 4;
+
+impl Workloads {
+    /// The registry over `runtime`; state changes are reported to `wake`.
+    pub fn new(
+        runtime: LocalRuntime,
+        wake: Arc<WorkQueue<Key>>,
+        volume_root: PathBuf,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            runtime,
+            pods: Mutex::new(HashMap::new()),
+            wake,
+            volume_root,
+            create_slots: Arc::new(Semaphore::new(PARALLEL_CREATES)),
+            node: node_name(),
+        })
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &LocalRuntime {
+        &self.runtime
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, LocalPod>> {
+        self.pods
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The local pod of a Sandbox, if any.
+    pub fn get(&self, key: &Key) -> Option<LocalPod> {
+        self.lock().get(key).cloned()
+    }
+
+    /// Where the agent of a running Sandbox answers.
+    pub fn socket(&self, key: &Key) -> Result<PathBuf, (Phase, Option<String>)> {
+        match self.lock().get(key) {
+            Some(p) if p.phase == Phase::Running && !p.terminating => {
+                p.socket.clone().ok_or((p.phase, None))
+            }
+            Some(p) => Err((p.phase, p.error.clone())),
+            None => Err((Phase::Pending, None)),
+        }
+    }
+
+    /// The planner's view of a Sandbox's pod.
+    pub fn observe(&self, key: &Key) -> Vec<PodObservation> {
+        let Some(pod) = self.get(key) else {
+            return Vec::new();
+        };
+        let running = pod.phase == Phase::Running && !pod.terminating;
+        let ready = PodConditionObservation {
+            status: if running { "True" } else { "False" }.to_owned(),
+            reason: None,
+            message: pod.error.clone(),
+        };
+        let scheduled = match &pod.error {
+            Some(e) => PodConditionObservation {
+                status: "False".to_owned(),
+                reason: Some("RuntimeError".to_owned()),
+                message: Some(e.clone()),
+            },
+            None => PodConditionObservation {
+                status: "True".to_owned(),
+                reason: None,
+                message: None,
+            },
+        };
+        vec![PodObservation {
+            name: pod.name.clone(),
+            uid: Some(pod.workload.to_string()),
+            owner_references: pod.owner_references.clone(),
+            labels: pod.labels.clone(),
+            annotations: pod.annotations.clone(),
+            phase: pod.phase.as_str().to_owned(),
+            ready: Some(ready),
+            scheduled: Some(scheduled),
+            pod_ips: if running {
+                vec!["127.0.0.1".to_owned()]
+            } else {
+                Vec::new()
+            },
+            node_name: Some(self.node.clone()),
+            terminating: pod.terminating,
+        }]
+    }
+
+    /// Starts the workload for a pod the planner asked for, in the background.
+    pub fn create(self: &Arc<Self>, key: Key, workload: WorkloadId, pod: &Pod) {
+        let meta = &pod.metadata;
+        let local = LocalPod {
+            name: meta.name.clone().unwrap_or_default(),
+            workload: workload.clone(),
+            runtime_class: None,
+            phase: Phase::Pending,
+            socket: None,
+            error: None,
+            labels: meta.labels.clone().unwrap_or_default(),
+            annotations: meta.annotations.clone().unwrap_or_default(),
+            owner_references: meta.owner_references.clone().unwrap_or_default(),
+            terminating: false,
+            unhonoured: Vec::new(),
+        };
+        let idle = local
+            .annotations
+            .get(IDLE_ANNOTATION)
+            .is_some_and(|v| v == "true");
+        self.lock().insert(key.clone(), local);
+        let this = self.clone();
+        let spec = pod.spec.clone().unwrap_or_default();
+        tokio::spawn(async move {
+            let result = this.start(&key, &workload, &spec, idle).await;
+            let mut pods = this.lock();
+            let Some(p) = pods.get_mut(&key) else { return };
+            if p.workload != workload || p.terminating {
+                return;
+            }
+            match result {
+                Ok((class, socket, unhonoured)) => {
+                    p.runtime_class = Some(class);
+                    p.socket = Some(socket);
+                    p.phase = Phase::Running;
+                    p.error = None;
+                    p.unhonoured = unhonoured;
+                }
+                Err(e) => {
+                    tracing::warn!(sandbox = %key.1, namespace = %key.0, error = %e, "sandbox workload did not start");
+                    p.error = Some(e);
+                }
+            }
+            drop(pods);
+            this.wake.add(key);
+        });
+    }
+
+    async fn start(
+        &self,
+        key: &Key,
+        workload: &WorkloadId,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        idle: bool,
+    ) -> Result<(RuntimeClass, PathBuf, Vec<UnhonouredField>), String> {
+        let mapped = workload_from_pod(&SandboxPod {
+            pod: spec,
+            volume_claim_templates: &[],
+            namespace: &key.0,
+            sandbox_name: &key.1,
+            persistent_volume_root: &self.volume_root,
+        })
+        .map_err(|e| e.to_string())?;
+        let mut workload_spec = mapped.spec;
+        if idle {
+            workload_spec.command = None;
+            workload_spec.args = None;
+        }
+        let _slot = self
+            .create_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        // A workload left from an earlier create of this Sandbox (a crash mid-create) goes first.
+        if !matches!(
+            self.runtime.state(workload).await,
+            Ok(WorkloadState::Missing)
+        ) {
+            let _ = self.runtime.teardown(workload).await;
+        }
+        let started = self
+            .runtime
+            .create(workload, &workload_spec)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((
+            started.runtime_class,
+            started.agent_socket,
+            mapped.unhonoured,
+        ))
+    }
+
+    /// Applies the planner's metadata edits to a local pod.
+    pub fn patch(&self, key: &Key, patch: &MetadataPatch) {
+        if let Some(p) = self.lock().get_mut(key) {
+            let mut meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                labels: Some(std::mem::take(&mut p.labels)),
+                annotations: Some(std::mem::take(&mut p.annotations)),
+                owner_references: Some(std::mem::take(&mut p.owner_references)),
+                ..Default::default()
+            };
+            patch.apply(&mut meta);
+            p.labels = meta.labels.unwrap_or_default();
+            p.annotations = meta.annotations.unwrap_or_default();
+            p.owner_references = meta.owner_references.unwrap_or_default();
+        }
+    }
+
+    /// Stops a Sandbox's workload (suspend, expiry, deletion): the record goes at once, the
+    /// runtime tears the workload down in the background.
+    pub fn delete(&self, key: &Key) {
+        let Some(pod) = self.lock().remove(key) else {
+            return;
+        };
+        let runtime = self.runtime.clone();
+        let wake = self.wake.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            if let Err(e) = runtime.stop(&pod.workload).await {
+                tracing::warn!(sandbox = %key.1, error = %e, "stopping the workload failed");
+            }
+            wake.add(key);
+        });
+    }
+
+    /// Removes the host directories of a deleted Sandbox's volume claims (their PVCs are
+    /// garbage-collected with the Sandbox, as on a cluster).
+    pub fn remove_volumes(&self, namespace: &str, claims: &[String]) {
+        for claim in claims {
+            let dir = self.volume_root.join(namespace).join(claim);
+            if dir.exists()
+                && let Err(e) = std::fs::remove_dir_all(&dir)
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "removing a volume failed");
+            }
+        }
+    }
+
+    /// Creates the host directory of a volume claim.
+    pub fn create_volume(&self, namespace: &str, claim: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.volume_root.join(namespace).join(claim))
+    }
+
+    /// Whether a volume claim's directory exists.
+    pub fn volume_exists(&self, namespace: &str, claim: &str) -> bool {
+        self.volume_root.join(namespace).join(claim).is_dir()
+    }
+
+    /// The directory of volume claims.
+    pub fn volume_root(&self) -> &Path {
+        &self.volume_root
+    }
+
+    /// Re-attaches to the workloads that survived a restart: running ones become Running local
+    /// pods of their Sandbox (by uid); ones whose Sandbox is gone are torn down.
+    pub async fn reattach(&self, sandboxes: &HashMap<String, (Key, Pod)>) {
+        let found = match self.runtime.list().await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing workloads to re-attach failed");
+                return;
+            }
+        };
+        for info in found {
+            let id = info.workload.id.to_string();
+            match sandboxes.get(&id) {
+                Some((key, pod))
+                    if matches!(
+                        info.state,
+                        WorkloadState::Running | WorkloadState::Exited { .. }
+                    ) =>
+                {
+                    let meta = &pod.metadata;
+                    let phase = match info.state {
+                        WorkloadState::Running => Phase::Running,
+                        WorkloadState::Exited { code: Some(0) } => Phase::Succeeded,
+                        _ => Phase::Failed,
+                    };
+                    self.lock().insert(
+                        key.clone(),
+                        LocalPod {
+                            name: key.1.clone(),
+                            workload: info.workload.id.clone(),
+                            runtime_class: Some(info.workload.runtime_class),
+                            phase,
+                            socket: Some(info.workload.agent_socket.clone()),
+                            error: None,
+                            labels: meta.labels.clone().unwrap_or_default(),
+                            annotations: meta.annotations.clone().unwrap_or_default(),
+                            // The pod is the Sandbox's, as when it was created.
+                            owner_references: vec![OwnerReference {
+                                api_version: paddock_api::v1beta1::Sandbox::API_VERSION.to_owned(),
+                                kind: paddock_api::v1beta1::Sandbox::KIND.to_owned(),
+                                name: key.1.clone(),
+                                uid: id.clone(),
+                                controller: Some(true),
+                                block_owner_deletion: Some(true),
+                            }],
+                            terminating: false,
+                            unhonoured: Vec::new(),
+                        },
+                    );
+                    tracing::info!(sandbox = %key.1, namespace = %key.0, "re-attached to a running sandbox");
+                }
+                _ => {
+                    tracing::info!(workload = %id, "tearing down a workload that no Sandbox owns");
+                    let _ = self.runtime.stop(&info.workload.id).await;
+                }
+            }
+        }
+    }
+
+    /// Notices workloads that ended on their own (the main process exited, or the sandbox
+    /// died), until `shutdown`.
+    pub async fn watch_exits(
+        self: Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+        every: Duration,
+    ) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let running: Vec<(Key, WorkloadId)> = self
+                .lock()
+                .iter()
+                .filter(|(_, p)| p.phase == Phase::Running && !p.terminating)
+                .map(|(k, p)| (k.clone(), p.workload.clone()))
+                .collect();
+            if running.is_empty() {
+                continue;
+            }
+            // One listing for all workloads: a runsc call per sandbox would not scale.
+            let Ok(listed) = self.runtime.list().await else {
+                continue;
+            };
+            let states: HashMap<String, WorkloadState> = listed
+                .into_iter()
+                .map(|i| (i.workload.id.to_string(), i.state))
+                .collect();
+            for (key, id) in running {
+                let phase = match states.get(&id.to_string()) {
+                    Some(WorkloadState::Exited { code: Some(0) }) => Phase::Succeeded,
+                    Some(WorkloadState::Exited { .. } | WorkloadState::Missing) | None => {
+                        Phase::Failed
+                    }
+                    Some(WorkloadState::Running | WorkloadState::Stopping) => continue,
+                };
+                let changed = {
+                    let mut pods = self.lock();
+                    match pods.get_mut(&key) {
+                        Some(p)
+                            if p.workload == id && p.phase == Phase::Running && !p.terminating =>
+                        {
+                            p.phase = phase;
+                            p.socket = None;
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if changed {
+                    tracing::info!(sandbox = %key.1, namespace = %key.0, phase = phase.as_str(), "sandbox workload ended");
+                    self.wake.add(key);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! `paddock serve`: the embedded engine and the gateway on this machine.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use paddock_engine::{Engine, EngineConfig};
+use paddock_gateway::auth::Token;
+use paddock_gateway::{AppState, Auth, GatewayOptions};
+use tokio_util::sync::CancellationToken;
+
+/// Flags of `paddock serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Where objects, sandbox state and volumes live. Defaults to $PADDOCK_HOME, else
+    /// /var/lib/paddock as root, else ~/.local/share/paddock.
+    #[arg(long, env = "PADDOCK_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Address of the REST API. Loopback by default; anything else exposes sandboxes to the
+    /// network (the token still guards every call).
+    #[arg(
+        long,
+        env = "PADDOCK_LISTEN",
+        default_value = "127.0.0.1:7878",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+    /// `token` (default): every call needs the bearer token kept in <home>/token (mode 0600).
+    /// `none` turns authentication off; only for a machine you alone use.
+    #[arg(long, value_enum, default_value_t = AuthMode::Token)]
+    pub auth: AuthMode,
+    /// The static paddock-agent binary mounted into every sandbox. Found next to this binary,
+    /// or where scripts/build-agent.sh puts it, when not given.
+    #[arg(long, env = "PADDOCK_AGENT_BIN", value_name = "PATH")]
+    pub agent: Option<PathBuf>,
+    /// Keep objects in memory only: everything is forgotten when the server stops.
+    #[arg(long)]
+    pub in_memory: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How clients authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// A bearer token.
+    Token,
+    /// No authentication.
+    None,
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The home directory paddock uses by default.
+pub fn default_home() -> Result<PathBuf> {
+    paddock_store::default_home()
+        .context("cannot tell where paddock keeps its data; set PADDOCK_HOME")
+}
+
+/// Finds the static agent binary.
+pub fn find_agent(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = explicit {
+        if path.is_file() {
+            return Ok(path.to_path_buf());
+        }
+        bail!(
+            "the agent binary {} does not exist; build it with scripts/build-agent.sh",
+            path.display()
+        );
+    }
+    let exe = std::env::current_exe().context("locating the paddock binary")?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let candidates = [
+        dir.join("paddock-agent"),
+        dir.join("../x86_64-unknown-linux-gnu/release-agent/paddock-agent"),
+        PathBuf::from("/usr/local/lib/paddock/paddock-agent"),
+        PathBuf::from("/usr/lib/paddock/paddock-agent"),
+    ];
+    candidates.into_iter().find(|p| p.is_file()).with_context(|| {
+        "cannot find the static paddock-agent binary that runs inside every sandbox; build it with \
+         scripts/build-agent.sh, or pass --agent PATH (or set PADDOCK_AGENT_BIN)"
+            .to_owned()
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PADDOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> Result<ExitCode> {
+    init_logging(args.log_format);
+    let home = match args.home {
+        Some(h) => h,
+        None => default_home()?,
+    };
+    std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+    let agent = find_agent(args.agent.as_deref())?;
+    let auth = match args.auth {
+        AuthMode::Token => Auth::Bearer(Token::load_or_create(&home.join("token"))?),
+        AuthMode::None => {
+            tracing::warn!(
+                "authentication is off (--auth none): anyone who can reach {} can run code",
+                args.listen
+            );
+            Auth::None
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
+        format!("cannot listen on {}; is another paddock serve running? (choose another with --listen)", args.listen)
+    })?;
+    let mut config = EngineConfig::new(&home, &agent);
+    config.in_memory = args.in_memory;
+    let engine = Engine::start(config).await?;
+    let state = AppState::new(
+        engine.backend() as Arc<dyn paddock_gateway::Backend>,
+        auth,
+        GatewayOptions::default(),
+    );
+    let shutdown = CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            shutdown.cancel();
+        });
+    }
+    tracing::info!(listen = %args.listen, home = %home.display(), agent = %agent.display(), "paddock serve is ready");
+    paddock_gateway::serve(listener, state, shutdown).await?;
+    engine.shutdown().await;
+    tracing::info!("stopped; running sandboxes keep running and are re-attached on the next start");
+    Ok(ExitCode::SUCCESS)
+}
