@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use cmd::client::ClientArgs;
 
 /// Sandboxes for AI agents: run untrusted code in isolated sandboxes, on one machine or on
 /// Kubernetes, through the Agent Sandbox API (Sandbox, SandboxTemplate, SandboxClaim,
@@ -18,7 +19,8 @@ use clap::{Parser, Subcommand, ValueEnum};
     name = "paddock",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = "Start here:\n  sudo paddock serve &                      # the engine and REST API on 127.0.0.1:7878\n  paddock run -- python3 -c 'print(6*7)'    # a command in a fresh gVisor sandbox"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,6 +29,79 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run paddock on this machine: objects in an embedded database, sandboxes under gVisor,
+    /// the REST API on 127.0.0.1:7878.
+    ///
+    /// Sandboxes survive a restart of the server: they are re-attached, not restarted.
+    Serve(Box<cmd::serve::ServeArgs>),
+    /// Run a command in a new sandbox: output streams live, paddock exits with the command's
+    /// exit code, and the sandbox is deleted afterwards (unless --keep).
+    #[command(
+        after_help = "Examples:\n  paddock run -- python3 -c 'print(6*7)'\n  paddock run --runtime bwrap -v $PWD:/work -w /work -- ls\n  paddock run --pool python-pool -- python3 -V"
+    )]
+    Run(Box<cmd::run::RunArgs>),
+    /// Create, list, inspect, delete, pause and resume sandboxes.
+    Sandbox {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: cmd::sandbox::SandboxCommand,
+    },
+    /// Run a command in an existing sandbox (-it for an interactive terminal).
+    #[command(
+        after_help = "Examples:\n  paddock exec my-sandbox -- ls /\n  paddock exec -it my-sandbox -- bash"
+    )]
+    Exec(Box<cmd::exec::ExecArgs>),
+    /// Copy files or directories between this host and a sandbox (SANDBOX:PATH).
+    #[command(
+        after_help = "Examples:\n  paddock cp ./src my-sandbox:/workspace/src\n  paddock cp my-sandbox:/workspace/out.json ."
+    )]
+    Cp(Box<cmd::cp::CpArgs>),
+    /// Create or update objects of the four kinds from YAML or JSON, as on a cluster.
+    Apply {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// A file, a directory or `-`. Repeatable.
+        #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show objects of the four kinds (sandboxes, sandboxtemplates, sandboxclaims,
+    /// sandboxwarmpools or swp), as kubectl does.
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The kind: plural, singular or short name.
+        resource: String,
+        /// One object's name.
+        name: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = cmd::objects::Output::Table)]
+        output: cmd::objects::Output,
+        /// API version of the output.
+        #[arg(long, value_enum, default_value_t = TargetVersion::V1beta1)]
+        api_version: TargetVersion,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// Delete objects by kind and name, or those of a manifest (-f).
+    Delete {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The kind.
+        resource: Option<String>,
+        /// Names.
+        names: Vec<String>,
+        /// Delete the objects of these manifests.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Check which isolation this host offers, and the remedy for what it lacks.
+    Doctor {
+        /// The static agent binary to try sandboxes with.
+        #[arg(long, env = "PADDOCK_AGENT_BIN")]
+        agent: Option<PathBuf>,
+    },
     /// Check manifests of the four kinds (either version) and print every problem with its
     /// field path and line.
     ///
@@ -66,17 +141,6 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Yaml)]
         output: Format,
     },
-    /// Run paddock on this machine: objects in an embedded database, sandboxes under gVisor,
-    /// the REST API on 127.0.0.1:7878.
-    ///
-    /// Sandboxes survive a restart of the server: they are re-attached, not restarted.
-    Serve(Box<cmd::serve::ServeArgs>),
-    /// Run the in-sandbox agent: exec, processes and files over HTTP, WebSocket and gRPC.
-    ///
-    /// This is the server inside every sandbox (also shipped as the static `paddock-agent`
-    /// binary). It speaks upstream's python-runtime endpoints, sandboxd's REST and gRPC APIs and
-    /// paddock's own process API; see docs/agent-api.md.
-    Agent(Box<paddock_agent::AgentArgs>),
     /// Print the CustomResourceDefinitions of the four kinds.
     ///
     /// Both versions are served and v1beta1 is stored. By default the CRDs name the controller's
@@ -99,13 +163,28 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+    /// Run the in-sandbox agent: exec, processes and files over HTTP, WebSocket and gRPC.
+    ///
+    /// This is the server inside every sandbox (also shipped as the static `paddock-agent`
+    /// binary). It speaks upstream's python-runtime endpoints, sandboxd's REST and gRPC APIs and
+    /// paddock's own process API; see docs/agent-api.md.
+    Agent(Box<paddock_agent::AgentArgs>),
 }
 
-/// An API version to convert to.
+/// An API version.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum TargetVersion {
     V1alpha1,
     V1beta1,
+}
+
+impl TargetVersion {
+    fn version(self) -> paddock_api::kinds::Version {
+        match self {
+            TargetVersion::V1alpha1 => paddock_api::kinds::Version::V1alpha1,
+            TargetVersion::V1beta1 => paddock_api::kinds::Version::V1beta1,
+        }
+    }
 }
 
 /// Output format of objects.
@@ -126,24 +205,41 @@ fn run_async(fut: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Res
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => run_async(cmd::serve::run(*args)),
+        Command::Run(args) => run_async(cmd::run::run(*args)),
+        Command::Sandbox { client, command } => run_async(cmd::sandbox::run(client, command)),
+        Command::Exec(args) => run_async(cmd::exec::run(*args)),
+        Command::Cp(args) => run_async(cmd::cp::run(*args)),
+        Command::Apply { client, files } => run_async(cmd::objects::apply(client, files)),
+        Command::Get {
+            client,
+            resource,
+            name,
+            output,
+            api_version,
+            all_namespaces,
+        } => run_async(cmd::objects::get(
+            client,
+            resource,
+            name,
+            output,
+            api_version.version(),
+            all_namespaces,
+        )),
+        Command::Delete {
+            client,
+            resource,
+            names,
+            files,
+        } => run_async(cmd::objects::delete(client, resource, names, files)),
+        Command::Doctor { agent } => run_async(cmd::doctor::run(agent)),
         Command::Validate { files, quiet } => cmd::validate::run(&files, quiet),
         Command::Convert {
             files,
             to,
             lossless,
             output,
-        } => {
-            let to = match to {
-                TargetVersion::V1alpha1 => paddock_api::kinds::Version::V1alpha1,
-                TargetVersion::V1beta1 => paddock_api::kinds::Version::V1beta1,
-            };
-            cmd::convert::run(&files, to, lossless, output == Format::Json)
-        }
-        Command::Serve(args) => run_async(cmd::serve::run(*args)),
-        Command::Agent(args) => run_async(async move {
-            paddock_agent::run(*args).await?;
-            Ok(ExitCode::SUCCESS)
-        }),
+        } => cmd::convert::run(&files, to.version(), lossless, output == Format::Json),
         Command::Crds {
             no_conversion,
             webhook_service,
@@ -155,6 +251,10 @@ fn main() -> ExitCode {
             webhook_namespace,
             out_dir.as_deref(),
         ),
+        Command::Agent(args) => run_async(async move {
+            paddock_agent::run(*args).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,13 @@
 //! One module per subcommand.
 
+pub mod client;
 pub mod convert;
+pub mod cp;
 pub mod crds;
+pub mod doctor;
+pub mod exec;
+pub mod objects;
+pub mod run;
+pub mod sandbox;
 pub mod serve;
 pub mod validate;
