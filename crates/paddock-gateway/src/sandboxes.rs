@@ -147,11 +147,11 @@ fn controller_of<'a>(object: &'a Value, kind: &str) -> Option<&'a str> {
 pub fn describe(sandbox: &Value) -> Value {
     let ready = ready_condition(sandbox);
     let reason = condition_str(ready, "reason");
-    let is_ready = condition_str(ready, "status") == Some(conditions::status::TRUE);
     let suspended = sandbox
         .pointer("/spec/operatingMode")
         .and_then(Value::as_str)
         == Some("Suspended");
+    let is_ready = !suspended && condition_str(ready, "status") == Some(conditions::status::TRUE);
     let finished = sandbox
         .pointer("/status/conditions")
         .and_then(Value::as_array)
@@ -160,7 +160,9 @@ pub fn describe(sandbox: &Value) -> Value {
                 c.get("type").and_then(Value::as_str) == Some(conditions::types::FINISHED)
             })
         });
-    let phase = if is_ready {
+    let phase = if suspended {
+        "Suspended"
+    } else if is_ready {
         "Running"
     } else if reason == Some(conditions::sandbox::SANDBOX_EXPIRED) {
         "Expired"
@@ -172,8 +174,6 @@ pub fn describe(sandbox: &Value) -> Value {
         } else {
             "Failed"
         }
-    } else if suspended {
-        "Suspended"
     } else {
         "Pending"
     };
