@@ -4,6 +4,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::main_process::MainSpec;
+
 /// Prefix of the agent's own configuration variables; they never reach child processes.
 pub const OWN_ENV_PREFIX: &str = "PADDOCK_AGENT_";
 
@@ -65,6 +67,8 @@ pub struct AgentConfig {
     /// The environment children start from (the agent's, minus its own configuration).
     pub child_env: Vec<(OsString, OsString)>,
     pub limits: Limits,
+    /// The sandbox's main process, started when serving begins; its exit ends the agent.
+    pub main: Option<MainSpec>,
 }
 
 impl AgentConfig {
@@ -81,6 +85,7 @@ impl AgentConfig {
             reap_orphans: false,
             child_env: inherited_child_env(),
             limits: Limits::default(),
+            main: None,
         }
     }
 }

@@ -47,6 +47,27 @@ pub enum AgentError {
     NoListener,
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] io::Error),
+    #[error("cannot open the main process log {path}: {source} (its directory must exist)")]
+    MainLog {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the main status writer thread: {source}")]
+    MainStatusWriter {
+        #[source]
+        source: io::Error,
+    },
+    #[error("--main-status {path}: its directory does not exist; create it first")]
+    MainStatusDir { path: PathBuf },
+    #[error("{flag} needs a main process: give the command after `--` (e.g. `-- sleep infinity`)")]
+    MainFlagWithoutCommand { flag: &'static str },
+    #[error(
+        "PADDOCK_AGENT_MAIN_ARGV must be a JSON array of strings (the main command and its arguments): {reason}"
+    )]
+    MainArgv { reason: String },
+    #[error(transparent)]
+    Landlock(#[from] crate::restrict::LandlockError),
 }
 
 /// An error response of the sandboxd and paddock HTTP APIs.

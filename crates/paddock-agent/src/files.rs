@@ -119,15 +119,42 @@ async fn get_file(
     }
 }
 
+/// Whether the `format` query parameter of `/v1/files` asks for a tar stream.
+fn tar_format(format: Option<&str>) -> Result<bool, ApiError> {
+    match format.filter(|f| !f.is_empty()) {
+        None => Ok(false),
+        Some("tar") => Ok(true),
+        Some(other) => Err(ApiError::invalid(format!(
+            "unknown format {other:?}: the only format is `tar` (a directory as a tar stream)"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct GetQuery {
+    format: Option<String>,
+}
+
 async fn serve_get(
     state: &SharedState,
     method: &Method,
     headers: &HeaderMap,
     uri: &http::Uri,
 ) -> Result<Response, ApiError> {
+    let query = Query::<GetQuery>::try_from_uri(uri)
+        .map_err(|err| ApiError::invalid(format!("invalid query: {}", err.body_text())))?;
+    let as_tar = tar_format(query.format.as_deref())?;
     let requested = requested_path(uri)?;
     let target = state.root.resolve(&requested, PathStyle::Rooted)?;
     let meta = std::fs::metadata(&target).map_err(|err| ApiError::from_io(&err, &requested))?;
+    if as_tar {
+        if !meta.is_dir() {
+            return Err(ApiError::invalid(format!(
+                "format=tar needs a directory, and {requested:?} is a file: download it without format"
+            )));
+        }
+        return Ok(crate::archive::tar_response(target, method == Method::HEAD));
+    }
     if meta.is_dir() {
         let listing = list_directory(state, &target, &requested)?;
         return Ok(Json(listing).into_response());
@@ -323,6 +350,12 @@ impl WriteError {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A fresh temp file name in `dir` (`.sandboxd-tmp-<pid>-<n>`), for writes renamed into place.
+pub fn temp_sibling(dir: &Path) -> PathBuf {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(".sandboxd-tmp-{}-{n}", std::process::id()))
+}
+
 /// Writes a file atomically: data goes to a temp file next to the target (on a blocking
 /// thread), which is renamed over the target on [`AtomicWriter::commit`]; dropped uncommitted,
 /// the temp file is removed.
@@ -347,8 +380,7 @@ impl AtomicWriter {
             .mode(0o755)
             .create(parent)?;
         let (temp, file) = loop {
-            let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let temp = parent.join(format!(".sandboxd-tmp-{}-{n}", std::process::id()));
+            let temp = temp_sibling(parent);
             match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -460,6 +492,7 @@ pub fn is_multipart(headers: &HeaderMap) -> bool {
 #[derive(Debug, Deserialize)]
 struct PutQuery {
     mode: Option<String>,
+    format: Option<String>,
 }
 
 fn parse_mode(mode: Option<&str>) -> Result<u32, ApiError> {
@@ -493,6 +526,9 @@ async fn put_file(
 }
 
 async fn serve_put(state: &SharedState, query: PutQuery, request: Request) -> Result<(), ApiError> {
+    if tar_format(query.format.as_deref())? {
+        return put_tar(state, query, request).await;
+    }
     let mode = parse_mode(query.mode.as_deref())?;
     let requested = requested_path(request.uri())?;
     let target = state.root.resolve(&requested, PathStyle::Rooted)?;
@@ -530,6 +566,31 @@ async fn serve_put(state: &SharedState, query: PutQuery, request: Request) -> Re
         .await
         .map_err(|err| err.to_api(&requested))?;
     Ok(())
+}
+
+/// `PUT /v1/files/{dir}?format=tar`: extracts the body into the directory.
+async fn put_tar(state: &SharedState, query: PutQuery, request: Request) -> Result<(), ApiError> {
+    if query.mode.as_deref().is_some_and(|m| !m.is_empty()) {
+        return Err(ApiError::invalid(
+            "mode does not apply to format=tar: entries keep the modes stored in the archive",
+        ));
+    }
+    let requested = requested_path(request.uri())?;
+    let target = state.root.resolve(&requested, PathStyle::Rooted)?;
+    if let Ok(meta) = std::fs::metadata(&target)
+        && !meta.is_dir()
+    {
+        return Err(ApiError::invalid(format!(
+            "{requested:?} is a file: format=tar extracts into a directory"
+        )));
+    }
+    crate::archive::extract(
+        target,
+        request.into_body(),
+        state.config.limits.max_upload_bytes,
+    )
+    .await
+    .map_err(|err| err.to_api(&requested))
 }
 
 /// Streams one multipart field into `writer` and commits it.

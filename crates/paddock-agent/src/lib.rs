@@ -2,20 +2,26 @@
 //!
 //! One HTTP server (HTTP/1.1 and h2c) serves, on every listener: upstream's legacy python
 //! runtime endpoints, sandboxd's REST file API and gRPC `process.v1.ProcessService`, and
-//! paddock's own process API (see `docs/agent-api.md`). [`run`] is the `paddock agent` command;
-//! [`serve`] runs the server on listeners the caller bound (tests and benchmarks).
+//! paddock's own process API (see `docs/agent-api.md`). It can also start and supervise the
+//! sandbox's main process and confine itself with Landlock. [`AgentArgs::prepare`] then
+//! [`PreparedAgent::run`] (or [`run`], both at once) is the `paddock agent` command; [`serve`] runs
+//! the server on listeners the caller bound (tests and benchmarks).
 
 pub mod api;
+pub mod archive;
 pub mod config;
 pub mod confine;
 pub mod error;
 pub mod files;
 pub mod grpc;
 pub mod legacy;
+pub mod main_process;
 pub mod output;
+pub mod ports;
 pub mod process;
 pub mod pty;
 pub mod reaper;
+pub mod restrict;
 pub mod server;
 pub mod spawn;
 pub mod state;
@@ -30,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{AgentConfig, Limits};
 pub use error::{AgentError, ApiError};
+pub use main_process::MainSpec;
+pub use restrict::{LandlockMode, LandlockOutcome};
 pub use server::{Listener, router, serve};
 
 /// Command-line flags of `paddock agent` / `paddock-agent`.
@@ -163,6 +171,60 @@ pub struct AgentArgs {
         default_value = "info"
     )]
     pub log: String,
+
+    /// Working directory of the main process (default: --root-dir).
+    #[arg(long = "main-cwd", value_name = "DIR", env = "PADDOCK_AGENT_MAIN_CWD")]
+    pub main_cwd: Option<PathBuf>,
+
+    /// Append the main process's stdout and stderr to this file as they are produced (created
+    /// 0644; its directory must exist). Default: the agent's own stdout and stderr.
+    #[arg(long = "main-log", value_name = "PATH", env = "PADDOCK_AGENT_MAIN_LOG")]
+    pub main_log: Option<PathBuf>,
+
+    /// When the main process exits, write `{"exit_code", "signal", "finished_at"}` to this file
+    /// (atomically) before the agent shuts down.
+    #[arg(
+        long = "main-status",
+        value_name = "PATH",
+        env = "PADDOCK_AGENT_MAIN_STATUS"
+    )]
+    pub main_status: Option<PathBuf>,
+
+    /// Confine the agent and every process it starts with Landlock: read and execute anywhere,
+    /// write only beneath --writable paths (and /dev entries, the agent's own sockets and main
+    /// log). `required` refuses to start when the kernel cannot; `best-effort` warns.
+    #[arg(
+        long = "landlock",
+        value_name = "MODE",
+        env = "PADDOCK_AGENT_LANDLOCK",
+        value_enum,
+        default_value_t = LandlockMode::Off
+    )]
+    pub landlock: LandlockMode,
+
+    /// A directory (or file) that stays writable under --landlock; repeatable. It must exist.
+    #[arg(
+        long = "writable",
+        value_name = "PATH",
+        env = "PADDOCK_AGENT_WRITABLE",
+        value_delimiter = ','
+    )]
+    pub writable: Vec<PathBuf>,
+
+    /// The main process as a JSON array of strings, for launchers that can only pass
+    /// environment variables (bubblewrap's pre-started sandboxes); `--` wins when both are given.
+    #[arg(
+        long = "main-argv-json",
+        value_name = "JSON",
+        env = "PADDOCK_AGENT_MAIN_ARGV",
+        hide = true
+    )]
+    pub main_argv_json: Option<String>,
+
+    /// The sandbox's main process (after `--`): started with the agent, its exit ends the agent
+    /// with its exit code (128 + signal when killed; 127 not found, 126 not executable).
+    #[arg(last = true, value_name = "CMD")]
+    pub main_command: Vec<String>,
 }
 
 fn seconds(value: f64, fallback: Duration) -> Duration {
@@ -222,7 +284,114 @@ impl AgentArgs {
             idle_timeout: seconds(self.idle_timeout, Duration::from_secs(60)),
             ..Limits::default()
         };
+        config.main = self.main_spec()?;
         Ok(config)
+    }
+
+    /// The main process, when a command follows `--`.
+    fn main_spec(&self) -> Result<Option<MainSpec>, AgentError> {
+        let argv = match (&self.main_argv_json, self.main_command.is_empty()) {
+            (Some(json), true) => {
+                serde_json::from_str::<Vec<String>>(json).map_err(|e| AgentError::MainArgv {
+                    reason: e.to_string(),
+                })?
+            }
+            _ => self.main_command.clone(),
+        };
+        if argv.is_empty() {
+            let given = [
+                ("--main-cwd", self.main_cwd.is_some()),
+                ("--main-log", self.main_log.is_some()),
+                ("--main-status", self.main_status.is_some()),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
+                return Err(AgentError::MainFlagWithoutCommand { flag });
+            }
+            return Ok(None);
+        }
+        if let Some(status) = &self.main_status {
+            let dir = status.parent().filter(|d| !d.as_os_str().is_empty());
+            if dir.is_some_and(|d| !d.is_dir()) {
+                return Err(AgentError::MainStatusDir {
+                    path: status.clone(),
+                });
+            }
+        }
+        Ok(Some(MainSpec {
+            argv,
+            cwd: self.main_cwd.clone(),
+            log: self.main_log.clone(),
+            status: self.main_status.clone(),
+            status_writer: None,
+        }))
+    }
+
+    /// Everything that must happen before the async runtime starts threads: logging, the
+    /// configuration, unix sockets bound, the main log created, and the Landlock restriction
+    /// (which binds only the threads created after it).
+    pub fn prepare(&self) -> Result<PreparedAgent, AgentError> {
+        let filter = tracing_subscriber::EnvFilter::try_new(&self.log)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .try_init();
+        let mut config = self.config()?;
+        if rustix::process::getpid().as_raw_nonzero().get() != 1
+            && let Err(err) = rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+        {
+            tracing::warn!(error = %err, "cannot become child subreaper; orphans will not be reaped");
+        }
+        let mut unix = Vec::new();
+        for path in &self.unix {
+            unix.push(server::bind_unix(path)?);
+        }
+        if let Some(log) = config.main.as_ref().and_then(|m| m.log.as_ref()) {
+            main_process::open_log(log).map_err(|source| AgentError::MainLog {
+                path: log.clone(),
+                source,
+            })?;
+        }
+        let plan = restrict::LandlockPlan {
+            mode: self.landlock,
+            writable: self.writable.clone(),
+            agent_files: self
+                .unix
+                .iter()
+                .chain(config.main.as_ref().and_then(|m| m.log.as_ref()))
+                .cloned()
+                .collect(),
+        };
+        // Started before the restriction, this thread stays outside it: the status file's
+        // directory needs no Landlock right that the sandbox's processes would inherit.
+        let mut own_threads = 0;
+        if let Some(main) = config.main.as_mut().filter(|m| m.status.is_some()) {
+            main.status_writer = Some(
+                main_process::StatusWriter::spawn()
+                    .map_err(|source| AgentError::MainStatusWriter { source })?,
+            );
+            own_threads += 1;
+        }
+        match restrict::apply(&plan, own_threads)? {
+            LandlockOutcome::Off => {}
+            LandlockOutcome::Enforced { full: true, abi } => {
+                tracing::info!(abi, writable = ?self.writable, "Landlock enforced");
+            }
+            LandlockOutcome::Enforced { full: false, abi } => {
+                tracing::warn!(abi, writable = ?self.writable, "Landlock enforced partially: this kernel's ABI lacks some rights, which stay unrestricted");
+            }
+            LandlockOutcome::Skipped { reason } => {
+                tracing::warn!(%reason, "Landlock not applied (--landlock best-effort)");
+            }
+        }
+        Ok(PreparedAgent {
+            tcp: self.tcp_addrs(),
+            unix_paths: self.unix.clone(),
+            unix,
+            config,
+        })
     }
 
     /// TCP addresses to serve: the given ones, or the defaults when no unix socket is given.
@@ -242,47 +411,54 @@ impl AgentArgs {
     }
 }
 
-/// Runs the agent until SIGTERM or SIGINT: binds the listeners, becomes the reaper of orphaned
-/// descendants (it usually is PID 1; otherwise it registers as child subreaper) and serves.
-pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
-    let config = args.config()?;
-    if rustix::process::getpid().as_raw_nonzero().get() != 1
-        && let Err(err) = rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
-    {
-        tracing::warn!(error = %err, "cannot become child subreaper; orphans will not be reaped");
-    }
-    let mut listeners = Vec::new();
-    for addr in args.tcp_addrs() {
-        listeners.push(Listener::tcp(addr).await?);
-    }
-    for path in &args.unix {
-        listeners.push(Listener::unix(path)?);
-    }
-    let shutdown = CancellationToken::new();
-    let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = sigterm.recv() => {}
-            _ = sigint.recv() => {}
+/// An agent whose unix sockets are bound and whose Landlock restriction (if any) is in place;
+/// [`PreparedAgent::run`] serves it inside an async runtime.
+#[derive(Debug)]
+pub struct PreparedAgent {
+    config: AgentConfig,
+    tcp: Vec<SocketAddr>,
+    unix_paths: Vec<PathBuf>,
+    unix: Vec<std::os::unix::net::UnixListener>,
+}
+
+impl PreparedAgent {
+    /// Binds the TCP listeners and serves until SIGTERM or SIGINT, or until the main process
+    /// exits. Returns the code to exit with: the main process's, or 0.
+    pub async fn run(self) -> Result<i32, AgentError> {
+        let mut listeners = Vec::new();
+        for addr in &self.tcp {
+            listeners.push(Listener::tcp(*addr).await?);
         }
-        trigger.cancel();
-    });
-    tracing::info!(
-        tcp = ?args.tcp_addrs(),
-        unix = ?args.unix,
-        root = %config.root_dir.display(),
-        auth = config.token.is_some(),
-        "paddock agent listening"
-    );
-    serve(listeners, config, shutdown).await
+        for (path, socket) in self.unix_paths.iter().zip(self.unix) {
+            listeners.push(Listener::from_std_unix(path, socket)?);
+        }
+        let shutdown = CancellationToken::new();
+        let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+        let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = sigterm.recv() => {}
+                _ = sigint.recv() => {}
+            }
+            trigger.cancel();
+        });
+        tracing::info!(
+            tcp = ?self.tcp,
+            unix = ?self.unix_paths,
+            root = %self.config.root_dir.display(),
+            auth = self.config.token.is_some(),
+            main = ?self.config.main.as_ref().map(|m| &m.argv),
+            "paddock agent listening"
+        );
+        serve(listeners, self.config, shutdown).await
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT (or the main process's exit): [`AgentArgs::prepare`]
+/// then [`PreparedAgent::run`]. Returns the code to exit with. Called inside a multi-threaded
+/// runtime, `--landlock required` fails (the restriction would miss the runtime's threads):
+/// prepare before building the runtime, as the `paddock-agent` binary does.
+pub async fn run(args: AgentArgs) -> Result<i32, AgentError> {
+    args.prepare()?.run().await
 }

@@ -30,6 +30,7 @@ use tower::ServiceExt;
 use crate::config::AgentConfig;
 use crate::confine::Root;
 use crate::error::{AgentError, ApiError};
+use crate::main_process::MainProcess;
 use crate::process::ProcessTable;
 use crate::reaper::Reaper;
 use crate::spawn::Spawner;
@@ -54,18 +55,41 @@ impl Listener {
     /// Binds a unix socket, replacing a stale socket file left by a previous run.
     pub fn unix(path: impl Into<PathBuf>) -> Result<Self, AgentError> {
         let path = path.into();
-        if let Ok(meta) = std::fs::symlink_metadata(&path)
-            && std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
-        {
-            let _ = std::fs::remove_file(&path);
-        }
-        UnixListener::bind(&path)
+        let socket = bind_unix(&path)?;
+        Self::from_std_unix(&path, socket)
+    }
+
+    /// Serves a unix socket bound earlier with [`bind_unix`] (inside the async runtime).
+    pub fn from_std_unix(
+        path: &std::path::Path,
+        socket: std::os::unix::net::UnixListener,
+    ) -> Result<Self, AgentError> {
+        UnixListener::from_std(socket)
             .map(Self::Unix)
-            .map_err(|source| AgentError::BindUnix { path, source })
+            .map_err(|source| AgentError::BindUnix {
+                path: path.to_path_buf(),
+                source,
+            })
     }
 }
 
-/// Builds the shared state: roots, reaper and process table.
+/// Binds a non-blocking unix socket without an async runtime, replacing a stale socket file
+/// left by a previous run.
+pub fn bind_unix(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, AgentError> {
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
+    {
+        let _ = std::fs::remove_file(path);
+    }
+    let bound = std::os::unix::net::UnixListener::bind(path)
+        .and_then(|socket| socket.set_nonblocking(true).map(|()| socket));
+    bound.map_err(|source| AgentError::BindUnix {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Builds the shared state: roots, reaper, process table, and starts the main process.
 fn build_state(config: AgentConfig) -> Result<SharedState, AgentError> {
     let root = Root::open(&config.root_dir, true).map_err(|source| AgentError::Root {
         path: config.root_dir.clone(),
@@ -76,6 +100,19 @@ fn build_state(config: AgentConfig) -> Result<SharedState, AgentError> {
         format!("{}: {err}", config.legacy_root.display())
     });
     let reaper = Reaper::start(config.reap_orphans).map_err(AgentError::Signals)?;
+    let main = match &config.main {
+        Some(spec) => {
+            let spawner = Spawner::new(reaper.clone(), config.child_env.clone());
+            let main = MainProcess::start(&spawner, spec, root.path()).map_err(|source| {
+                AgentError::MainLog {
+                    path: spec.log.clone().unwrap_or_default(),
+                    source,
+                }
+            })?;
+            Some(main)
+        }
+        None => None,
+    };
     let spawner = Spawner::new(reaper, config.child_env.clone());
     let processes = ProcessTable::new(spawner, config.limits.clone());
     Ok(Arc::new(AppState {
@@ -83,6 +120,7 @@ fn build_state(config: AgentConfig) -> Result<SharedState, AgentError> {
         root,
         legacy_root,
         processes,
+        main,
         started: Instant::now(),
         shutting_down: AtomicBool::new(false),
     }))
@@ -95,6 +133,8 @@ pub fn router(state: SharedState) -> Router {
         .merge(crate::legacy::routes())
         .merge(crate::files::routes())
         .merge(crate::api::routes())
+        .merge(crate::main_process::routes())
+        .merge(crate::ports::routes())
         .route_service("/process.v1.ProcessService/{*method}", grpc)
         .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
@@ -160,13 +200,17 @@ async fn authorize(State(state): State<SharedState>, request: Request, next: Nex
     response
 }
 
-/// Serves `listeners` until `shutdown` is cancelled; then stops accepting, lets in-flight
-/// requests finish, sends SIGTERM to child process groups, SIGKILL after the grace period.
+/// Serves `listeners` until `shutdown` is cancelled or the main process (if configured) exits;
+/// then stops accepting, lets in-flight requests finish, sends SIGTERM to the main process group
+/// and every child process group, SIGKILL after the grace period. Returns the code the agent
+/// should exit with: the main process's ([`MainExit::exit_code`]), or 0 without one.
+///
+/// [`MainExit::exit_code`]: crate::main_process::MainExit::exit_code
 pub async fn serve(
     listeners: Vec<Listener>,
     config: AgentConfig,
     shutdown: CancellationToken,
-) -> Result<(), AgentError> {
+) -> Result<i32, AgentError> {
     if listeners.is_empty() {
         return Err(AgentError::NoListener);
     }
@@ -176,26 +220,58 @@ pub async fn serve(
     let app = router(state.clone());
     let mut tasks = JoinSet::new();
     let connections = CancellationToken::new();
+    let stop = shutdown.child_token();
     for listener in listeners {
         tasks.spawn(accept_loop(
             listener,
             app.clone(),
-            shutdown.clone(),
+            stop.clone(),
             connections.clone(),
             idle,
         ));
     }
-    shutdown.cancelled().await;
+    let main = state.main.clone();
+    let main_exited = async {
+        match &main {
+            Some(main) => main.wait().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        exit = main_exited => {
+            tracing::info!(exit_code = exit.exit_code, "main process exited: shutting down");
+        }
+    }
+    stop.cancel();
     state.shutting_down.store(true, Ordering::Release);
     tracing::info!("shutting down: terminating child processes");
+    if let Some(main) = &main {
+        main.signal_group(Signal::TERM);
+    }
     state.processes.signal_all(Signal::TERM);
     let deadline = tokio::time::Instant::now() + grace;
-    while state.processes.running() > 0 && tokio::time::Instant::now() < deadline {
+    let busy =
+        || state.processes.running() > 0 || main.as_ref().is_some_and(|m| m.exit().is_none());
+    while busy() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if state.processes.running() > 0 {
+    if busy() {
+        if let Some(main) = &main {
+            main.signal_group(Signal::KILL);
+        }
         state.processes.signal_all(Signal::KILL);
     }
+    let code = match &main {
+        Some(main) => {
+            // After SIGKILL the exit (and its status file) follows at once.
+            match tokio::time::timeout(Duration::from_secs(2), main.wait()).await {
+                Ok(exit) => exit.exit_code,
+                Err(_) => 128 + Signal::KILL.as_raw(),
+            }
+        }
+        None => 0,
+    };
     // Streams end once their processes are gone; give connections a moment, then drop them.
     connections.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -203,7 +279,7 @@ pub async fn serve(
     })
     .await;
     tasks.abort_all();
-    Ok(())
+    Ok(code)
 }
 
 async fn accept_loop(

@@ -4,7 +4,7 @@
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -143,8 +143,8 @@ impl Spawner {
         Ok((envp, path))
     }
 
-    /// Starts `spec`. The child gets a fresh process group (or session, with a PTY).
-    pub fn spawn(&self, spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
+    /// Checks `spec` and turns it into what `posix_spawn` takes.
+    fn prepare(&self, spec: &SpawnSpec) -> Result<Prepared, SpawnError> {
         let program = spec.argv.first().ok_or(SpawnError::EmptyCommand)?;
         let invalid = |what: &str| {
             io_error(
@@ -167,15 +167,57 @@ impl Spawner {
             }
         })?;
         let cwd = CString::new(spec.cwd.as_os_str().as_bytes()).map_err(|_| invalid("cwd"))?;
-        let map_spawn_error = |source: io::Error| match source.kind() {
-            io::ErrorKind::NotFound => SpawnError::NotFound {
-                program: program.clone(),
+        Ok(Prepared {
+            argv,
+            envp,
+            executable,
+            cwd,
+        })
+    }
+
+    /// Starts `spec` with stdin at end-of-file and stdout and stderr on the given descriptors,
+    /// which the child writes directly (nothing passes through the agent). The child leads a
+    /// new process group.
+    pub fn spawn_to(
+        &self,
+        spec: &SpawnSpec,
+        stdout: BorrowedFd<'_>,
+        stderr: BorrowedFd<'_>,
+    ) -> Result<ChildExit, SpawnError> {
+        let prepared = self.prepare(spec)?;
+        let program = &spec.argv[0];
+        let (stdin_child, stdin_parent) =
+            pipe_with(PipeFlags::CLOEXEC).map_err(|e| io_error(program, e.into()))?;
+        let request = SpawnRequest {
+            program: &prepared.executable,
+            argv: &prepared.argv,
+            envp: &prepared.envp,
+            cwd: &prepared.cwd,
+            stdio: ChildStdio::Fds {
+                stdin: stdin_child.as_fd(),
+                stdout,
+                stderr,
             },
-            io::ErrorKind::PermissionDenied => SpawnError::PermissionDenied {
-                program: program.clone(),
-            },
-            _ => io_error(program, source),
         };
+        let exit = self
+            .reaper
+            .spawn_with(|| sys_spawn::spawn(&request))
+            .map_err(|source| spawn_error(program, source))?;
+        // Closing the write end leaves the child's stdin at end-of-file.
+        drop((stdin_child, stdin_parent));
+        Ok(exit)
+    }
+
+    /// Starts `spec`. The child gets a fresh process group (or session, with a PTY).
+    pub fn spawn(&self, spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
+        let Prepared {
+            argv,
+            envp,
+            executable,
+            cwd,
+        } = self.prepare(spec)?;
+        let program = &spec.argv[0];
+        let map_spawn_error = |source: io::Error| spawn_error(program, source);
         match spec.pty {
             None => {
                 let wrap = |source: io::Error| io_error(program, source);
@@ -250,6 +292,27 @@ impl Spawner {
                 })
             }
         }
+    }
+}
+
+/// A checked spawn request: C strings for `posix_spawn`.
+struct Prepared {
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    executable: CString,
+    cwd: CString,
+}
+
+/// Maps an error of `posix_spawn` (which reports the child's exec failure) for `program`.
+fn spawn_error(program: &str, source: io::Error) -> SpawnError {
+    match source.kind() {
+        io::ErrorKind::NotFound => SpawnError::NotFound {
+            program: program.to_owned(),
+        },
+        io::ErrorKind::PermissionDenied => SpawnError::PermissionDenied {
+            program: program.to_owned(),
+        },
+        _ => io_error(program, source),
     }
 }
 

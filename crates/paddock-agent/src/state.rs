@@ -1,5 +1,6 @@
 //! Shared server state and small HTTP helpers (bounded body reading, streamed bodies).
 
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::config::AgentConfig;
 use crate::confine::Root;
+use crate::main_process::MainProcess;
 use crate::process::ProcessTable;
 
 /// Everything handlers share.
@@ -25,6 +27,8 @@ pub struct AppState {
     /// Root of the legacy endpoints, or why it is unusable.
     pub legacy_root: Result<Root, String>,
     pub processes: Arc<ProcessTable>,
+    /// The sandbox's main process, when the agent was given one.
+    pub main: Option<Arc<MainProcess>>,
     pub started: Instant,
     /// Set when shutdown begins: health turns 503.
     pub shutting_down: AtomicBool,
@@ -86,5 +90,34 @@ impl http_body::Body for ChannelBody {
         self.rx
             .poll_recv(cx)
             .map(|chunk| chunk.map(|data| Ok(Frame::data(data))))
+    }
+}
+
+/// A response body fed by a channel whose producer can fail: an error aborts the response (the
+/// client sees a broken transfer rather than a body that merely looks complete).
+#[derive(Debug)]
+pub struct FallibleChannelBody {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+}
+
+impl FallibleChannelBody {
+    /// A body and its sender holding at most `depth` chunks in flight.
+    pub fn channel(depth: usize) -> (mpsc::Sender<io::Result<Bytes>>, Body) {
+        let (tx, rx) = mpsc::channel(depth);
+        (tx, Body::new(Self { rx }))
+    }
+}
+
+impl http_body::Body for FallibleChannelBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|data| data.map(Frame::data)))
     }
 }

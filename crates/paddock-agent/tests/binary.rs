@@ -109,6 +109,12 @@ fn help_documents_every_flag() {
         "--max-processes",
         "--max-output",
         "--idle-timeout",
+        "--main-cwd",
+        "--main-log",
+        "--main-status",
+        "--landlock",
+        "--writable",
+        "[CMD]...",
         "SANDBOX_BASE_DIR",
         "PADDOCK_AGENT_TOKEN",
     ] {

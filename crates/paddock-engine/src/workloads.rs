@@ -248,10 +248,7 @@ impl Workloads {
         })
         .map_err(|e| e.to_string())?;
         let mut workload_spec = mapped.spec;
-        if idle {
-            workload_spec.command = None;
-            workload_spec.args = None;
-        }
+        workload_spec.idle = idle;
         let _slot = self
             .create_slots
             .clone()

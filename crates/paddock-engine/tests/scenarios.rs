@@ -556,3 +556,49 @@ async fn invalid_objects_are_refused_with_every_problem() {
         err.message
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_main_process_finishes_the_sandbox_and_is_not_restarted() {
+    let server = TestServer::start().await;
+    for (name, runtime, exit, reason) in [
+        ("job-ok", "bwrap", 0, "PodSucceeded"),
+        ("job-fail", "bwrap", 3, "PodFailed"),
+        ("job-gvisor", "gvisor", 0, "PodSucceeded"),
+    ] {
+        apply(
+            &server,
+            &format!(
+                "apiVersion: agents.x-k8s.io/v1alpha1\nkind: Sandbox\nmetadata: {{name: {name}}}\nspec:\n  podTemplate:\n    spec:\n      runtimeClassName: {runtime}\n      containers: [{{name: main, image: host, command: [sh, -c, 'echo working; exit {exit}']}}]\n"
+            ),
+        )
+        .await;
+        let s = eventually(30, "Finished", || async {
+            let s = get(&server, &sandbox_path(name)).await?;
+            s["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Finished" && c["status"] == "True")
+                .map(|_| s.clone())
+        })
+        .await;
+        assert_eq!(
+            ready(&s).unwrap(),
+            ("False".to_owned(), reason.to_owned()),
+            "{name}: {s}"
+        );
+        let finished = s["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Finished")
+            .unwrap()
+            .clone();
+        assert_eq!(finished["reason"], reason, "{name}");
+        let info = server.client.sandbox(name, "default").info().await.unwrap();
+        assert_eq!(info.phase, if exit == 0 { "Succeeded" } else { "Failed" });
+    }
+    // Terminal sandboxes stay terminal: nothing is started again.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let s = get(&server, &sandbox_path("job-ok")).await.unwrap();
+    assert_eq!(ready(&s).unwrap().1, "PodSucceeded");
+}

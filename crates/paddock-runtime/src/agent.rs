@@ -36,11 +36,13 @@ pub struct AgentOption {
 /// at the working directory. The only place they are decided; [`agent_argv`] and [`agent_env`]
 /// render them.
 ///
-/// The main command (`spec.command`, completed from the image by [`resolve_with_image`]) is not
-/// passed yet: the agent's option for a supervised main process does not exist yet. Add it here.
+/// With a main command (`spec.command`, completed from the image by [`resolve_with_image`]) the
+/// agent supervises it: its output goes to [`MAIN_LOG`] and its exit status to [`MAIN_STATUS`]
+/// (both in the host-visible run directory), and the sandbox ends when it ends. bwrap sandboxes
+/// are also confined with Landlock to the spec's writable paths.
 pub fn agent_options(spec: &WorkloadSpec) -> Vec<AgentOption> {
     let root = spec.working_dir.clone().unwrap_or_else(|| "/".to_owned());
-    vec![
+    let mut options = vec![
         AgentOption {
             flag: "--unix",
             env: "PADDOCK_AGENT_UNIX",
@@ -56,25 +58,68 @@ pub fn agent_options(spec: &WorkloadSpec) -> Vec<AgentOption> {
             env: "SANDBOX_BASE_DIR",
             value: root,
         },
-    ]
+    ];
+    if spec.command.is_some() {
+        options.push(AgentOption {
+            flag: "--main-log",
+            env: "PADDOCK_AGENT_MAIN_LOG",
+            value: format!("{RUN_DIR}/{MAIN_LOG}"),
+        });
+        options.push(AgentOption {
+            flag: "--main-status",
+            env: "PADDOCK_AGENT_MAIN_STATUS",
+            value: format!("{RUN_DIR}/{MAIN_STATUS}"),
+        });
+    }
+    if spec.runtime_class == crate::spec::RuntimeClass::Bwrap {
+        options.push(AgentOption {
+            flag: "--landlock",
+            env: "PADDOCK_AGENT_LANDLOCK",
+            value: "required".to_owned(),
+        });
+        options.push(AgentOption {
+            flag: "--writable",
+            env: "PADDOCK_AGENT_WRITABLE",
+            value: spec.writable_paths().join(","),
+        });
+    }
+    options
 }
 
-/// The agent's argv: its path and [`agent_options`] as flags.
+/// The main process's output, in the run directory.
+pub const MAIN_LOG: &str = "main.log";
+/// The main process's exit status (JSON `{"exit_code", "signal", "finished_at"}`), written by the
+/// agent when the main process ends, in the run directory.
+pub const MAIN_STATUS: &str = "main-status.json";
+
+/// The agent's argv: its path, [`agent_options`] as flags, and the main command after `--`.
 pub fn agent_argv(spec: &WorkloadSpec) -> Vec<String> {
     let mut argv = vec![AGENT_PATH.to_owned()];
     for option in agent_options(spec) {
         argv.push(option.flag.to_owned());
         argv.push(option.value);
     }
+    if let Some(main) = &spec.command {
+        argv.push("--".to_owned());
+        argv.extend(main.iter().cloned());
+    }
     argv
 }
 
-/// [`agent_options`] as environment variables, for an agent started as bare `AGENT_PATH`.
+/// [`agent_options`] as environment variables, for an agent started as bare `AGENT_PATH`; the
+/// main command travels as a JSON array.
 pub fn agent_env(spec: &WorkloadSpec) -> Vec<(&'static str, String)> {
-    agent_options(spec)
+    let mut env: Vec<(&'static str, String)> = agent_options(spec)
         .into_iter()
         .map(|o| (o.env, o.value))
-        .collect()
+        .collect();
+    if let Some(main) = &spec.command {
+        env.push((
+            "PADDOCK_AGENT_MAIN_ARGV",
+            serde_json::to_string(main).unwrap_or_default(),
+        ));
+    }
+    env
 }
 
 /// Completes a spec from its image's config with Kubernetes' rules: `command` replaces the
@@ -92,7 +137,11 @@ pub fn resolve_with_image(spec: &WorkloadSpec, image: &ImageConfig) -> WorkloadS
         (None, Some(args)) => image.entrypoint.iter().chain(args).cloned().collect(),
         (None, None) => image.entrypoint.iter().chain(&image.cmd).cloned().collect(),
     };
-    out.command = if main.is_empty() { None } else { Some(main) };
+    out.command = if main.is_empty() || spec.idle {
+        None
+    } else {
+        Some(main)
+    };
     out.args = None;
     let mut env: Vec<EnvVar> = Vec::new();
     for var in image.env.iter().chain(&spec.env) {

@@ -726,7 +726,7 @@ impl Runtime for LocalRuntime {
         let Some(meta) = dir.read_meta() else {
             return Ok(WorkloadState::Exited { code: None });
         };
-        Ok(match meta.runtime_class {
+        let state = match meta.runtime_class {
             RuntimeClass::Bwrap => Self::bwrap_state(&dir, &meta),
             RuntimeClass::Gvisor => match &self.inner.gvisor {
                 Ok(g) => match g.state(id).await {
@@ -735,7 +735,8 @@ impl Runtime for LocalRuntime {
                 },
                 Err(_) => WorkloadState::Exited { code: None },
             },
-        })
+        };
+        Ok(with_main_status(&dir, state))
     }
 
     async fn stop(&self, id: &WorkloadId) -> Result<(), RuntimeError> {
@@ -791,6 +792,7 @@ impl Runtime for LocalRuntime {
                         .unwrap_or(WorkloadState::Exited { code: None }),
                 }
             };
+            let state = with_main_status(&dir, state);
             out.push(WorkloadInfo {
                 workload: Workload {
                     id,
@@ -803,4 +805,19 @@ impl Runtime for LocalRuntime {
         out.sort_by(|a, b| a.workload.id.cmp(&b.workload.id));
         Ok(out)
     }
+}
+
+/// An exited workload's code from its main process's status file (the agent writes it into the
+/// run directory before it exits), when the backend does not know it (gVisor forgets exit codes).
+fn with_main_status(dir: &WorkloadDir, state: WorkloadState) -> WorkloadState {
+    if !matches!(state, WorkloadState::Exited { code: None }) {
+        return state;
+    }
+    let path = dir.run_dir().join(agent::MAIN_STATUS);
+    let code = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("exit_code").and_then(serde_json::Value::as_i64))
+        .and_then(|c| i32::try_from(c).ok());
+    WorkloadState::Exited { code }
 }

@@ -1252,24 +1252,51 @@ mod tests {
         let dir = std::env::temp_dir();
         let mut pod = PodSpec {
             containers: vec![Container {
-                volume_mounts: Some(vec![K8sMount { name: "data".into(), mount_path: "/data".into(), read_only: Some(true), ..K8sMount::default() }]),
+                volume_mounts: Some(vec![K8sMount {
+                    name: "data".into(),
+                    mount_path: "/data".into(),
+                    read_only: Some(true),
+                    ..K8sMount::default()
+                }]),
                 ..container()
             }],
             volumes: Some(vec![Volume {
                 name: "data".into(),
-                host_path: Some(HostPathVolumeSource { path: dir.display().to_string(), type_: None }),
+                host_path: Some(HostPathVolumeSource {
+                    path: dir.display().to_string(),
+                    type_: None,
+                }),
                 ..Volume::default()
             }]),
             ..PodSpec::default()
         };
         let root = Path::new("/var/lib/paddock/volumes");
-        let input = |pod: &PodSpec| workload_from_pod(&SandboxPod { pod, volume_claim_templates: &[], namespace: "default", sandbox_name: "s", persistent_volume_root: root }).map(|m| (m.spec, m.unhonoured));
+        let input = |pod: &PodSpec| {
+            workload_from_pod(&SandboxPod {
+                pod,
+                volume_claim_templates: &[],
+                namespace: "default",
+                sandbox_name: "s",
+                persistent_volume_root: root,
+            })
+            .map(|m| (m.spec, m.unhonoured))
+        };
         let (spec, unhonoured) = input(&pod).unwrap();
         assert!(unhonoured.is_empty(), "{unhonoured:?}");
-        assert_eq!(spec.mounts[0].source, VolumeSource::HostDir { path: dir.clone() });
+        assert_eq!(
+            spec.mounts[0].source,
+            VolumeSource::HostDir { path: dir.clone() }
+        );
         assert!(spec.mounts[0].read_only);
-        pod.volumes.as_mut().unwrap()[0].host_path.as_mut().unwrap().path = "/no/such/dir".into();
+        pod.volumes.as_mut().unwrap()[0]
+            .host_path
+            .as_mut()
+            .unwrap()
+            .path = "/no/such/dir".into();
         let err = input(&pod).unwrap_err().to_string();
-        assert!(err.contains("/no/such/dir is not an existing directory"), "{err}");
+        assert!(
+            err.contains("/no/such/dir is not an existing directory"),
+            "{err}"
+        );
     }
 }

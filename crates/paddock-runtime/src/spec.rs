@@ -91,6 +91,10 @@ pub struct WorkloadSpec {
     pub read_only_rootfs: bool,
     /// Hostname inside the sandbox (the Sandbox's name).
     pub hostname: String,
+    /// Run no main process, whatever the image's entrypoint: the sandbox idles, waiting for
+    /// exec (sandboxes created for `paddock run` and the SDKs).
+    #[serde(default)]
+    pub idle: bool,
 }
 
 impl WorkloadSpec {
@@ -110,6 +114,7 @@ impl WorkloadSpec {
             run_as_group: None,
             read_only_rootfs: false,
             hostname: "paddock".to_owned(),
+            idle: false,
         }
     }
 

@@ -202,6 +202,17 @@ fn run_async(fut: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Res
     runtime.block_on(fut)
 }
 
+/// `paddock agent`: prepares (sockets, Landlock) while the process has one thread, then runs;
+/// exits with the main process's code when there is one.
+fn run_agent(args: &paddock_agent::AgentArgs) -> anyhow::Result<ExitCode> {
+    let prepared = args.prepare()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let code = runtime.block_on(prepared.run())?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -251,10 +262,7 @@ fn main() -> ExitCode {
             webhook_namespace,
             out_dir.as_deref(),
         ),
-        Command::Agent(args) => run_async(async move {
-            paddock_agent::run(*args).await?;
-            Ok(ExitCode::SUCCESS)
-        }),
+        Command::Agent(args) => run_agent(&args),
     };
     match result {
         Ok(code) => code,
