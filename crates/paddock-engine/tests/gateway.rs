@@ -1,6 +1,7 @@
 //! The gateway over the embedded engine, as clients see it: auth, upstream's router contract,
 //! files and processes forwarded to agents, the object API with both versions, watch, OpenAPI
 //! and metrics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

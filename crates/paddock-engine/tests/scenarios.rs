@@ -1,5 +1,6 @@
 //! The engine end to end: real store, real runtime (bubblewrap for speed, gVisor where the
 //! scenario is about it), real agent, driven through the gateway with the Rust SDK.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
