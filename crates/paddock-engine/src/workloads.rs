@@ -93,6 +93,8 @@ pub struct Workloads {
     volume_root: PathBuf,
     create_slots: Arc<Semaphore>,
     node: String,
+    /// Teardowns in flight, so a clean shutdown can let them finish.
+    teardowns: tokio_util::task::TaskTracker,
 }
 
 /// Workloads started at once at most (a gVisor start is CPU-heavy on a small host).
@@ -112,6 +114,7 @@ impl Workloads {
             volume_root,
             create_slots: Arc::new(Semaphore::new(PARALLEL_CREATES)),
             node: node_name(),
+            teardowns: tokio_util::task::TaskTracker::new(),
         })
     }
 
@@ -299,12 +302,24 @@ impl Workloads {
         let runtime = self.runtime.clone();
         let wake = self.wake.clone();
         let key = key.clone();
-        tokio::spawn(async move {
+        self.teardowns.spawn(async move {
+            // Mark it stopping at once (state answers Stopping), then wait until it is gone.
             if let Err(e) = runtime.stop(&pod.workload).await {
                 tracing::warn!(sandbox = %key.1, error = %e, "stopping the workload failed");
             }
-            wake.add(key);
+            wake.add(key.clone());
+            if let Err(e) = runtime.teardown(&pod.workload).await {
+                tracing::warn!(sandbox = %key.1, error = %e, "tearing the workload down failed");
+            }
         });
+    }
+
+    /// Waits (at most `limit`) for teardowns in flight, so no sandbox is left half torn down.
+    pub async fn wait_for_teardowns(&self, limit: Duration) {
+        self.teardowns.close();
+        if tokio::time::timeout(limit, self.teardowns.wait()).await.is_err() {
+            tracing::warn!("some sandboxes were still being torn down at shutdown; the next start finishes them");
+        }
     }
 
     /// Removes the host directories of a deleted Sandbox's volume claims (their PVCs are

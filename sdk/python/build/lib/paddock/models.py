@@ -1,0 +1,122 @@
+"""Values the SDK returns."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+
+def decode_data(event: Dict[str, Any]) -> bytes:
+    """The bytes of an output event: text as UTF-8, or base64 when ``encoding`` says so."""
+    data = event.get("data", "")
+    if event.get("encoding") == "base64":
+        return base64.b64decode(data)
+    return data.encode()
+
+
+@dataclass
+class CommandResult:
+    """The outcome of a finished command."""
+
+    exit_code: Optional[int]
+    stdout: str
+    stderr: str
+    signal: Optional[int] = None
+    timed_out: bool = False
+    duration_ms: Optional[float] = None
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass
+class ProcessInfo:
+    """A started process as the sandbox's agent reports it."""
+
+    id: int
+    pid: int
+    state: str
+    argv: list = field(default_factory=list)
+    background: bool = False
+    pty: bool = False
+    exit_code: Optional[int] = None
+    signal: Optional[int] = None
+    timed_out: bool = False
+    output_start: int = 0
+    output_end: int = 0
+
+    @classmethod
+    def from_json(cls, j: Dict[str, Any]) -> "ProcessInfo":
+        return cls(
+            id=j["id"],
+            pid=j.get("pid", 0),
+            state=j.get("state", "running"),
+            argv=j.get("argv", []),
+            background=j.get("background", False),
+            pty=j.get("pty", False),
+            exit_code=j.get("exit_code"),
+            signal=j.get("signal"),
+            timed_out=j.get("timed_out", False),
+            output_start=j.get("output_start", 0),
+            output_end=j.get("output_end", 0),
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+@dataclass
+class FileEntry:
+    """One directory entry."""
+
+    name: str
+    type: str
+    size: int
+    modified_at: Optional[str] = None
+    mode: Optional[str] = None
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type == "directory"
+
+
+@dataclass
+class SandboxInfo:
+    """A sandbox as the gateway describes it."""
+
+    name: str
+    namespace: str
+    ready: bool
+    phase: str
+    reason: Optional[str] = None
+    message: Optional[str] = None
+    claim: Optional[str] = None
+    launch_type: Optional[str] = None
+    runtime: Optional[str] = None
+    image: Optional[str] = None
+    created_at: Optional[str] = None
+    expires_at: Optional[str] = None
+    labels: Dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, j: Dict[str, Any]) -> "SandboxInfo":
+        return cls(
+            name=j["name"],
+            namespace=j.get("namespace", "default"),
+            ready=j.get("ready", False),
+            phase=j.get("phase", ""),
+            reason=j.get("reason"),
+            message=j.get("message"),
+            claim=j.get("claim"),
+            launch_type=j.get("launchType"),
+            runtime=j.get("runtime"),
+            image=j.get("image"),
+            created_at=j.get("createdAt"),
+            expires_at=j.get("expiresAt"),
+            labels=j.get("labels") or {},
+        )
