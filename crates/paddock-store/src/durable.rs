@@ -71,6 +71,15 @@ fn encode_record(key: &str, object: Option<&Value>) -> Result<Vec<u8>> {
     Ok(record)
 }
 
+/// The change record of a change.
+fn encode_change(change: &Change) -> Result<Vec<u8>> {
+    let object = match change.kind {
+        ChangeKind::Deleted => None,
+        ChangeKind::Added | ChangeKind::Modified => Some(&*change.object),
+    };
+    encode_record(&change.key, object)
+}
+
 /// Decodes a change record into its key and object (`None` for a deletion).
 fn decode_record(record: &[u8]) -> std::result::Result<(String, Option<Value>), String> {
     let (&tag, rest) = record.split_first().ok_or("empty record")?;
@@ -437,11 +446,7 @@ impl Persistence for RedbPersistence {
                 if last_write.get(change.key.as_str()) != Some(&i) {
                     continue;
                 }
-                let object = match change.kind {
-                    ChangeKind::Deleted => None,
-                    ChangeKind::Added | ChangeKind::Modified => Some(&*change.object),
-                };
-                let record = encode_record(&change.key, object)?;
+                let record = encode_change(change)?;
                 log.insert(change.revision, record.as_slice())
                     .map_err(|e| StoreError::storage(context(), e))?;
             }

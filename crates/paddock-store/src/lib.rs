@@ -23,7 +23,9 @@
 //!
 //! # Threads and costs
 //! Each store runs two threads (`paddock-store-exec`, `paddock-store-persist`); the async API
-//! only queues work and awaits answers, so it never blocks a runtime thread on the disk. Reads
+//! only queues work and awaits answers, so it never blocks a runtime thread on the disk (two
+//! calls do block: [`RedbStore::open`] reads the store, and dropping a store waits until what was
+//! queued is committed and the change log is checkpointed). Reads
 //! are served from memory (the whole store is held in memory; objects are shared, not copied,
 //! between the published state and the watch log), and writes from many callers are committed
 //! together. Memory: every object, plus up to `StoreOptions::watch_history` retained versions.

@@ -1649,3 +1649,27 @@ async fn typed_helpers_round_trip_through_serde(backend: Backend) {
         other => panic!("expected Decode, got {other:?}"),
     }
 }
+
+#[test]
+fn zero_sized_store_options_are_rejected_with_the_field_named() {
+    for options in [
+        StoreOptions {
+            watch_history: 0,
+            ..StoreOptions::default()
+        },
+        StoreOptions {
+            max_batch: 0,
+            ..StoreOptions::default()
+        },
+    ] {
+        match paddock_store::MemoryStore::with_options(&options) {
+            Err(StoreError::Invalid { field, .. }) => assert_eq!(field, "StoreOptions"),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            paddock_store::RedbStore::open_with(dir.path(), &options),
+            Err(StoreError::Invalid { .. })
+        ));
+    }
+}
