@@ -269,7 +269,11 @@ impl Engine {
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
-        self.backend.workloads.wait_for_teardowns(Duration::from_secs(20)).await;
+        self.backend
+            .workloads
+            .wait_for_teardowns(Duration::from_secs(20))
+            .await;
+        self.backend.workloads.runtime().close_pool();
     }
 }
 

@@ -317,8 +317,13 @@ impl Workloads {
     /// Waits (at most `limit`) for teardowns in flight, so no sandbox is left half torn down.
     pub async fn wait_for_teardowns(&self, limit: Duration) {
         self.teardowns.close();
-        if tokio::time::timeout(limit, self.teardowns.wait()).await.is_err() {
-            tracing::warn!("some sandboxes were still being torn down at shutdown; the next start finishes them");
+        if tokio::time::timeout(limit, self.teardowns.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "some sandboxes were still being torn down at shutdown; the next start finishes them"
+            );
         }
     }
 
@@ -351,7 +356,9 @@ impl Workloads {
     }
 
     /// Re-attaches to the workloads that survived a restart: running ones become Running local
-    /// pods of their Sandbox (by uid); ones whose Sandbox is gone are torn down.
+    /// pods of their Sandbox (by uid), ones whose main process ended become terminal pods; ones
+    /// that died (or never finished starting) and ones whose Sandbox is gone are torn down, and
+    /// the planner starts a fresh workload where a Sandbox still wants one.
     pub async fn reattach(&self, sandboxes: &HashMap<String, (Key, Pod)>) {
         let found = match self.runtime.list().await {
             Ok(f) => f,
@@ -362,19 +369,16 @@ impl Workloads {
         };
         for info in found {
             let id = info.workload.id.to_string();
-            match sandboxes.get(&id) {
-                Some((key, pod))
-                    if matches!(
-                        info.state,
-                        WorkloadState::Running | WorkloadState::Exited { .. }
-                    ) =>
-                {
+            let finished = main_finished(&info.workload.agent_socket);
+            let phase = match (info.state, finished) {
+                (WorkloadState::Running, _) => Some(Phase::Running),
+                (WorkloadState::Exited { .. }, Some(0)) => Some(Phase::Succeeded),
+                (WorkloadState::Exited { .. }, Some(_)) => Some(Phase::Failed),
+                _ => None,
+            };
+            match (sandboxes.get(&id), phase) {
+                (Some((key, pod)), Some(phase)) => {
                     let meta = &pod.metadata;
-                    let phase = match info.state {
-                        WorkloadState::Running => Phase::Running,
-                        WorkloadState::Exited { code: Some(0) } => Phase::Succeeded,
-                        _ => Phase::Failed,
-                    };
                     self.lock().insert(
                         key.clone(),
                         LocalPod {
@@ -387,30 +391,29 @@ impl Workloads {
                             labels: meta.labels.clone().unwrap_or_default(),
                             annotations: meta.annotations.clone().unwrap_or_default(),
                             // The pod is the Sandbox's, as when it was created.
-                            owner_references: vec![OwnerReference {
-                                api_version: paddock_api::v1beta1::Sandbox::API_VERSION.to_owned(),
-                                kind: paddock_api::v1beta1::Sandbox::KIND.to_owned(),
-                                name: key.1.clone(),
-                                uid: id.clone(),
-                                controller: Some(true),
-                                block_owner_deletion: Some(true),
-                            }],
+                            owner_references: vec![sandbox_owner(&key.1, &id)],
                             terminating: false,
                             unhonoured: Vec::new(),
                         },
                     );
-                    tracing::info!(sandbox = %key.1, namespace = %key.0, "re-attached to a running sandbox");
+                    tracing::info!(sandbox = %key.1, namespace = %key.0, "re-attached to a sandbox");
                 }
-                _ => {
+                (Some((key, _)), None) => {
+                    tracing::info!(sandbox = %key.1, namespace = %key.0, "the sandbox's workload died while paddock was down; it starts again");
+                    let _ = self.runtime.teardown(&info.workload.id).await;
+                }
+                (None, _) => {
                     tracing::info!(workload = %id, "tearing down a workload that no Sandbox owns");
-                    let _ = self.runtime.stop(&info.workload.id).await;
+                    let _ = self.runtime.teardown(&info.workload.id).await;
                 }
             }
         }
     }
 
-    /// Notices workloads that ended on their own (the main process exited, or the sandbox
-    /// died), until `shutdown`.
+    /// Notices workloads that ended on their own, until `shutdown`: one whose main process
+    /// exited becomes a terminal pod (Succeeded/Failed, never restarted); one that died without
+    /// its main process ending (killed, or an idle sandbox's agent gone) is like a pod that
+    /// vanished while running, and is started again.
     pub async fn watch_exits(
         self: Arc<Self>,
         shutdown: tokio_util::sync::CancellationToken,
@@ -421,11 +424,11 @@ impl Workloads {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
-            let running: Vec<(Key, WorkloadId)> = self
+            let running: Vec<(Key, WorkloadId, PathBuf)> = self
                 .lock()
                 .iter()
                 .filter(|(_, p)| p.phase == Phase::Running && !p.terminating)
-                .map(|(k, p)| (k.clone(), p.workload.clone()))
+                .filter_map(|(k, p)| Some((k.clone(), p.workload.clone(), p.socket.clone()?)))
                 .collect();
             if running.is_empty() {
                 continue;
@@ -438,32 +441,75 @@ impl Workloads {
                 .into_iter()
                 .map(|i| (i.workload.id.to_string(), i.state))
                 .collect();
-            for (key, id) in running {
-                let phase = match states.get(&id.to_string()) {
-                    Some(WorkloadState::Exited { code: Some(0) }) => Phase::Succeeded,
-                    Some(WorkloadState::Exited { .. } | WorkloadState::Missing) | None => {
-                        Phase::Failed
-                    }
-                    Some(WorkloadState::Running | WorkloadState::Stopping) => continue,
-                };
-                let changed = {
-                    let mut pods = self.lock();
-                    match pods.get_mut(&key) {
-                        Some(p)
-                            if p.workload == id && p.phase == Phase::Running && !p.terminating =>
-                        {
-                            p.phase = phase;
-                            p.socket = None;
-                            true
-                        }
-                        _ => false,
-                    }
-                };
-                if changed {
-                    tracing::info!(sandbox = %key.1, namespace = %key.0, phase = phase.as_str(), "sandbox workload ended");
-                    self.wake.add(key);
+            for (key, id, socket) in running {
+                if matches!(
+                    states.get(&id.to_string()),
+                    Some(WorkloadState::Running | WorkloadState::Stopping)
+                ) {
+                    continue;
                 }
+                let still_ours = |p: Option<&LocalPod>| {
+                    p.is_some_and(|p| {
+                        p.workload == id && p.phase == Phase::Running && !p.terminating
+                    })
+                };
+                match main_finished(&socket) {
+                    Some(code) => {
+                        let phase = if code == 0 {
+                            Phase::Succeeded
+                        } else {
+                            Phase::Failed
+                        };
+                        {
+                            let mut pods = self.lock();
+                            if !still_ours(pods.get(&key)) {
+                                continue;
+                            }
+                            if let Some(p) = pods.get_mut(&key) {
+                                p.phase = phase;
+                                p.socket = None;
+                            }
+                        }
+                        tracing::info!(sandbox = %key.1, namespace = %key.0, phase = phase.as_str(), exit_code = code, "sandbox main process ended");
+                    }
+                    None => {
+                        {
+                            let mut pods = self.lock();
+                            if !still_ours(pods.get(&key)) {
+                                continue;
+                            }
+                            pods.remove(&key);
+                        }
+                        tracing::warn!(sandbox = %key.1, namespace = %key.0, "sandbox workload died; starting it again");
+                        let _ = self.runtime.teardown(&id).await;
+                    }
+                }
+                self.wake.add(key);
             }
         }
     }
+}
+
+/// The controller reference of a Sandbox's pod.
+fn sandbox_owner(name: &str, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: paddock_api::v1beta1::Sandbox::API_VERSION.to_owned(),
+        kind: paddock_api::v1beta1::Sandbox::KIND.to_owned(),
+        name: name.to_owned(),
+        uid: uid.to_owned(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The exit code of a sandbox's main process, from the status file its agent writes next to its
+/// socket when the main process ends; `None` when it has not ended (or there is none).
+fn main_finished(socket: &Path) -> Option<i32> {
+    let path = socket.parent()?.join(paddock_runtime::agent::MAIN_STATUS);
+    let bytes = std::fs::read(path).ok()?;
+    let status: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    status
+        .get("exit_code")
+        .and_then(serde_json::Value::as_i64)
+        .and_then(|c| i32::try_from(c).ok())
 }

@@ -470,6 +470,15 @@ async fn the_seed_guides_template_pool_and_claim_work_as_on_a_cluster() {
             )
             .replace("runtimeClassName: gvisor", "runtimeClassName: bwrap");
         apply(&server, &text).await;
+        if file.starts_with("sandboxwarmpool") {
+            // As in the guide, the claim comes once the pool is warm (a claim that finds no
+            // ready member within 2 s gets a cold sandbox, by design).
+            eventually(30, "the seed pool to be warm", || async {
+                let p = get(&server, "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/default/sandboxwarmpools/python-warmpool").await?;
+                (p["status"]["readyReplicas"] == 2).then_some(())
+            })
+            .await;
+        }
     }
     let claim = eventually(30, "the seed claim to be Ready", || async {
         let c = get(&server, &claim_path("my-session")).await?;

@@ -273,7 +273,22 @@ impl WorkloadCgroup {
         for dir in probe.dirs.iter().filter_map(|d| d.parent()) {
             for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
                 if entry.file_name().to_string_lossy().starts_with(prefix) {
-                    let _ = std::fs::remove_dir(entry.path());
+                    // Processes left by an earlier instance that died (pre-started bwraps) go
+                    // first: a cgroup with processes cannot be removed.
+                    let procs = std::fs::read_to_string(entry.path().join("cgroup.procs"))
+                        .unwrap_or_default();
+                    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                            let _ =
+                                rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                        }
+                    }
+                    for _ in 0..50 {
+                        if std::fs::remove_dir(entry.path()).is_ok() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
                 }
             }
         }

@@ -267,6 +267,22 @@ impl LocalRuntime {
         Ok(runtime)
     }
 
+    /// Ends the pre-started bwrap processes (before the process exits; workloads are left
+    /// running). The pool refills on the next create.
+    pub fn close_pool(&self) {
+        let pool = std::mem::take(
+            &mut *self
+                .inner
+                .pool
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for (prepared, cgroup) in pool {
+            Bwrap::discard(prepared);
+            remove_when_empty(&cgroup);
+        }
+    }
+
     /// Tops the bwrap pool up in the background (no-op without a tokio runtime, on cgroup v2, or
     /// when the pool is disabled).
     fn refill_pool(&self) {
@@ -525,7 +541,13 @@ impl LocalRuntime {
             }
         }
         .await;
-        if let Err(e) = started {
+        // A main process that finishes before the agent's first health check (a quick job)
+        // is a workload that ran, not one that failed to start: its status file says how it
+        // ended, and `state` reports it.
+        let finished_early = dir.run_dir().join(agent::MAIN_STATUS).exists();
+        if let Err(e) = started
+            && !finished_early
+        {
             if let Err(cleanup) = self.teardown_unlocked(id).await {
                 tracing::warn!(id = %id, error = %cleanup, "cleanup after a failed create");
             }

@@ -68,6 +68,12 @@ impl TestServer {
 
     /// Starts on a durable store in `home` (a fresh temporary one when `None`).
     pub async fn start_in(home: Option<PathBuf>, in_memory: bool) -> Self {
+        if let Ok(filter) = std::env::var("PADDOCK_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let dir = if home.is_none() {
             Some(
                 tempfile::Builder::new()
