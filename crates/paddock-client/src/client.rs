@@ -373,6 +373,59 @@ impl Client {
         .map_err(|e| Error::new(ErrorCode::Protocol, e.to_string()))
     }
 
+    /// Pulls an image into the server's cache, calling `on_event` with each progress event
+    /// (`{"type":"progress","digest","done","total"}`); returns the final `done` event.
+    ///
+    /// # Errors
+    /// The pull failed (the error names the image and why), or the server cannot pull.
+    pub async fn pull_image(&self, image: &str, mut on_event: impl FnMut(&Value)) -> Result<Value> {
+        use http_body_util::BodyExt as _;
+        let body = serde_json::json!({"image": image}).to_string();
+        let resp = self
+            .send(
+                Method::POST,
+                "/v1/images/pull",
+                Some((Bytes::from(body), "application/json")),
+            )
+            .await?;
+        let mut body = resp.into_body();
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                Error::new(
+                    ErrorCode::ConnectionFailed,
+                    format!("the pull stream broke: {e}"),
+                )
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+                    continue;
+                };
+                match event.get("type").and_then(Value::as_str) {
+                    Some("done") => return Ok(event),
+                    Some("error") => {
+                        let message = event
+                            .get("message")
+                            .and_then(Value::as_str)
+                            .unwrap_or("the pull failed")
+                            .to_owned();
+                        return Err(Error::new(ErrorCode::Unavailable, message));
+                    }
+                    _ => on_event(&event),
+                }
+            }
+        }
+        Err(Error::new(
+            ErrorCode::Protocol,
+            "the pull stream ended without a result",
+        ))
+    }
+
     /// Any JSON call on the object API (`/apis/...`).
     ///
     /// # Errors

@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use paddock_api::kinds::Kind;
 use paddock_gateway::backend::{
-    Backend, BoxFuture, Endpoint, ObjectEvent, ObjectList, ObjectWatch, Part, Propagation, Target,
+    Backend, BoxFuture, Endpoint, EventStream, ObjectEvent, ObjectList, ObjectWatch, Part,
+    Propagation, Target,
 };
 use paddock_gateway::{ApiError, Code};
 use paddock_store::{
     DeleteOptions, LabelSelector, ListOptions, ObjectStore, PropagationPolicy, WatchEventType,
     WatchOptions, WatchStart,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::informer::Informer;
 use crate::resources::resource;
@@ -211,5 +212,35 @@ impl Backend for EngineBackend {
 
     fn info(&self) -> Value {
         self.info.clone()
+    }
+
+    fn pull_image(&self, image: &str) -> BoxFuture<'_, Result<EventStream, ApiError>> {
+        let parsed = paddock_runtime::ImageRef::parse(image)
+            .map_err(|e| ApiError::invalid(format!("image: {e}")));
+        let runtime = self.workloads.runtime().clone();
+        let image = image.to_owned();
+        Box::pin(async move {
+            let parsed = parsed?;
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+            if matches!(parsed, paddock_runtime::ImageRef::Host) {
+                let _ = tx.send(json!({"type": "done", "image": image, "cached": true}));
+            } else {
+                tokio::spawn(async move {
+                    let progress_tx = tx.clone();
+                    let progress = move |p: &paddock_runtime::image::PullProgress<'_>| {
+                        let _ = progress_tx.send(json!({"type": "progress", "digest": p.digest, "done": p.done, "total": p.total}));
+                    };
+                    let result = runtime.images().pull(&parsed, &progress).await;
+                    let _ = tx.send(match result {
+                        Ok(pulled) => json!({"type": "done", "image": image, "id": pulled.id}),
+                        Err(e) => json!({"type": "error", "code": "UNAVAILABLE", "message": format!("pulling {image}: {e}")}),
+                    });
+                });
+            }
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|v| (v, rx))
+            });
+            Ok(Box::pin(stream) as EventStream)
+        })
     }
 }

@@ -139,4 +139,20 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Facts about the backend for `GET /v1/info` (runtimes offered, versions...).
     fn info(&self) -> Value;
+
+    /// Pulls an image into the local cache, reporting progress as JSON events
+    /// (`{"type":"progress","digest","done","total"}`, then `{"type":"done",...}` or
+    /// `{"type":"error","code","message"}`). Only backends that run images themselves can.
+    fn pull_image(&self, image: &str) -> BoxFuture<'_, Result<EventStream, ApiError>> {
+        let _ = image;
+        Box::pin(async {
+            Err(ApiError::new(
+                crate::error::Code::NotImplemented,
+                "this backend does not pull images itself; the cluster's nodes do",
+            ))
+        })
+    }
 }
+
+/// A stream of JSON events.
+pub type EventStream = Pin<Box<dyn Stream<Item = Value> + Send>>;

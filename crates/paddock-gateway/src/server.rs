@@ -115,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{name}/{*rest}", any(sandboxes::inside))
         .route("/v1/apply", post(objects::apply))
         .route("/v1/info", get(info))
+        .route("/v1/images/pull", post(pull_image))
         .route("/apis/{group}/{version}/{plural}", get(objects::list_all))
         .route(
             "/apis/{group}/{version}/namespaces/{namespace}/{plural}",
@@ -319,6 +320,33 @@ async fn info(State(state): State<AppState>) -> Json<serde_json::Value> {
         "backend": state.backend.name(),
         "details": state.backend.info(),
     }))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PullRequest {
+    image: String,
+}
+
+/// `POST /v1/images/pull`: pulls an image into the engine's cache, streaming progress as NDJSON.
+async fn pull_image(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: PullRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid(format!(
+            "invalid request body: {e}; send {{\"image\": \"registry/name:tag\"}}"
+        ))
+    })?;
+    let events = state.backend.pull_image(&req.image).await?;
+    let lines = futures_util::StreamExt::map(events, |e| {
+        Ok::<_, std::io::Error>(axum::body::Bytes::from(format!("{e}\n")))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response())
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -112,13 +112,18 @@ impl Drop for Inner {
     }
 }
 
-/// Removes a cgroup once its processes are gone (waits at most ~100 ms).
+/// Kills what is left in a discarded pool group (bwrap's sandboxed child may outlive bwrap for
+/// a moment), then removes the group; waits at most ~1 s.
 fn remove_when_empty(cgroup: &WorkloadCgroup) {
-    for _ in 0..50 {
-        if cgroup.pids().is_empty() {
+    for _ in 0..200 {
+        let pids = cgroup.pids();
+        if pids.is_empty() {
             break;
         }
-        std::thread::sleep(Duration::from_millis(2));
+        for pid in pids.into_iter().filter_map(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
     cgroup.remove();
 }

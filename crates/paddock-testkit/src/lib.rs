@@ -2,6 +2,9 @@
 //! gateway on a free loopback port, torn down (sandboxes included) when dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
+pub mod registry;
+pub mod serve;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};

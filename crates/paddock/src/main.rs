@@ -57,6 +57,16 @@ enum Command {
         after_help = "Examples:\n  paddock cp ./src my-sandbox:/workspace/src\n  paddock cp my-sandbox:/workspace/out.json ."
     )]
     Cp(Box<cmd::cp::CpArgs>),
+    /// Fetch an image into paddock's cache (verified, unpacked once), with a progress bar.
+    #[command(
+        after_help = "Examples:\n  paddock pull 127.0.0.1:5000/busybox:latest\n  paddock pull oci:/srv/images/python:3.12"
+    )]
+    Pull {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// A registry reference (`registry/name:tag` or `@sha256:...`) or `oci:/path[:tag]`.
+        image: String,
+    },
     /// Create or update objects of the four kinds from YAML or JSON, as on a cluster.
     Apply {
         #[command(flatten)]
@@ -221,6 +231,7 @@ fn main() -> ExitCode {
         Command::Sandbox { client, command } => run_async(cmd::sandbox::run(client, command)),
         Command::Exec(args) => run_async(cmd::exec::run(*args)),
         Command::Cp(args) => run_async(cmd::cp::run(*args)),
+        Command::Pull { client, image } => run_async(cmd::pull::run(client, image)),
         Command::Apply { client, files } => run_async(cmd::objects::apply(client, files)),
         Command::Get {
             client,

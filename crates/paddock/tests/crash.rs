@@ -5,62 +5,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::zombie_processes)]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use paddock_client::{Client, CreateSandbox, ProcessRequest};
+use paddock_client::{CreateSandbox, ProcessRequest};
+use paddock_testkit::registry::free_port;
+use paddock_testkit::serve::ServeProcess;
 
-struct Serve {
-    child: Child,
-    client: Client,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start(home: &Path, port: u16) -> Serve {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(home.join("serve.log"))
-        .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_paddock"))
-        .args([
-            "serve",
-            "--home",
-            home.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("PADDOCK_AGENT_BIN", paddock_testkit::agent_binary())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        if let Ok(token) = std::fs::read_to_string(home.join("token")) {
-            let client = Client::new(
-                &format!("http://127.0.0.1:{port}"),
-                Some(token.trim().to_owned()),
-            )
-            .unwrap();
-            if client.health().await.is_ok() {
-                return Serve { child, client };
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "serve did not start: {}",
-            std::fs::read_to_string(home.join("serve.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Starts serve on a fresh port each time: other tests may take a port the moment it is freed.
+async fn start(home: &Path) -> ServeProcess {
+    ServeProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_paddock")),
+        home,
+        free_port(),
+        &[],
+    )
+    .await
 }
 
 fn create_request(name: &str) -> CreateSandbox {
@@ -77,8 +37,7 @@ async fn kill_9_during_creates_and_deletes_loses_nothing_and_leaks_nothing() {
         .prefix("paddock-crash-")
         .tempdir()
         .unwrap();
-    let port = free_port();
-    let mut serve = start(home.path(), port).await;
+    let mut serve = start(home.path()).await;
     let mut created: Vec<String> = Vec::new();
     let mut deleted: Vec<String> = Vec::new();
     for round in 0..4u64 {
@@ -97,21 +56,21 @@ async fn kill_9_during_creates_and_deletes_loses_nothing_and_leaks_nothing() {
                         acked.push(name.clone());
                     }
                     if let Some(victim) = to_delete.get(i)
-                        && client.sandbox(victim, "default").delete().await.is_ok() {
-                            gone.push(victim.clone());
-                        }
+                        && client.sandbox(victim, "default").delete().await.is_ok()
+                    {
+                        gone.push(victim.clone());
+                    }
                 }
                 (acked, gone)
             }
         });
         tokio::time::sleep(Duration::from_millis(40 + 70 * round)).await;
-        serve.child.kill().unwrap();
-        serve.child.wait().unwrap();
+        serve.kill();
         let (acked, gone) = work.await.unwrap();
         created.extend(acked);
         created.retain(|n| !gone.contains(n));
         deleted.extend(gone);
-        serve = start(home.path(), port).await;
+        serve = start(home.path()).await;
         // Every acknowledged create exists and becomes Ready; every acknowledged delete is gone.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -166,12 +125,7 @@ async fn kill_9_during_creates_and_deletes_loses_nothing_and_leaks_nothing() {
         assert!(Instant::now() < deadline, "sandboxes were not deleted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(i32::try_from(serve.child.id()).unwrap()).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    let status = serve.child.wait().unwrap();
+    let status = serve.terminate();
     assert!(status.success(), "serve stops cleanly on SIGTERM");
     let workloads = home.path().join("runtime/workloads");
     let left: Vec<_> = std::fs::read_dir(&workloads)

@@ -80,6 +80,11 @@ impl std::fmt::Debug for RegistryClient {
     }
 }
 
+/// Whether a failed HTTPS request met a server speaking plain HTTP.
+fn is_tls_mismatch(chain: &str) -> bool {
+    chain.contains("InvalidContentType") || chain.contains("corrupt message")
+}
+
 /// A failure worth retrying, or not.
 enum Attempt {
     Transient(String),
@@ -141,10 +146,25 @@ impl RegistryClient {
                         message: e,
                     })
                 })?;
-                client
-                    .request(request)
-                    .await
-                    .map_err(|e| Attempt::Transient(error_chain(&e)))
+                let host = request
+                    .uri()
+                    .authority()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                client.request(request).await.map_err(|e| {
+                    let chain = error_chain(&e);
+                    if is_tls_mismatch(&chain) {
+                        // Retrying cannot help: the far end does not speak TLS.
+                        Attempt::Fatal(ImageError::Registry {
+                            registry: host.clone(),
+                            message: format!(
+                                "{chain}: the registry does not answer over HTTPS; if it is a plain-HTTP registry, mark it insecure (paddock serve --insecure-registry {host})"
+                            ),
+                        })
+                    } else {
+                        Attempt::Transient(chain)
+                    }
+                })
             } else {
                 self.plain
                     .request(request)

@@ -56,36 +56,45 @@ pub async fn run(args: CpArgs) -> Result<ExitCode> {
                 sandbox.upload(path, false, stream).await.map_err(explain)?;
             }
         }
-        (Some((sandbox, path)), None) => {
-            let sandbox = client.sandbox(sandbox, ns);
+        (Some((name, path)), None) => {
+            let sandbox = client.sandbox(name, ns);
             let local = PathBuf::from(&args.destination);
             let is_dir = sandbox.list(path).await.is_ok();
+            let target = if !is_dir && local.is_dir() {
+                local.join(Path::new(path).file_name().unwrap_or_default())
+            } else {
+                local.clone()
+            };
+            // Download beside the target first: a failed copy leaves what was there untouched.
+            let parent = target
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let partial = tempfile::Builder::new()
+                .prefix(".paddock-cp-")
+                .tempfile_in(parent)
+                .with_context(|| format!("cannot write in {}", parent.display()))?;
+            let mut file = tokio::fs::File::from_std(partial.reopen()?);
+            sandbox
+                .download(path, is_dir, &mut file)
+                .await
+                .map_err(|e| explain(e).context(format!("copying {name}:{path}")))?;
+            file.sync_all().await?;
+            drop(file);
             if is_dir {
-                let mut tar = Vec::new();
-                sandbox
-                    .download(path, true, &mut tar)
-                    .await
-                    .map_err(explain)?;
-                std::fs::create_dir_all(&local)
-                    .with_context(|| format!("creating {}", local.display()))?;
-                let mut archive = tar::Archive::new(std::io::Cursor::new(tar));
+                std::fs::create_dir_all(&target)
+                    .with_context(|| format!("creating {}", target.display()))?;
+                let mut archive = tar::Archive::new(std::fs::File::open(partial.path())?);
                 archive.set_preserve_permissions(true);
                 archive
-                    .unpack(&local)
-                    .with_context(|| format!("extracting into {}", local.display()))?;
+                    .unpack(&target)
+                    .with_context(|| format!("extracting into {}", target.display()))?;
             } else {
-                let target = if local.is_dir() {
-                    local.join(Path::new(path).file_name().unwrap_or_default())
-                } else {
-                    local
-                };
-                let mut file = tokio::fs::File::create(&target)
-                    .await
-                    .with_context(|| format!("creating {}", target.display()))?;
-                sandbox
-                    .download(path, false, &mut file)
-                    .await
-                    .map_err(explain)?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(partial.path(), std::fs::Permissions::from_mode(0o644))?;
+                partial
+                    .persist(&target)
+                    .with_context(|| format!("writing {}", target.display()))?;
             }
         }
     }

@@ -98,6 +98,7 @@ fn parse_volume(spec: &str) -> Result<HostVolume> {
 /// Creates the sandbox, runs the command, deletes the sandbox (unless `--keep`).
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let client = args.client.connect()?;
+    let env = parse_env(&args.env)?;
     let mut create = match (&args.template, &args.pool) {
         (Some(t), _) => CreateSandbox::template(t),
         (None, Some(p)) => CreateSandbox::warm_pool(p),
@@ -127,10 +128,13 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             "--runtime, -v, --memory and --cpu describe the sandbox, which comes from the template; set them in the SandboxTemplate"
         );
     }
+    if args.template.is_none() && args.pool.is_none() {
+        crate::cmd::pull::pull_with_progress(&client, &args.image).await?;
+    }
     let info = client.create_sandbox(&create).await.map_err(explain)?;
     let sandbox = client.sandbox(&info.name, &info.namespace);
     let mut req = ProcessRequest::argv(args.command.clone());
-    req.env = parse_env(&args.env)?;
+    req.env = env;
     req.cwd.clone_from(&args.workdir);
     req.timeout_ms = args.timeout.map(|s| s.saturating_mul(1000));
     let stream = sandbox.run_streaming(&req, |event| match event {

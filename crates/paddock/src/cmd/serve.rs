@@ -35,6 +35,14 @@ pub struct ServeArgs {
     /// or where scripts/build-agent.sh puts it, when not given.
     #[arg(long, env = "PADDOCK_AGENT_BIN", value_name = "PATH")]
     pub agent: Option<PathBuf>,
+    /// A registry (`host:port`) to reach over plain HTTP instead of HTTPS; repeatable. Only for
+    /// registries you trust on a network you trust.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+    /// Registry credentials in Docker's config.json format (`auths` with base64 user:password).
+    /// Defaults to ~/.docker/config.json when it exists.
+    #[arg(long, value_name = "PATH")]
+    pub registry_config: Option<PathBuf>,
     /// Keep objects in memory only: everything is forgotten when the server stops.
     #[arg(long)]
     pub in_memory: bool,
@@ -93,6 +101,71 @@ pub fn find_agent(explicit: Option<&Path>) -> Result<PathBuf> {
     })
 }
 
+/// Reads registry credentials from a Docker config.json (`{"auths": {"host": {"auth": "base64(user:pass)"}}}`).
+fn registry_credentials(
+    path: Option<&Path>,
+) -> Result<std::collections::BTreeMap<String, paddock_runtime::image::Credentials>> {
+    use base64::Engine as _;
+    let default = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json"));
+    let path = match (path, default) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, Some(d)) if d.is_file() => d,
+        _ => return Ok(Default::default()),
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading registry credentials from {}", path.display()))?;
+    let config: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let mut out = std::collections::BTreeMap::new();
+    for (registry, entry) in config
+        .get("auths")
+        .and_then(serde_json::Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let (username, password) =
+            if let Some(auth) = entry.get("auth").and_then(serde_json::Value::as_str) {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(auth)
+                    .with_context(|| {
+                        format!("{}: auths.{registry}.auth is not base64", path.display())
+                    })?;
+                let decoded = String::from_utf8(decoded).with_context(|| {
+                    format!("{}: auths.{registry}.auth is not text", path.display())
+                })?;
+                match decoded.split_once(':') {
+                    Some((u, p)) => (u.to_owned(), p.to_owned()),
+                    None => bail!(
+                        "{}: auths.{registry}.auth must encode user:password",
+                        path.display()
+                    ),
+                }
+            } else {
+                let field = |k: &str| {
+                    entry
+                        .get(k)
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                (field("username"), field("password"))
+            };
+        let host = registry
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        out.insert(
+            host,
+            paddock_runtime::image::Credentials { username, password },
+        );
+    }
+    Ok(out)
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PADDOCK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -129,6 +202,13 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     })?;
     let mut config = EngineConfig::new(&home, &agent);
     config.in_memory = args.in_memory;
+    let mut runtime = paddock_runtime::RuntimeConfig::new(home.join("runtime"), &agent);
+    runtime
+        .registry
+        .insecure
+        .clone_from(&args.insecure_registries);
+    runtime.registry.credentials = registry_credentials(args.registry_config.as_deref())?;
+    config.runtime = Some(runtime);
     let engine = Engine::start(config).await?;
     let state = AppState::new(
         engine.backend() as Arc<dyn paddock_gateway::Backend>,

@@ -1,0 +1,369 @@
+//! The CLI against a real `paddock serve`: `run`, `sandbox`, `exec`, `cp`, `pull`, `apply`, `get`
+//! and `delete` as a user types them, with the output, exit codes and errors they see.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use paddock_testkit::registry::{Registry, build_layout, free_port, push, tools_present};
+use paddock_testkit::serve::ServeProcess;
+
+async fn serve(home: &Path, extra: &[&str]) -> ServeProcess {
+    ServeProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_paddock")),
+        home,
+        free_port(),
+        extra,
+    )
+    .await
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what}: exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        out(o),
+        err(o)
+    );
+}
+
+/// Waits until the server lists no sandbox (deletes finish in the background).
+async fn wait_no_sandboxes(s: &ServeProcess) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = s.client.sandboxes(None).await.unwrap();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "sandboxes left: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_streams_output_exits_with_the_code_and_deletes_the_sandbox() {
+    let home = tempfile::tempdir().unwrap();
+    let s = serve(home.path(), &[]).await;
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::write(shared.path().join("input.txt"), "from the host\n").unwrap();
+    let volume = format!("{}:/data:ro", shared.path().display());
+    for runtime in ["gvisor", "bwrap"] {
+        let o = s
+            .run(&[
+                "run",
+                "--runtime",
+                runtime,
+                "-e",
+                "WHO=paddock",
+                "-w",
+                "/tmp",
+                "-v",
+                &volume,
+                "--",
+                "sh",
+                "-c",
+                "echo hello $WHO; pwd; cat /data/input.txt; echo oops >&2; exit 3",
+            ])
+            .await;
+        assert_eq!(o.status.code(), Some(3), "{runtime}: {}", err(&o));
+        assert_eq!(out(&o), "hello paddock\n/tmp\nfrom the host\n", "{runtime}");
+        assert!(err(&o).contains("oops"), "{runtime}: {}", err(&o));
+        // The volume was read-only.
+        let o = s
+            .run(&[
+                "run",
+                "--runtime",
+                runtime,
+                "-v",
+                &volume,
+                "--",
+                "sh",
+                "-c",
+                "echo x > /data/new",
+            ])
+            .await;
+        assert_ne!(
+            o.status.code(),
+            Some(0),
+            "{runtime} wrote a read-only volume"
+        );
+        assert!(!shared.path().join("new").exists());
+    }
+    wait_no_sandboxes(&s).await;
+
+    // --keep leaves the sandbox, and says how to delete it.
+    let o = s
+        .run(&[
+            "run",
+            "--runtime",
+            "bwrap",
+            "--name",
+            "kept",
+            "--keep",
+            "--",
+            "true",
+        ])
+        .await;
+    assert_ok(&o, "run --keep");
+    assert!(err(&o).contains("paddock sandbox rm kept"), "{}", err(&o));
+    let o = s.run(&["sandbox", "ls"]).await;
+    assert!(out(&o).contains("kept"), "{}", out(&o));
+    assert_ok(&s.run(&["sandbox", "rm", "kept"]).await, "rm kept");
+
+    // Mistakes are named before anything is created.
+    let o = s.run(&["run", "-e", "NOEQUALS", "--", "true"]).await;
+    assert_eq!(o.status.code(), Some(2), "paddock's own errors exit 2");
+    assert!(err(&o).contains("KEY=VALUE"), "{}", err(&o));
+    let o = s
+        .run(&["run", "-v", "/does/not/exist:/x", "--", "true"])
+        .await;
+    assert!(err(&o).contains("does not exist"), "{}", err(&o));
+    wait_no_sandboxes(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_lifecycle_with_exec_and_cp_of_files_and_directories() {
+    let home = tempfile::tempdir().unwrap();
+    let s = serve(home.path(), &[]).await;
+    let o = s
+        .run(&["sandbox", "create", "box", "--runtime", "bwrap"])
+        .await;
+    assert_ok(&o, "create");
+    assert_eq!(out(&o).trim(), "box");
+    let o = s.run(&["sandbox", "ls"]).await;
+    assert!(out(&o).lines().any(|l| l.starts_with("box")), "{}", out(&o));
+
+    let o = s
+        .run(&["exec", "box", "--", "sh", "-c", "echo in-box; exit 7"])
+        .await;
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(out(&o), "in-box\n");
+
+    // A file in, a directory in, both back out.
+    let local = tempfile::tempdir().unwrap();
+    std::fs::write(local.path().join("notes.txt"), "line one\n").unwrap();
+    std::fs::create_dir_all(local.path().join("project/src")).unwrap();
+    std::fs::write(local.path().join("project/src/main.py"), "print('hi')\n").unwrap();
+    let file = local.path().join("notes.txt");
+    assert_ok(
+        &s.run(&["cp", file.to_str().unwrap(), "box:/tmp/notes.txt"])
+            .await,
+        "cp in",
+    );
+    let dir = local.path().join("project");
+    assert_ok(
+        &s.run(&["cp", dir.to_str().unwrap(), "box:/tmp/project"])
+            .await,
+        "cp dir in",
+    );
+    let o = s
+        .run(&[
+            "exec",
+            "box",
+            "--",
+            "cat",
+            "/tmp/notes.txt",
+            "/tmp/project/src/main.py",
+        ])
+        .await;
+    assert_eq!(out(&o), "line one\nprint('hi')\n");
+    let back = local.path().join("back");
+    assert_ok(
+        &s.run(&["cp", "box:/tmp/project", back.to_str().unwrap()])
+            .await,
+        "cp dir out",
+    );
+    assert_eq!(
+        std::fs::read_to_string(back.join("src/main.py")).unwrap(),
+        "print('hi')\n"
+    );
+    let o = s
+        .run(&["cp", "box:/tmp/missing", back.to_str().unwrap()])
+        .await;
+    assert_ne!(o.status.code(), Some(0));
+    assert!(err(&o).contains("box:/tmp/missing"), "{}", err(&o));
+    assert!(
+        !back.join("missing").exists(),
+        "a failed copy leaves nothing behind"
+    );
+    // An existing file is untouched by a failed copy over it.
+    let keep = local.path().join("notes.txt");
+    let o = s
+        .run(&["cp", "box:/tmp/missing", keep.to_str().unwrap()])
+        .await;
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&keep).unwrap(), "line one\n");
+
+    // Pause stops it (as upstream's replicas: 0 deletes the pod, only volumes persist); resume
+    // starts it again under the same name.
+    let o = s.run(&["sandbox", "pause", "box"]).await;
+    assert_ok(&o, "pause");
+    assert_eq!(out(&o).trim(), "box paused");
+    let o = s.run(&["sandbox", "resume", "box"]).await;
+    assert_ok(&o, "resume");
+    let o = s.run(&["exec", "box", "--", "echo", "back"]).await;
+    assert_eq!(out(&o), "back\n", "{}", err(&o));
+
+    assert_ok(&s.run(&["sandbox", "rm", "box"]).await, "rm");
+    wait_no_sandboxes(&s).await;
+    let o = s.run(&["exec", "box", "--", "true"]).await;
+    assert_ne!(o.status.code(), Some(0));
+    assert!(err(&o).contains("box"), "{}", err(&o));
+
+    // A wrong token is refused with the hint where the right one lives.
+    let o = s
+        .cli(&["sandbox", "ls"])
+        .env("PADDOCK_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(err(&o).contains("PADDOCK_TOKEN"), "{}", err(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_get_and_delete_objects_as_on_a_cluster() {
+    let home = tempfile::tempdir().unwrap();
+    let s = serve(home.path(), &[]).await;
+    let manifest = home.path().join("objects.yaml");
+    std::fs::write(
+        &manifest,
+        r"apiVersion: extensions.agents.x-k8s.io/v1beta1
+kind: SandboxTemplate
+metadata:
+  name: shell
+spec:
+  podTemplate:
+    metadata:
+      annotations:
+        paddock.dev/runtime: bwrap
+    spec:
+      containers:
+      - name: main
+        image: host
+        command: [sleep, '600']
+---
+apiVersion: extensions.agents.x-k8s.io/v1alpha1
+kind: SandboxClaim
+metadata:
+  name: mine
+spec:
+  sandboxTemplateRef:
+    name: shell
+",
+    )
+    .unwrap();
+    let o = s.run(&["apply", "-f", manifest.to_str().unwrap()]).await;
+    assert_ok(&o, "apply");
+    assert_eq!(
+        out(&o),
+        "sandboxtemplate/shell created\nsandboxclaim/mine created\n"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = s.run(&["get", "sandboxclaims", "mine"]).await;
+        if out(&o).contains("True") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "claim never Ready: {}{}",
+            out(&o),
+            err(&o)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let o = s.run(&["exec", "mine", "--", "echo", "claimed"]).await;
+    assert_eq!(out(&o), "claimed\n", "{}", err(&o));
+    let o = s
+        .run(&[
+            "get",
+            "sandboxclaim",
+            "mine",
+            "-o",
+            "yaml",
+            "--api-version",
+            "v1alpha1",
+        ])
+        .await;
+    assert_ok(&o, "get -o yaml");
+    assert!(
+        out(&o).contains("apiVersion: extensions.agents.x-k8s.io/v1alpha1"),
+        "{}",
+        out(&o)
+    );
+
+    // A malformed manifest changes nothing and says where it is wrong.
+    let bad = home.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: agents.x-k8s.io/v1beta1\nkind: Sandbox\nmetadata:\n  name: Bad_Name\nspec: {}\n").unwrap();
+    let o = s.run(&["apply", "-f", bad.to_str().unwrap()]).await;
+    assert_ne!(o.status.code(), Some(0));
+    assert!(err(&o).contains("Bad_Name"), "{}", err(&o));
+
+    assert_ok(
+        &s.run(&["delete", "-f", manifest.to_str().unwrap()]).await,
+        "delete -f",
+    );
+    wait_no_sandboxes(&s).await;
+    let o = s.run(&["get", "sandboxtemplates"]).await;
+    assert!(!out(&o).contains("shell"), "{}", out(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_and_run_an_image_from_a_local_registry() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let layout = build_layout(dir.path());
+    let registry = Registry::start(dir.path(), &dir.path().join("storage"), "");
+    push(&layout, &registry);
+    let image = format!("{}/tools/box:v1", registry.host());
+
+    // Without --insecure-registry paddock speaks HTTPS only, and says how to allow HTTP.
+    let home = tempfile::tempdir().unwrap();
+    let mut s = serve(home.path(), &[]).await;
+    let o = s.run(&["pull", &image]).await;
+    assert_ne!(o.status.code(), Some(0));
+    assert!(err(&o).contains("--insecure-registry"), "{}", err(&o));
+    s.terminate();
+
+    let home = tempfile::tempdir().unwrap();
+    let s = serve(home.path(), &["--insecure-registry", &registry.host()]).await;
+    let o = s.run(&["pull", &image]).await;
+    assert_ok(&o, "pull");
+    assert!(err(&o).contains(&format!("pulled {image}")), "{}", err(&o));
+    let o = s
+        .run(&[
+            "run",
+            "--image",
+            &image,
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING; pwd",
+        ])
+        .await;
+    assert_ok(&o, "run --image");
+    assert_eq!(out(&o), "from-image\n/home/app\n");
+
+    // A tag that does not exist is named in the error; nothing is created.
+    let missing = format!("{}/tools/box:nope", registry.host());
+    let o = s.run(&["run", "--image", &missing, "--", "true"]).await;
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        err(&o).contains("box:nope") || err(&o).contains("nope"),
+        "{}",
+        err(&o)
+    );
+    wait_no_sandboxes(&s).await;
+}
