@@ -8,7 +8,9 @@ use paddock_client::Client;
 
 use crate::agent_binary;
 
-/// A spawned `paddock serve` with its home directory; killed (SIGKILL) on drop.
+/// A spawned `paddock serve` with its home directory. On drop its sandboxes are deleted and it
+/// is stopped with SIGTERM, so a test leaves no sandbox or pooled process behind (sandboxes
+/// outlive serve by design).
 #[derive(Debug)]
 pub struct ServeProcess {
     child: Child,
@@ -116,6 +118,43 @@ impl ServeProcess {
 
 impl Drop for ServeProcess {
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let client = self.client.clone();
+            // Drop may run on an async worker: clean up on a thread with a runtime of its own.
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(delete_every_sandbox(&client));
+            })
+            .join();
+            let pid = self.child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         self.kill();
+    }
+}
+
+/// Deletes every sandbox the server has and waits (30 s at most) until they are gone.
+async fn delete_every_sandbox(client: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let Ok(left) = client.sandboxes(None).await else {
+            return;
+        };
+        if left.is_empty() {
+            return;
+        }
+        for s in left {
+            let _ = client.sandbox(&s.name, &s.namespace).delete().await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
