@@ -3,4 +3,36 @@
 # Usage: bench/run.sh [name...]   (no name = all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p paddock-bench --bins -q
+cargo build --release -p paddock-bench --bins -p paddock -q
+
+names=("$@")
+# True when benchmark $1 was asked for (or when none was named).
+runs() { [ ${#names[@]} -eq 0 ] || [[ " ${names[*]} " == *" $1 "* ]]; }
+bin_dir="${CARGO_TARGET_DIR:-target}/release"
+
+if runs agent; then
+    # The in-sandbox agent: the release static binary, over TCP and a unix socket.
+    PADDOCK_AGENT_BIN="$(scripts/build-agent.sh)" "$bin_dir/agent"
+fi
+
+if runs store; then
+    # The object store: durable (redb, fsync per commit) latency, throughput, claim path, watch.
+    "$bin_dir/store"
+fi
+
+if runs runtime; then
+    # The local runtime: gVisor and bwrap sandboxes (create → ready, exec, 100 idle). Needs root.
+    PADDOCK_AGENT_BIN="$(scripts/build-agent.sh)" "$bin_dir/runtime"
+fi
+
+if runs engine; then
+    # paddock serve end to end: create, run, exec through the gateway, warm claims, bursts,
+    # refill and restart. Needs root (gVisor).
+    PADDOCK_AGENT_BIN="$(scripts/build-agent.sh)" "$bin_dir/engine" "${ENGINE_BENCH_ARGS:-}"
+fi
+
+if runs controller; then
+    # The Kubernetes controller in process against an in-memory API server: reconcile
+    # throughput with 10,000 Sandboxes cached, and RSS with 5,000 Sandboxes and Pods cached.
+    "$bin_dir/controller"
+fi

@@ -16,8 +16,10 @@ impl Percentiles {
             return None;
         }
         samples.sort_by(f64::total_cmp);
+        let n = samples.len();
         let rank = |q: f64| {
-            let idx = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
+            // Nearest rank: ceil(q·n), 1-based, kept within the sample.
+            let idx = (1..=n).find(|&r| r as f64 >= q * n as f64).unwrap_or(n) - 1;
             samples[idx]
         };
         Some(Self { p50: rank(0.50), p90: rank(0.90), p99: rank(0.99), max: samples[samples.len() - 1] })

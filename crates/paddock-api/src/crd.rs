@@ -20,8 +20,9 @@ pub struct ConversionWebhook {
     pub path: String,
     /// Service port.
     pub port: u16,
-    /// PEM bundle of the CA that signed the webhook's certificate; the controller injects it at
-    /// start-up, so generated manifests leave it empty.
+    /// The CA that signed the webhook's certificate, as the CRD field holds it: the PEM bundle
+    /// base64-encoded. The controller injects it at start-up, so generated manifests leave it
+    /// empty.
     pub ca_bundle: Option<String>,
 }
 

@@ -179,6 +179,13 @@ enum Command {
     /// binary). It speaks upstream's python-runtime endpoints, sandboxd's REST and gRPC APIs and
     /// paddock's own process API; see docs/agent-api.md.
     Agent(Box<paddock_agent::AgentArgs>),
+    /// Run the Kubernetes controller: a drop-in for upstream agent-sandbox's (same CRDs, flags
+    /// and behaviour), with its conversion webhook, leader election and metrics.
+    ///
+    /// Runs in-cluster (deploy/) or from a kubeconfig. Also shipped alone as the static
+    /// `paddock-controller` binary of deploy/Dockerfile.
+    #[cfg(feature = "kubernetes")]
+    Controller(Box<paddock_kube::ControllerArgs>),
 }
 
 /// An API version.
@@ -274,6 +281,11 @@ fn main() -> ExitCode {
             out_dir.as_deref(),
         ),
         Command::Agent(args) => run_agent(&args),
+        #[cfg(feature = "kubernetes")]
+        Command::Controller(args) => run_async(async move {
+            paddock_kube::run(*args).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
     };
     match result {
         Ok(code) => code,

@@ -43,7 +43,23 @@ fn help_documents_every_subcommand() {
     let out = paddock(&["--help"]);
     assert!(out.status.success());
     let text = stdout(&out);
-    for sub in ["validate", "convert", "crds", "agent"] {
+    for sub in [
+        "serve",
+        "run",
+        "sandbox",
+        "exec",
+        "cp",
+        "pull",
+        "apply",
+        "get",
+        "delete",
+        "doctor",
+        "validate",
+        "convert",
+        "crds",
+        "agent",
+        "controller",
+    ] {
         assert!(text.contains(sub), "--help lists {sub}:\n{text}");
         let sub_help = paddock(&[sub, "--help"]);
         assert!(sub_help.status.success(), "{sub} --help");

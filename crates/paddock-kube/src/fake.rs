@@ -1,0 +1,760 @@
+//! An in-memory Kubernetes API server as a tower service, for the scenario tests and the
+//! benchmarks: create (with `generateName`), get, list (label selectors), watch, JSON merge
+//! patch (main resource and `/status`, with the `resourceVersion` precondition), replace
+//! (optimistic lock) and delete (UID/resourceVersion preconditions). Objects keep uid,
+//! resourceVersion, generation and creationTimestamp as the apiserver sets them. No admission,
+//! no validation, no garbage collection, no kubelet: pods stay as written.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use kube::Client;
+use paddock_plan::patch::apply_merge_patch;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+type ResBody = BoxBody<Bytes, Infallible>;
+
+/// Where an object lives: resource (`<group>/<plural>`), namespace ("" if cluster-scoped), name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    /// `<group>/<plural>`, e.g. `agents.x-k8s.io/sandboxes`, `/pods` for core.
+    pub resource: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+#[derive(Clone, Debug)]
+struct WatchEvent {
+    rv: u64,
+    resource: String,
+    namespace: String,
+    type_: &'static str,
+    object: Arc<Value>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    objects: BTreeMap<Key, Value>,
+    resource_version: u64,
+    uid: u64,
+    requests: Vec<String>,
+    /// Recent events, replayed to a watch that starts from an older resourceVersion.
+    history: std::collections::VecDeque<WatchEvent>,
+}
+
+/// Events kept for watches that start late.
+const HISTORY: usize = 4096;
+
+/// The fake API server. Clone it freely: clones share state.
+#[derive(Clone, Debug)]
+pub struct FakeApiServer {
+    state: Arc<Mutex<State>>,
+    events: broadcast::Sender<WatchEvent>,
+    record_requests: bool,
+}
+
+impl Default for FakeApiServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct Route {
+    resource: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    status: bool,
+}
+
+fn parse_path(path: &str) -> Option<Route> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _v, rest @ ..] => ("", rest),
+        ["apis", g, _v, rest @ ..] => (*g, rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
+        _ => (None, rest),
+    };
+    let (plural, name, status) = match rest {
+        [plural] => (*plural, None, false),
+        [plural, name] => (*plural, Some((*name).to_owned()), false),
+        [plural, name, "status"] => (*plural, Some((*name).to_owned()), true),
+        _ => return None,
+    };
+    Some(Route {
+        resource: format!("{group}/{plural}"),
+        namespace,
+        name,
+        status,
+    })
+}
+
+fn status_body(code: StatusCode, reason: &str, message: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code.as_u16(),
+    })
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response<ResBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(v.to_string()))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(code: StatusCode, reason: &str, message: String) -> Response<ResBody> {
+    json_response(code, &status_body(code, reason, &message))
+}
+
+fn query(req_uri: &http::Uri) -> BTreeMap<String, String> {
+    req_uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether `obj`'s labels satisfy a selector of `k=v`, `k!=v`, `k` and `!k` terms.
+fn selector_matches(selector: &str, obj: &Value) -> bool {
+    let labels = obj.pointer("/metadata/labels").and_then(Value::as_object);
+    let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+    selector.split(',').filter(|t| !t.is_empty()).all(|term| {
+        if let Some((k, v)) = term.split_once("!=") {
+            get(k) != Some(v)
+        } else if let Some((k, v)) = term.split_once('=') {
+            get(k.trim_end_matches('=')) == Some(v)
+        } else if let Some(k) = term.strip_prefix('!') {
+            get(k).is_none()
+        } else {
+            get(term).is_some()
+        }
+    })
+}
+
+const NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+impl FakeApiServer {
+    /// An empty server.
+    pub fn new() -> Self {
+        let (events, _) = broadcast::channel(65536);
+        Self {
+            state: Arc::new(Mutex::new(State::default())),
+            events,
+            record_requests: false,
+        }
+    }
+
+    /// Also keep a `METHOD path` log of every request (see [`FakeApiServer::requests`]).
+    pub fn recording(mut self) -> Self {
+        self.record_requests = true;
+        self
+    }
+
+    /// A kube client talking to this server.
+    pub fn client(&self) -> Client {
+        Client::new(self.clone(), "default")
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The `METHOD path` of every request so far (when recording), with `?watch` appended to
+    /// watches.
+    pub fn requests(&self) -> Vec<String> {
+        self.lock().requests.clone()
+    }
+
+    /// The stored object, if any.
+    pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.lock()
+            .objects
+            .get(&Key {
+                resource: resource.to_owned(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+            .cloned()
+    }
+
+    /// Every stored object of a resource.
+    pub fn list(&self, resource: &str) -> Vec<Value> {
+        self.lock()
+            .objects
+            .iter()
+            .filter(|(k, _)| k.resource == resource)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Stores `obj` as if created (uid, resourceVersion, … assigned), without a request.
+    pub fn insert(&self, resource: &str, obj: Value) -> Value {
+        let ns = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let (_, v) = self
+            .create(resource, &ns, obj)
+            .unwrap_or_else(|(_, v)| (StatusCode::CONFLICT, v));
+        v
+    }
+
+    fn next_rv(state: &mut State) -> String {
+        state.resource_version += 1;
+        state.resource_version.to_string()
+    }
+
+    /// Sends an event to the watches; called with the state locked so events keep their
+    /// resourceVersion order.
+    fn publish(
+        &self,
+        st: &mut State,
+        resource: &str,
+        namespace: &str,
+        type_: &'static str,
+        object: &Value,
+    ) {
+        let ev = WatchEvent {
+            rv: st.resource_version,
+            resource: resource.to_owned(),
+            namespace: namespace.to_owned(),
+            type_,
+            object: Arc::new(object.clone()),
+        };
+        if st.history.len() >= HISTORY {
+            st.history.pop_front();
+        }
+        st.history.push_back(ev.clone());
+        let _ = self.events.send(ev);
+    }
+
+    fn create(
+        &self,
+        resource: &str,
+        ns: &str,
+        mut obj: Value,
+    ) -> Result<(StatusCode, Value), (StatusCode, Value)> {
+        let mut st = self.lock();
+        let meta = obj
+            .as_object_mut()
+            .map(|o| o.entry("metadata").or_insert_with(|| json!({})))
+            .filter(|m| m.is_object())
+            .ok_or_else(|| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    status_body(StatusCode::BAD_REQUEST, "BadRequest", "not an object"),
+                )
+            })?;
+        let mut name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if name.is_empty() {
+            let prefix = meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            if prefix.is_empty() {
+                let b = status_body(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    "name or generateName is required",
+                );
+                return Err((StatusCode::UNPROCESSABLE_ENTITY, b));
+            }
+            loop {
+                let suffix: String = (0..5)
+                    .map(|_| char::from(NAME_CHARS[rand::random_range(0..NAME_CHARS.len())]))
+                    .collect();
+                name = format!("{prefix}{suffix}");
+                let k = Key {
+                    resource: resource.to_owned(),
+                    namespace: ns.to_owned(),
+                    name: name.clone(),
+                };
+                if !st.objects.contains_key(&k) {
+                    break;
+                }
+            }
+        }
+        let key = Key {
+            resource: resource.to_owned(),
+            namespace: ns.to_owned(),
+            name: name.clone(),
+        };
+        if st.objects.contains_key(&key) {
+            let msg = format!("{resource} {name:?} already exists");
+            return Err((
+                StatusCode::CONFLICT,
+                status_body(StatusCode::CONFLICT, "AlreadyExists", &msg),
+            ));
+        }
+        st.uid += 1;
+        let uid = format!("00000000-0000-0000-0000-{:012}", st.uid);
+        let rv = Self::next_rv(&mut st);
+        meta["name"] = json!(name);
+        if !ns.is_empty() {
+            meta["namespace"] = json!(ns);
+        }
+        meta["uid"] = json!(uid);
+        meta["resourceVersion"] = json!(rv);
+        meta["generation"] = json!(1);
+        meta["creationTimestamp"] = json!(
+            jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                .to_string()
+        );
+        if let Some(m) = meta.as_object_mut() {
+            m.remove("generateName");
+        }
+        st.objects.insert(key, obj.clone());
+        self.publish(&mut st, resource, ns, "ADDED", &obj);
+        Ok((StatusCode::CREATED, obj))
+    }
+
+    fn handle(&self, method: &Method, uri: &http::Uri, body: &[u8]) -> Response<ResBody> {
+        let Some(route) = parse_path(uri.path()) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("no route for {}", uri.path()),
+            );
+        };
+        let ns = route.namespace.clone().unwrap_or_default();
+        let q = query(uri);
+        let parsed: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(body).unwrap_or(Value::Null)
+        };
+        match (method.clone(), route.name.clone()) {
+            (Method::GET, None) => self.list_response(&route, &q),
+            (Method::GET, Some(name)) => match self.get(&route.resource, &ns, &name) {
+                Some(v) => json_response(StatusCode::OK, &v),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{} {name:?} not found", route.resource),
+                ),
+            },
+            (Method::POST, None) => match self.create(&route.resource, &ns, parsed) {
+                Ok((c, v)) | Err((c, v)) => json_response(c, &v),
+            },
+            (Method::PATCH, Some(name)) => self.patch(&route, &ns, &name, &parsed),
+            (Method::PUT, Some(name)) => self.replace(&route, &ns, &name, parsed),
+            (Method::DELETE, Some(name)) => self.delete(&route, &ns, &name, &parsed),
+            _ => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("{method} {}", uri.path()),
+            ),
+        }
+    }
+
+    fn list_response(&self, route: &Route, q: &BTreeMap<String, String>) -> Response<ResBody> {
+        let selector = q.get("labelSelector").cloned().unwrap_or_default();
+        let limit: usize = q
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(usize::MAX);
+        // The continue token is the index of the next matching object (stable enough for tests).
+        let skip: usize = q.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+        let st = self.lock();
+        let mut matching = st
+            .objects
+            .iter()
+            .filter(|(k, _)| k.resource == route.resource)
+            .filter(|(k, _)| route.namespace.as_ref().is_none_or(|ns| *ns == k.namespace))
+            .filter(|(_, v)| selector_matches(&selector, v))
+            .skip(skip);
+        let items: Vec<Value> = matching
+            .by_ref()
+            .take(limit)
+            .map(|(_, v)| v.clone())
+            .collect();
+        let more = matching.next().is_some();
+        let rv = st.resource_version.to_string();
+        drop(st);
+        let mut meta = json!({"resourceVersion": rv});
+        if more {
+            meta["continue"] = json!((skip + items.len()).to_string());
+        }
+        json_response(
+            StatusCode::OK,
+            &json!({"apiVersion": "v1", "kind": "List", "metadata": meta, "items": items}),
+        )
+    }
+
+    fn watch(&self, route: Route, q: &BTreeMap<String, String>) -> Response<ResBody> {
+        let selector = q.get("labelSelector").cloned().unwrap_or_default();
+        let since: u64 = q
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let (backlog, rx) = {
+            let st = self.lock();
+            let rx = self.events.subscribe();
+            let backlog: Vec<WatchEvent> = st
+                .history
+                .iter()
+                .filter(|e| e.rv > since)
+                .cloned()
+                .collect();
+            (backlog, rx)
+        };
+        let last = backlog.last().map_or(since, |e| e.rv);
+        let live = tokio_stream_from(rx).filter(move |e| std::future::ready(e.rv > last));
+        let stream = futures::stream::iter(backlog)
+            .chain(live)
+            .filter_map(move |ev| {
+                let keep = ev.resource == route.resource
+                    && route
+                        .namespace
+                        .as_ref()
+                        .is_none_or(|ns| *ns == ev.namespace)
+                    && selector_matches(&selector, &ev.object);
+                let line = keep.then(|| {
+                    let mut s = json!({"type": ev.type_, "object": &*ev.object}).to_string();
+                    s.push('\n');
+                    Ok::<_, Infallible>(Frame::data(Bytes::from(s)))
+                });
+                async move { line }
+            });
+        let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+
+    fn patch(&self, route: &Route, ns: &str, name: &str, patch: &Value) -> Response<ResBody> {
+        let key = Key {
+            resource: route.resource.clone(),
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+        };
+        let mut st = self.lock();
+        let Some(current) = st.objects.get(&key).cloned() else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{} {name:?} not found", route.resource),
+            );
+        };
+        if let Some(want) = patch
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            && Some(want)
+                != current
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+        {
+            return error(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "the object has been modified; please apply your changes to the latest version and try again ({name})"
+                ),
+            );
+        }
+        let mut updated = current.clone();
+        if route.status {
+            if let Some(s) = patch.get("status") {
+                let mut status = updated.get("status").cloned().unwrap_or(Value::Null);
+                apply_merge_patch(&mut status, s);
+                updated["status"] = status;
+            }
+        } else {
+            let mut p = patch.clone();
+            if let Some(o) = p.as_object_mut() {
+                o.remove("status");
+            }
+            apply_merge_patch(&mut updated, &p);
+            if updated.get("spec") != current.get("spec") {
+                let g = current
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
+                updated["metadata"]["generation"] = json!(g + 1);
+            }
+        }
+        for keep in ["uid", "name", "namespace", "creationTimestamp"] {
+            if let Some(v) = current["metadata"].get(keep) {
+                updated["metadata"][keep] = v.clone();
+            }
+        }
+        updated["metadata"]["resourceVersion"] = json!(Self::next_rv(&mut st));
+        st.objects.insert(key, updated.clone());
+        self.publish(&mut st, &route.resource, ns, "MODIFIED", &updated);
+        json_response(StatusCode::OK, &updated)
+    }
+
+    fn replace(&self, route: &Route, ns: &str, name: &str, mut obj: Value) -> Response<ResBody> {
+        let key = Key {
+            resource: route.resource.clone(),
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+        };
+        let mut st = self.lock();
+        let Some(current) = st.objects.get(&key).cloned() else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{} {name:?} not found", route.resource),
+            );
+        };
+        let want = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !want.is_empty()
+            && Some(want)
+                != current
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+        {
+            return error(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!("the object has been modified ({name})"),
+            );
+        }
+        for keep in ["uid", "creationTimestamp", "generation"] {
+            if let Some(v) = current["metadata"].get(keep) {
+                obj["metadata"][keep] = v.clone();
+            }
+        }
+        obj["metadata"]["resourceVersion"] = json!(Self::next_rv(&mut st));
+        st.objects.insert(key, obj.clone());
+        self.publish(&mut st, &route.resource, ns, "MODIFIED", &obj);
+        json_response(StatusCode::OK, &obj)
+    }
+
+    fn delete(&self, route: &Route, ns: &str, name: &str, opts: &Value) -> Response<ResBody> {
+        let key = Key {
+            resource: route.resource.clone(),
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+        };
+        let mut st = self.lock();
+        let Some(current) = st.objects.get(&key).cloned() else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{} {name:?} not found", route.resource),
+            );
+        };
+        for (field, meta) in [("uid", "uid"), ("resourceVersion", "resourceVersion")] {
+            if let Some(want) = opts
+                .pointer(&format!("/preconditions/{field}"))
+                .and_then(Value::as_str)
+                && Some(want) != current["metadata"].get(meta).and_then(Value::as_str)
+            {
+                return error(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    format!("Precondition failed: {field} in precondition: {want}"),
+                );
+            }
+        }
+        st.objects.remove(&key);
+        st.resource_version += 1;
+        self.publish(&mut st, &route.resource, ns, "DELETED", &current);
+        json_response(StatusCode::OK, &current)
+    }
+}
+
+/// A stream of broadcast values (lagging receivers skip what they missed).
+fn tokio_stream_from(
+    rx: broadcast::Receiver<WatchEvent>,
+) -> impl futures::Stream<Item = WatchEvent> + Send {
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => return Some((ev, rx)),
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+impl tower::Service<Request<kube::client::Body>> for FakeApiServer {
+    type Response = Response<ResBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<kube::client::Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Ok(this.respond(&parts.method, &parts.uri, &bytes))
+        })
+    }
+}
+
+impl FakeApiServer {
+    /// Answers one request.
+    fn respond(&self, method: &Method, uri: &http::Uri, body: &[u8]) -> Response<ResBody> {
+        let q = query(uri);
+        let watch =
+            *method == Method::GET && q.get("watch").is_some_and(|w| w == "true" || w == "1");
+        if self.record_requests {
+            let suffix = if watch { "?watch" } else { "" };
+            self.lock()
+                .requests
+                .push(format!("{method} {}{suffix}", uri.path()));
+        }
+        if watch && let Some(route) = parse_path(uri.path()) {
+            return self.watch(route, &q);
+        }
+        self.handle(method, uri, body)
+    }
+
+    /// Merge-patches a stored object (or its status) as a client would, e.g. to play the
+    /// kubelet in a test. Returns the HTTP status.
+    pub fn merge(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+        status: bool,
+    ) -> StatusCode {
+        let route = Route {
+            resource: resource.to_owned(),
+            namespace: Some(namespace.to_owned()),
+            name: Some(name.to_owned()),
+            status,
+        };
+        self.patch(&route, namespace, name, patch).status()
+    }
+
+    /// Serves the API over plain HTTP on `listener` (for a client in another process) until
+    /// `shutdown`.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            let (tcp, _) = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = listener.accept() => match r { Ok(a) => a, Err(_) => continue },
+            };
+            let this = self.clone();
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let this = this.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let bytes = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    Ok::<_, Infallible>(this.respond(&parts.method, &parts.uri, &bytes))
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                .await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_route_to_resources() {
+        let r = parse_path("/apis/agents.x-k8s.io/v1beta1/namespaces/ns/sandboxes/a/status")
+            .expect("route");
+        assert_eq!(r.resource, "agents.x-k8s.io/sandboxes");
+        assert_eq!(r.namespace.as_deref(), Some("ns"));
+        assert_eq!(r.name.as_deref(), Some("a"));
+        assert!(r.status);
+        let r = parse_path("/api/v1/pods").expect("route");
+        assert_eq!(r.resource, "/pods");
+        assert!(r.namespace.is_none());
+    }
+
+    #[test]
+    fn selectors_match_like_the_apiserver() {
+        let o = json!({"metadata": {"labels": {"a": "1"}}});
+        assert!(selector_matches("a=1", &o));
+        assert!(selector_matches("a", &o));
+        assert!(!selector_matches("a=2", &o));
+        assert!(selector_matches("!b", &o));
+        assert!(selector_matches("", &o));
+    }
+}

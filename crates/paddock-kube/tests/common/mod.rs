@@ -1,0 +1,143 @@
+//! Shared scaffolding of the scenario tests: a kube client whose API server is a tower-test
+//! mock the test scripts request by request (as kube-rs's controller-rs does), caches filled
+//! by hand, and a fixed clock.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+use kube::client::Body;
+use paddock_kube::cache::{CacheWriters, Caches};
+use paddock_kube::controllers::{Context, ControllerConfig};
+use paddock_kube::metrics::Metrics;
+use serde_json::Value;
+use tower_test::mock::{self, Handle, SendResponse};
+
+/// The scripted API server.
+pub type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+/// The fixed "now" of every scenario.
+pub fn now() -> Time {
+    Time("2026-09-01T12:00:00Z".parse().expect("timestamp"))
+}
+
+/// A context over empty caches and a mock API server.
+pub fn context() -> (Arc<Context>, CacheWriters, ApiHandle) {
+    context_with(ControllerConfig::default())
+}
+
+/// As [`context`] with custom knobs.
+pub fn context_with(config: ControllerConfig) -> (Arc<Context>, CacheWriters, ApiHandle) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let (caches, writers) = Caches::new();
+    let metrics = Arc::new(Metrics::new(caches.sandboxes.clone()));
+    let t = now();
+    let ctx = Context::new(
+        client,
+        caches,
+        metrics,
+        config,
+        Arc::new(move || t.clone()),
+        None,
+    );
+    (Arc::new(ctx), writers, handle)
+}
+
+/// One request the test received, with a way to answer it.
+pub struct Received {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    /// The query string.
+    pub query: String,
+    /// The JSON body (`Null` when empty).
+    pub body: Value,
+    responder: SendResponse<Response<Body>>,
+}
+
+impl Received {
+    /// Answers with `status` and a JSON body.
+    pub fn respond(self, status: u16, body: &Value) {
+        let resp = Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(body).expect("json")))
+            .expect("response");
+        self.responder.send_response(resp);
+    }
+
+    /// Answers 200 with `body`.
+    pub fn ok(self, body: &Value) {
+        self.respond(200, body);
+    }
+
+    /// Answers with a Kubernetes Status error.
+    pub fn fail(self, code: u16, reason: &str) {
+        let body = serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": format!("{reason}: scripted failure"), "reason": reason, "code": code
+        });
+        self.respond(code, &body);
+    }
+}
+
+/// Waits (at most 5 s) for the next request and checks its method and path.
+pub async fn expect(handle: &mut ApiHandle, method: &str, path: &str) -> Received {
+    let (req, responder) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {method} {path}"))
+        .unwrap_or_else(|| panic!("client gone while waiting for {method} {path}"));
+    let (parts, body) = req.into_parts();
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .expect("body")
+        .to_bytes();
+    let body: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("json body")
+    };
+    assert_eq!(
+        (parts.method.as_str(), parts.uri.path()),
+        (method, path),
+        "unexpected request; body: {body}"
+    );
+    Received {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        body,
+        responder,
+    }
+}
+
+/// Asserts no further request arrives within 100 ms.
+pub async fn expect_no_more(handle: &mut ApiHandle) {
+    if let Ok(Some((req, _))) =
+        tokio::time::timeout(Duration::from_millis(100), handle.next_request()).await
+    {
+        panic!(
+            "unexpected extra request {} {}",
+            req.method(),
+            req.uri().path()
+        );
+    }
+}
+
+/// `obj` with `metadata.resourceVersion` and `uid` set, as the apiserver returns a created object.
+pub fn stored(mut obj: Value, uid: &str, rv: &str) -> Value {
+    obj["metadata"]["uid"] = Value::String(uid.to_owned());
+    obj["metadata"]["resourceVersion"] = Value::String(rv.to_owned());
+    obj
+}
+
+/// Decodes a typed object from JSON.
+pub fn typed<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).expect("typed object")
+}

@@ -1,0 +1,7 @@
+{{- define "paddock.namespace" -}}{{ .Values.namespace.name }}{{- end -}}
+{{- define "paddock.labels" -}}
+app: agent-sandbox-controller
+app.kubernetes.io/name: paddock
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end -}}
