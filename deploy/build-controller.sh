@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the static paddock-controller exactly as deploy/Dockerfile does, checks that it is
-# static and starts inside an empty root (bubblewrap, when present), and prints its path.
+# static and starts inside an empty root (bubblewrap, when present), controller and gateway
+# modes both, and prints its path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=x86_64-unknown-linux-gnu
@@ -20,6 +21,11 @@ if command -v bwrap >/dev/null 2>&1; then
     if ! bwrap --bind "$empty" / --ro-bind "$bin" /paddock-controller --unshare-all \
         /paddock-controller --version >/dev/null; then
         echo "build-controller: $bin does not start inside an empty root" >&2
+        exit 1
+    fi
+    if ! bwrap --bind "$empty" / --ro-bind "$bin" /paddock-controller --unshare-all \
+        /paddock-controller gateway --help >/dev/null; then
+        echo "build-controller: $bin gateway does not start inside an empty root" >&2
         exit 1
     fi
 fi

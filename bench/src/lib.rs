@@ -22,6 +22,11 @@ impl Percentiles {
             let idx = (1..=n).find(|&r| r as f64 >= q * n as f64).unwrap_or(n) - 1;
             samples[idx]
         };
-        Some(Self { p50: rank(0.50), p90: rank(0.90), p99: rank(0.99), max: samples[samples.len() - 1] })
+        Some(Self {
+            p50: rank(0.50),
+            p90: rank(0.90),
+            p99: rank(0.99),
+            max: samples[samples.len() - 1],
+        })
     }
 }

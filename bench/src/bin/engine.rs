@@ -25,7 +25,13 @@ fn ms(d: Duration) -> f64 {
 
 fn report(name: &str, samples: &mut [f64]) {
     match Percentiles::of(samples) {
-        Some(p) => println!("{name:<52} p50 {:>8.2} ms   p90 {:>8.2} ms   p99 {:>8.2} ms   (n={})", p.p50, p.p90, p.p99, samples.len()),
+        Some(p) => println!(
+            "{name:<52} p50 {:>8.2} ms   p90 {:>8.2} ms   p99 {:>8.2} ms   (n={})",
+            p.p50,
+            p.p90,
+            p.p99,
+            samples.len()
+        ),
         None => println!("{name:<52} no samples"),
     }
 }
@@ -44,7 +50,11 @@ async fn create_ready(client: &Client, runtime: &str, n: usize) -> Vec<f64> {
         let start = Instant::now();
         let info = client.create_sandbox(&req).await.expect("create");
         samples.push(ms(start.elapsed()));
-        client.sandbox(&info.name, "default").delete().await.expect("delete");
+        client
+            .sandbox(&info.name, "default")
+            .delete()
+            .await
+            .expect("delete");
     }
     samples
 }
@@ -52,7 +62,10 @@ async fn create_ready(client: &Client, runtime: &str, n: usize) -> Vec<f64> {
 fn paddock_run(server: &TestServer, runtime: &str, n: usize) -> Vec<f64> {
     let exe = std::env::current_exe().expect("exe");
     let paddock = exe.parent().expect("dir").join("paddock");
-    assert!(paddock.exists(), "build the release CLI first: cargo build --release -p paddock");
+    assert!(
+        paddock.exists(),
+        "build the release CLI first: cargo build --release -p paddock"
+    );
     let mut samples = Vec::new();
     for _ in 0..n {
         let start = Instant::now();
@@ -69,7 +82,11 @@ fn paddock_run(server: &TestServer, runtime: &str, n: usize) -> Vec<f64> {
 }
 
 async fn exec_round_trips(server: &TestServer, n: usize) {
-    let info = server.client.create_sandbox(&image("bwrap")).await.expect("create");
+    let info = server
+        .client
+        .create_sandbox(&image("bwrap"))
+        .await
+        .expect("create");
     let sandbox = server.client.sandbox(&info.name, "default");
     let req = ProcessRequest::argv(["true"]);
     for _ in 0..50 {
@@ -83,9 +100,18 @@ async fn exec_round_trips(server: &TestServer, n: usize) {
     }
     // Straight to the agent's unix socket over one kept-alive connection, the same request:
     // the difference is the gateway's overhead.
-    let socket = server.engine().workloads().socket(&("default".to_owned(), info.name.clone())).expect("socket");
-    let stream = tokio::net::UnixStream::connect(&socket).await.expect("connect to the agent");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    let socket = server
+        .engine()
+        .workloads()
+        .socket(&("default".to_owned(), info.name.clone()))
+        .expect("socket");
+    let stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .expect("connect to the agent");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
     tokio::spawn(conn);
     let body = bytes::Bytes::from(serde_json::to_vec(&req).expect("json"));
     let mut straight = Vec::new();
@@ -96,9 +122,12 @@ async fn exec_round_trips(server: &TestServer, n: usize) {
             .body(http_body_util::Full::new(body.clone()))
             .expect("request");
         let start = Instant::now();
+        sender.ready().await.expect("agent connection ready");
         let response = sender.send_request(request).await.expect("direct exec");
         let status = response.status();
-        let _ = http_body_util::BodyExt::collect(response.into_body()).await.expect("body");
+        let _ = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("body");
         straight.push(ms(start.elapsed()));
         assert!(status.is_success(), "direct exec answered {status}");
     }
@@ -106,7 +135,11 @@ async fn exec_round_trips(server: &TestServer, n: usize) {
     let p_direct = Percentiles::of(&mut straight.clone()).expect("samples");
     report("exec `true` through the gateway (bwrap)", &mut through);
     report("exec `true` straight to the agent socket", &mut straight);
-    println!("{:<52} p50 {:>8.2} ms", "  gateway overhead", p_through.p50 - p_direct.p50);
+    println!(
+        "{:<52} p50 {:>8.2} ms",
+        "  gateway overhead",
+        p_through.p50 - p_direct.p50
+    );
     sandbox.delete().await.expect("delete");
 }
 
@@ -114,18 +147,35 @@ async fn apply_pool(client: &Client, name: &str, runtime: &str, replicas: u32) {
     let manifest = format!(
         "apiVersion: extensions.agents.x-k8s.io/v1beta1\nkind: SandboxTemplate\nmetadata: {{name: {name}-tpl}}\nspec:\n  podTemplate:\n    spec:\n      runtimeClassName: {runtime}\n      containers: [{{name: main, image: host, command: [sleep, infinity]}}]\n---\napiVersion: extensions.agents.x-k8s.io/v1beta1\nkind: SandboxWarmPool\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  sandboxTemplateRef: {{name: {name}-tpl}}\n"
     );
-    client.apply(&manifest, Some("default")).await.expect("apply pool");
+    client
+        .apply(&manifest, Some("default"))
+        .await
+        .expect("apply pool");
 }
 
-async fn wait_pool_ready(client: &Client, name: &str, replicas: u64, timeout: Duration) -> Duration {
+async fn wait_pool_ready(
+    client: &Client,
+    name: &str,
+    replicas: u64,
+    timeout: Duration,
+) -> Duration {
     let start = Instant::now();
-    let path = format!("/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/default/sandboxwarmpools/{name}");
+    let path = format!(
+        "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/default/sandboxwarmpools/{name}"
+    );
     loop {
-        let pool = client.object_call(http::Method::GET, &path, None).await.expect("pool");
+        let pool = client
+            .object_call(http::Method::GET, &path, None)
+            .await
+            .expect("pool");
         if pool["status"]["readyReplicas"].as_u64() == Some(replicas) {
             return start.elapsed();
         }
-        assert!(start.elapsed() < timeout, "pool {name} not ready after {timeout:?}: {}", pool["status"]);
+        assert!(
+            start.elapsed() < timeout,
+            "pool {name} not ready after {timeout:?}: {}",
+            pool["status"]
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -143,14 +193,32 @@ async fn warm_claims(server: &TestServer, runtime: &str, n: usize) {
         let start = Instant::now();
         let info = client.create_sandbox(&req).await.expect("claim");
         to_ready.push(ms(start.elapsed()));
-        assert_eq!(info.launch_type.as_deref(), Some("warm"), "served from the pool");
-        let out = client.sandbox(&info.name, "default").exec(&ProcessRequest::argv(["echo", "hi"])).await.expect("exec");
+        assert_eq!(
+            info.launch_type.as_deref(),
+            Some("warm"),
+            "served from the pool"
+        );
+        let out = client
+            .sandbox(&info.name, "default")
+            .exec(&ProcessRequest::argv(["echo", "hi"]))
+            .await
+            .expect("exec");
         to_output.push(ms(start.elapsed()));
         assert_eq!(out.stdout_text(), "hi\n");
-        client.sandbox(&format!("claim-{i}"), "default").delete().await.expect("delete");
+        client
+            .sandbox(&format!("claim-{i}"), "default")
+            .delete()
+            .await
+            .expect("delete");
     }
-    report(&format!("claim → Ready, warm member ({runtime})"), &mut to_ready);
-    report(&format!("claim → first exec output, warm member ({runtime})"), &mut to_output);
+    report(
+        &format!("claim → Ready, warm member ({runtime})"),
+        &mut to_ready,
+    );
+    report(
+        &format!("claim → first exec output, warm member ({runtime})"),
+        &mut to_output,
+    );
 }
 
 async fn burst(server: &TestServer, runtime: &str, size: u32) {
@@ -160,7 +228,12 @@ async fn burst(server: &TestServer, runtime: &str, size: u32) {
     apply_pool(client, &pool, runtime, size).await;
     let fill = wait_pool_ready(client, &pool, u64::from(size), Duration::from_secs(600)).await;
     let _ = start;
-    println!("{:<52} {size} members in {:.2} s = {:.1} members/s", format!("pool refill from empty ({runtime})"), fill.as_secs_f64(), f64::from(size) / fill.as_secs_f64());
+    println!(
+        "{:<52} {size} members in {:.2} s = {:.1} members/s",
+        format!("pool refill from empty ({runtime})"),
+        fill.as_secs_f64(),
+        f64::from(size) / fill.as_secs_f64()
+    );
     let started = Instant::now();
     let claims = (0..size).map(|i| {
         let client = client.clone();
@@ -182,15 +255,31 @@ async fn burst(server: &TestServer, runtime: &str, size: u32) {
         if info.launch_type.as_deref() == Some("warm") {
             warm += 1;
         }
-        assert!(names.insert(info.name.clone()), "sandbox {} handed to two claims", info.name);
+        assert!(
+            names.insert(info.name.clone()),
+            "sandbox {} handed to two claims",
+            info.name
+        );
     }
-    report(&format!("burst of {size} concurrent claims, each → Ready ({runtime})"), &mut latencies);
-    println!("{:<52} {warm}/{size} warm, {} distinct sandboxes, all in {:.0} ms", "  burst outcome", names.len(), ms(started.elapsed()));
+    report(
+        &format!("burst of {size} concurrent claims, each → Ready ({runtime})"),
+        &mut latencies,
+    );
+    println!(
+        "{:<52} {warm}/{size} warm, {} distinct sandboxes, all in {:.0} ms",
+        "  burst outcome",
+        names.len(),
+        ms(started.elapsed())
+    );
     assert_eq!(names.len(), size as usize);
 }
 
 async fn restart(runtime: &str, count: usize) {
-    let home = tempfile::Builder::new().prefix("paddock-bench-restart-").tempdir().expect("tmp").keep();
+    let home = tempfile::Builder::new()
+        .prefix("paddock-bench-restart-")
+        .tempdir()
+        .expect("tmp")
+        .keep();
     let server = TestServer::start_in(Some(home.clone()), false).await;
     let creates = (0..count).map(|i| {
         let client = server.client.clone();
@@ -206,17 +295,33 @@ async fn restart(runtime: &str, count: usize) {
     let start = Instant::now();
     let server = TestServer::start_in(Some(home.clone()), false).await;
     loop {
-        let all = server.client.sandboxes(Some("default")).await.expect("list");
+        let all = server
+            .client
+            .sandboxes(Some("default"))
+            .await
+            .expect("list");
         if all.len() == count && all.iter().all(|s| s.ready) {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "not re-attached after a minute");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not re-attached after a minute"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let ready = start.elapsed();
-    let out = server.client.sandbox("stay-0", "default").exec(&ProcessRequest::argv(["true"])).await.expect("exec after restart");
+    let out = server
+        .client
+        .sandbox("stay-0", "default")
+        .exec(&ProcessRequest::argv(["true"]))
+        .await
+        .expect("exec after restart");
     assert_eq!(out.exit_code, Some(0));
-    println!("{:<52} {count} sandboxes Ready again in {:.0} ms", format!("restart with running sandboxes ({runtime})"), ms(ready));
+    println!(
+        "{:<52} {count} sandboxes Ready again in {:.0} ms",
+        format!("restart with running sandboxes ({runtime})"),
+        ms(ready)
+    );
     drop(server);
     let _ = std::fs::remove_dir_all(home);
 }
@@ -233,7 +338,10 @@ async fn main() {
     }
     for (runtime, runs) in [("gvisor", n), ("bwrap", n * 2)] {
         let mut s = paddock_run(&server, runtime, runs);
-        report(&format!("`paddock run -- true` end to end ({runtime})"), &mut s);
+        report(
+            &format!("`paddock run -- true` end to end ({runtime})"),
+            &mut s,
+        );
     }
     exec_round_trips(&server, if quick { 200 } else { 2000 }).await;
     warm_claims(&server, "gvisor", if quick { 10 } else { 50 }).await;

@@ -210,6 +210,10 @@ impl Backend for EngineBackend {
         })
     }
 
+    fn default_runtime(&self) -> Option<&'static str> {
+        Some("gvisor")
+    }
+
     fn info(&self) -> Value {
         self.info.clone()
     }

@@ -137,8 +137,25 @@ pub trait Backend: Send + Sync + 'static {
         port: Option<u16>,
     ) -> BoxFuture<'_, Result<Target, ApiError>>;
 
+    /// The runtime a sandbox without `runtimeClassName` gets, when the backend decides it (the
+    /// embedded engine: gVisor); `None` on a cluster, where the node's default applies.
+    fn default_runtime(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Facts about the backend for `GET /v1/info` (runtimes offered, versions...).
     fn info(&self) -> Value;
+
+    /// Adapts the Sandbox that `POST /v1/sandboxes` builds from a bare `image` (v1beta1 JSON,
+    /// before validation) to this backend, or refuses image sandboxes with the remedy. A cluster
+    /// puts the agent into the pod here; the embedded engine mounts it itself and keeps the
+    /// default, which changes nothing.
+    ///
+    /// # Errors
+    /// The backend cannot run this sandbox from an image.
+    fn prepare_image_sandbox(&self, sandbox: Value) -> Result<Value, ApiError> {
+        Ok(sandbox)
+    }
 
     /// Pulls an image into the local cache, reporting progress as JSON events
     /// (`{"type":"progress","digest","done","total"}`, then `{"type":"done",...}` or

@@ -144,7 +144,7 @@ fn controller_of<'a>(object: &'a Value, kind: &str) -> Option<&'a str> {
 }
 
 /// The description of a Sandbox that the SDKs read (docs/gateway-api.md).
-pub fn describe(sandbox: &Value) -> Value {
+pub fn describe(sandbox: &Value, default_runtime: Option<&str>) -> Value {
     let ready = ready_condition(sandbox);
     let reason = condition_str(ready, "reason");
     let suspended = sandbox
@@ -187,7 +187,7 @@ pub fn describe(sandbox: &Value) -> Value {
         "message": condition_str(ready, "message"),
         "phase": phase,
         "launchType": sandbox.pointer(&format!("/metadata/labels/{}", names::LAUNCH_TYPE.replace('/', "~1"))).and_then(Value::as_str).unwrap_or("direct"),
-        "runtime": pod_spec.and_then(|s| s.get("runtimeClassName")).and_then(Value::as_str).unwrap_or("gvisor"),
+        "runtime": pod_spec.and_then(|s| s.get("runtimeClassName")).and_then(Value::as_str).or(default_runtime),
         "image": pod_spec.and_then(|s| s.pointer("/containers/0/image")),
         "createdAt": sandbox.pointer("/metadata/creationTimestamp"),
         "expiresAt": sandbox.pointer("/spec/shutdownTime"),
@@ -406,7 +406,12 @@ pub async fn create(
     };
     let (kind, object) = match &pool {
         Some(pool) => (Kind::SandboxClaim, req.claim(&name, &namespace, pool)?),
-        None => (Kind::Sandbox, req.image_sandbox(&name, &namespace)?),
+        None => (
+            Kind::Sandbox,
+            state
+                .backend
+                .prepare_image_sandbox(req.image_sandbox(&name, &namespace)?)?,
+        ),
     };
     let (_, stored) = to_storage(Some(kind), &object)?;
     let created = state.backend.create(kind, stored).await?;
@@ -417,7 +422,7 @@ pub async fn create(
     } else {
         json!({"metadata": {"name": name, "namespace": namespace}})
     };
-    let mut description = describe(&sandbox);
+    let mut description = describe(&sandbox, state.backend.default_runtime());
     if kind == Kind::SandboxClaim {
         description["claim"] = json!(name);
     }
@@ -535,7 +540,12 @@ pub async fn list(
         .backend
         .list(Kind::Sandbox, q.namespace.as_deref(), &selector)
         .await?;
-    let items: Vec<Value> = sandboxes.items.iter().map(describe).collect();
+    let runtime = state.backend.default_runtime();
+    let items: Vec<Value> = sandboxes
+        .items
+        .iter()
+        .map(|s| describe(s, runtime))
+        .collect();
     Ok(encode(&headers, StatusCode::OK, &json!({"items": items})))
 }
 
@@ -575,7 +585,11 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let sandbox = find_sandbox(&state, q.ns(), &name).await?;
-    Ok(encode(&headers, StatusCode::OK, &describe(&sandbox)))
+    Ok(encode(
+        &headers,
+        StatusCode::OK,
+        &describe(&sandbox, state.backend.default_runtime()),
+    ))
 }
 
 /// `DELETE /v1/sandboxes/{name}`: the claim when there is one (its Sandbox goes with it),
@@ -641,7 +655,11 @@ pub async fn pause(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let sandbox = set_mode(&state, q.ns(), &name, "Suspended").await?;
-    Ok(encode(&headers, StatusCode::OK, &describe(&sandbox)))
+    Ok(encode(
+        &headers,
+        StatusCode::OK,
+        &describe(&sandbox, state.backend.default_runtime()),
+    ))
 }
 
 /// `POST /v1/sandboxes/{name}/resume`.
@@ -671,7 +689,11 @@ pub async fn resume(
     } else {
         sandbox
     };
-    Ok(encode(&headers, StatusCode::OK, &describe(&sandbox)))
+    Ok(encode(
+        &headers,
+        StatusCode::OK,
+        &describe(&sandbox, state.backend.default_runtime()),
+    ))
 }
 
 /// Everything under `/v1/sandboxes/{name}/...` that the sandbox's agent serves.

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent_client::{AgentClient, new_client};
-use crate::auth::{ScopedTokens, Token, bearer};
+use crate::auth::{ScopedTokens, Token, TokenVerifier, bearer};
 use crate::backend::{Backend, Part};
 use crate::error::{ApiError, Code};
 use crate::metrics::Metrics;
@@ -38,6 +38,8 @@ pub enum Auth {
         /// A token that may do everything.
         admin: Option<Token>,
     },
+    /// Every bearer token is checked by a verifier (Kubernetes TokenReview on a cluster).
+    External(Arc<dyn TokenVerifier>),
 }
 
 /// Tunables.
@@ -182,11 +184,26 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
         Auth::Scoped { admin, .. } => admin
             .as_ref()
             .is_some_and(|a| presented_token(&req).is_some_and(|t| a.matches(t))),
+        Auth::External(verifier) => match presented_token(&req) {
+            None => false,
+            Some(t) => match verifier.verify(t).await {
+                Ok(verdict) => verdict.authenticated,
+                Err(e) => return e.into_response(),
+            },
+        },
     };
     if ok {
         next.run(req).await
     } else if presented_token(&req).is_none() {
-        ApiError::new(Code::Unauthenticated, "missing Authorization: Bearer <token>; paddock serve keeps its token in $PADDOCK_HOME/token").into_response()
+        let hint = match &state.auth {
+            Auth::External(_) => {
+                "missing Authorization: Bearer <token>; send a Kubernetes token the cluster accepts (e.g. from kubectl create token)"
+            }
+            _ => {
+                "missing Authorization: Bearer <token>; paddock serve keeps its token in $PADDOCK_HOME/token"
+            }
+        };
+        ApiError::new(Code::Unauthenticated, hint).into_response()
     } else {
         ApiError::new(Code::Unauthenticated, "invalid token").into_response()
     }
@@ -224,6 +241,24 @@ async fn routed(State(state): State<AppState>, req: Request, next: Next) -> Resp
             }
             Some(_) => {}
         },
+        Auth::External(verifier) => {
+            let Some(t) = presented_token(&req) else {
+                return detail(
+                    StatusCode::UNAUTHORIZED,
+                    "Missing or invalid Authorization header.",
+                );
+            };
+            match verifier.verify(t).await {
+                Ok(verdict) if verdict.authenticated => {}
+                Ok(_) => return detail(StatusCode::UNAUTHORIZED, "Invalid token."),
+                Err(e) => {
+                    return detail(
+                        e.code.status(),
+                        &format!("Could not verify the token: {}", e.message),
+                    );
+                }
+            }
+        }
         Auth::Scoped { tokens, admin } => {
             let Some(t) = presented_token(&req) else {
                 return detail(
@@ -369,8 +404,180 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
     let app = router(state);
+    // Streamed events are small writes: without TCP_NODELAY, Nagle and delayed ACKs hold them
+    // back ~40 ms.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Verdict;
+    use crate::backend::{BoxFuture, ObjectList, ObjectWatch, Propagation, Target};
+    use paddock_api::kinds::Kind;
+    use serde_json::Value;
+    use tower::ServiceExt as _;
+
+    /// A backend with no objects: enough to reach `GET /v1/info` and the router contract.
+    #[derive(Debug)]
+    struct Empty;
+
+    fn none<'a, T: Send + 'a>() -> BoxFuture<'a, Result<T, ApiError>> {
+        Box::pin(async { Err(ApiError::not_found("nothing here")) })
+    }
+
+    impl Backend for Empty {
+        fn name(&self) -> &'static str {
+            "empty"
+        }
+        fn get(&self, _: Kind, _: &str, _: &str) -> BoxFuture<'_, Result<Value, ApiError>> {
+            none()
+        }
+        fn list(
+            &self,
+            _: Kind,
+            _: Option<&str>,
+            _: &str,
+        ) -> BoxFuture<'_, Result<ObjectList, ApiError>> {
+            none()
+        }
+        fn create(&self, _: Kind, _: Value) -> BoxFuture<'_, Result<Value, ApiError>> {
+            none()
+        }
+        fn update(&self, _: Kind, _: Value, _: Part) -> BoxFuture<'_, Result<Value, ApiError>> {
+            none()
+        }
+        fn delete(
+            &self,
+            _: Kind,
+            _: &str,
+            _: &str,
+            _: Propagation,
+        ) -> BoxFuture<'_, Result<Value, ApiError>> {
+            none()
+        }
+        fn watch(
+            &self,
+            _: Kind,
+            _: Option<&str>,
+            _: &str,
+            _: Option<String>,
+        ) -> BoxFuture<'_, Result<ObjectWatch, ApiError>> {
+            none()
+        }
+        fn target(
+            &self,
+            _: &str,
+            _: &str,
+            _: Option<u16>,
+        ) -> BoxFuture<'_, Result<Target, ApiError>> {
+            none()
+        }
+        fn info(&self) -> Value {
+            json!({})
+        }
+    }
+
+    /// Accepts `good`, refuses others, and cannot decide about `down`.
+    #[derive(Debug)]
+    struct Verifier;
+
+    impl TokenVerifier for Verifier {
+        fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Verdict, ApiError>> {
+            Box::pin(async move {
+                match token {
+                    "good" => Ok(Verdict::accepted("alice")),
+                    "down" => Err(ApiError::unavailable("the verifier is down")),
+                    _ => Ok(Verdict::refused()),
+                }
+            })
+        }
+    }
+
+    async fn status_of(app: &Router, token: Option<&str>, routed: bool) -> (StatusCode, Value) {
+        let mut req = http::Request::builder().uri("/v1/info");
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if routed {
+            req = req.header("x-sandbox-id", "sb");
+        }
+        let resp = app
+            .clone()
+            .oneshot(req.body(axum::body::Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        let status = resp.status();
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn external_verifier_decides_every_call_and_fails_closed() {
+        let state = AppState::new(
+            Arc::new(Empty),
+            Auth::External(Arc::new(Verifier)),
+            GatewayOptions::default(),
+        );
+        let app = router(state);
+        assert_eq!(status_of(&app, Some("good"), false).await.0, StatusCode::OK);
+        let (status, body) = status_of(&app, Some("bad"), false).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            body,
+            json!({"code": "UNAUTHENTICATED", "message": "invalid token"})
+        );
+        let (status, body) = status_of(&app, None, false).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("kubectl create token")),
+            "{body}"
+        );
+        let (status, body) = status_of(&app, Some("down"), false).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+        // Routed requests: upstream's `detail` bodies.
+        assert_eq!(
+            status_of(&app, Some("bad"), true).await,
+            (
+                StatusCode::UNAUTHORIZED,
+                json!({"detail": "Invalid token."})
+            )
+        );
+        assert_eq!(
+            status_of(&app, None, true).await,
+            (
+                StatusCode::UNAUTHORIZED,
+                json!({"detail": "Missing or invalid Authorization header."})
+            )
+        );
+        let (status, body) = status_of(&app, Some("down"), true).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("Could not verify the token")),
+            "{body}"
+        );
+        // Accepted: on to the backend, which knows no such sandbox.
+        assert_eq!(
+            status_of(&app, Some("good"), true).await.0,
+            StatusCode::BAD_GATEWAY
+        );
+    }
 }

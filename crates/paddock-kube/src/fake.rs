@@ -1,9 +1,13 @@
 //! An in-memory Kubernetes API server as a tower service, for the scenario tests and the
-//! benchmarks: create (with `generateName`), get, list (label selectors), watch, JSON merge
-//! patch (main resource and `/status`, with the `resourceVersion` precondition), replace
-//! (optimistic lock) and delete (UID/resourceVersion preconditions). Objects keep uid,
-//! resourceVersion, generation and creationTimestamp as the apiserver sets them. No admission,
-//! no validation, no garbage collection, no kubelet: pods stay as written.
+//! benchmarks: create (with `generateName`), get, list (label selectors), watch (from a
+//! resourceVersion, or the current state as synthetic `ADDED` events when none is given), JSON
+//! merge patch (main resource and `/status`, with the `resourceVersion` precondition), replace
+//! (optimistic lock; the main resource keeps the stored status and `/status` replaces only the
+//! status, as with a status subresource) and delete (UID/resourceVersion preconditions).
+//! Objects keep uid, resourceVersion, generation and creationTimestamp as the apiserver sets
+//! them. TokenReviews answer for the tokens a test registers ([`FakeApiServer::accept_token`]);
+//! [`FakeApiServer::forbid`] makes a verb on a resource fail as RBAC would. No admission, no
+//! validation, no garbage collection, no kubelet: pods stay as written.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -44,9 +48,23 @@ struct WatchEvent {
     object: Arc<Value>,
 }
 
+/// Who a registered token authenticates as, for TokenReviews.
+#[derive(Clone, Debug)]
+struct TokenIdentity {
+    username: String,
+    audiences: Vec<String>,
+}
+
+/// The API server's own audience: what a token is valid for when it names none.
+const APISERVER_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+
 #[derive(Debug, Default)]
 struct State {
     objects: BTreeMap<Key, Value>,
+    tokens: BTreeMap<String, TokenIdentity>,
+    forbidden: Vec<(String, String)>,
+    /// Cancelled to end every open watch, as the apiserver does when a watch times out.
+    watch_close: tokio_util::sync::CancellationToken,
     resource_version: u64,
     uid: u64,
     requests: Vec<String>,
@@ -216,6 +234,35 @@ impl FakeApiServer {
         self.lock().requests.clone()
     }
 
+    /// Makes TokenReviews of `token` authenticate `username`, for `audiences` (none: the API
+    /// server's own audience).
+    pub fn accept_token(&self, token: &str, username: &str, audiences: &[&str]) {
+        self.lock().tokens.insert(
+            token.to_owned(),
+            TokenIdentity {
+                username: username.to_owned(),
+                audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+            },
+        );
+    }
+
+    /// Makes `verb` (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`) on
+    /// `resource` (`<group>/<plural>`, `/pods` for core) fail with 403 Forbidden, worded as the
+    /// apiserver's RBAC denial.
+    pub fn forbid(&self, verb: &str, resource: &str) {
+        self.lock()
+            .forbidden
+            .push((verb.to_owned(), resource.to_owned()));
+    }
+
+    /// Ends every open watch (clients must resume from their last resourceVersion), as the
+    /// apiserver does when a watch's `timeoutSeconds` runs out.
+    pub fn end_watches(&self) {
+        let mut st = self.lock();
+        st.watch_close.cancel();
+        st.watch_close = tokio_util::sync::CancellationToken::new();
+    }
+
     /// The stored object, if any.
     pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
         self.lock()
@@ -381,6 +428,9 @@ impl FakeApiServer {
         } else {
             serde_json::from_slice(body).unwrap_or(Value::Null)
         };
+        if route.resource == "authentication.k8s.io/tokenreviews" && *method == Method::POST {
+            return self.token_review(&parsed);
+        }
         match (method.clone(), route.name.clone()) {
             (Method::GET, None) => self.list_response(&route, &q),
             (Method::GET, Some(name)) => match self.get(&route.resource, &ns, &name) {
@@ -403,6 +453,84 @@ impl FakeApiServer {
                 format!("{method} {}", uri.path()),
             ),
         }
+    }
+
+    /// Answers a TokenReview for the registered tokens, with the apiserver's audience rules.
+    fn token_review(&self, review: &Value) -> Response<ResBody> {
+        let token = review
+            .pointer("/spec/token")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let wanted: Vec<String> = review
+            .pointer("/spec/audiences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect();
+        let identity = self.lock().tokens.get(token).cloned();
+        let status = match identity {
+            None => json!({"authenticated": false, "error": "invalid bearer token"}),
+            Some(id) => {
+                let has = if id.audiences.is_empty() {
+                    vec![APISERVER_AUDIENCE.to_owned()]
+                } else {
+                    id.audiences.clone()
+                };
+                let wanted = if wanted.is_empty() {
+                    vec![APISERVER_AUDIENCE.to_owned()]
+                } else {
+                    wanted
+                };
+                let granted: Vec<&String> = wanted.iter().filter(|a| has.contains(a)).collect();
+                if granted.is_empty() {
+                    json!({"authenticated": false, "error": "token audiences are invalid for the target audiences"})
+                } else {
+                    json!({"authenticated": true, "audiences": granted,
+                           "user": {"username": id.username, "groups": ["system:authenticated"]}})
+                }
+            }
+        };
+        let mut answer = review.clone();
+        answer["status"] = status;
+        if let Some(spec) = answer.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("token");
+        }
+        json_response(StatusCode::CREATED, &answer)
+    }
+
+    /// The RBAC denial for `verb` on the request's resource, if the test forbade it.
+    fn denial(&self, verb: &str, route: &Route) -> Option<Response<ResBody>> {
+        let forbidden = self
+            .lock()
+            .forbidden
+            .iter()
+            .any(|(v, r)| v == verb && *r == route.resource);
+        if !forbidden {
+            return None;
+        }
+        let (group, plural) = route.resource.split_once('/').unwrap_or(("", ""));
+        let qualified = if group.is_empty() {
+            plural.to_owned()
+        } else {
+            format!("{plural}.{group}")
+        };
+        let object = route
+            .name
+            .as_deref()
+            .map_or_else(String::new, |n| format!(" {n:?}"));
+        let scope = route.namespace.as_deref().map_or_else(
+            || " at the cluster scope".to_owned(),
+            |ns| format!(" in the namespace {ns:?}"),
+        );
+        Some(error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "{qualified}{object} is forbidden: User \"system:serviceaccount:agent-sandbox-system:sandbox-router\" cannot {verb} resource {plural:?} in API group {group:?}{scope}"
+            ),
+        ))
     }
 
     fn list_response(&self, route: &Route, q: &BTreeMap<String, String>) -> Response<ResBody> {
@@ -442,25 +570,46 @@ impl FakeApiServer {
 
     fn watch(&self, route: Route, q: &BTreeMap<String, String>) -> Response<ResBody> {
         let selector = q.get("labelSelector").cloned().unwrap_or_default();
-        let since: u64 = q
-            .get("resourceVersion")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let (backlog, rx) = {
+        let from = q.get("resourceVersion").filter(|v| !v.is_empty());
+        let (backlog, rx, last, closed) = {
             let st = self.lock();
+            let closed = st.watch_close.clone();
             let rx = self.events.subscribe();
-            let backlog: Vec<WatchEvent> = st
-                .history
-                .iter()
-                .filter(|e| e.rv > since)
-                .cloned()
-                .collect();
-            (backlog, rx)
+            match from {
+                // No resourceVersion: the current state as synthetic ADDED events, then changes.
+                None => {
+                    let now = st.resource_version;
+                    let backlog: Vec<WatchEvent> = st
+                        .objects
+                        .iter()
+                        .filter(|(k, _)| k.resource == route.resource)
+                        .map(|(k, v)| WatchEvent {
+                            rv: now,
+                            resource: k.resource.clone(),
+                            namespace: k.namespace.clone(),
+                            type_: "ADDED",
+                            object: Arc::new(v.clone()),
+                        })
+                        .collect();
+                    (backlog, rx, now, closed)
+                }
+                Some(v) => {
+                    let since: u64 = v.parse().unwrap_or(0);
+                    let backlog: Vec<WatchEvent> = st
+                        .history
+                        .iter()
+                        .filter(|e| e.rv > since)
+                        .cloned()
+                        .collect();
+                    let last = backlog.last().map_or(since, |e| e.rv);
+                    (backlog, rx, last, closed)
+                }
+            }
         };
-        let last = backlog.last().map_or(since, |e| e.rv);
         let live = tokio_stream_from(rx).filter(move |e| std::future::ready(e.rv > last));
         let stream = futures::stream::iter(backlog)
             .chain(live)
+            .take_until(closed.cancelled_owned())
             .filter_map(move |ev| {
                 let keep = ev.resource == route.resource
                     && route
@@ -575,7 +724,36 @@ impl FakeApiServer {
                 format!("the object has been modified ({name})"),
             );
         }
-        for keep in ["uid", "creationTimestamp", "generation"] {
+        if route.status {
+            // `/status` replaces the status and nothing else.
+            let status = obj.get("status").cloned().unwrap_or(Value::Null);
+            obj = current.clone();
+            match status {
+                Value::Null => {
+                    if let Some(o) = obj.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+                s => obj["status"] = s,
+            }
+        } else {
+            // The main resource keeps the stored status; a new spec is a new generation.
+            match current.get("status") {
+                Some(s) => obj["status"] = s.clone(),
+                None => {
+                    if let Some(o) = obj.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+            let g = current
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            let changed = obj.get("spec") != current.get("spec");
+            obj["metadata"]["generation"] = json!(if changed { g + 1 } else { g });
+        }
+        for keep in ["uid", "creationTimestamp", "name", "namespace"] {
             if let Some(v) = current["metadata"].get(keep) {
                 obj["metadata"][keep] = v.clone();
             }
@@ -670,8 +848,23 @@ impl FakeApiServer {
                 .requests
                 .push(format!("{method} {}{suffix}", uri.path()));
         }
-        if watch && let Some(route) = parse_path(uri.path()) {
-            return self.watch(route, &q);
+        if let Some(route) = parse_path(uri.path()) {
+            let verb = match (method.as_str(), route.name.is_some(), watch) {
+                ("GET", _, true) => "watch",
+                ("GET", true, _) => "get",
+                ("GET", false, _) => "list",
+                ("POST", ..) => "create",
+                ("PUT", ..) => "update",
+                ("PATCH", ..) => "patch",
+                ("DELETE", ..) => "delete",
+                _ => "",
+            };
+            if let Some(denied) = self.denial(verb, &route) {
+                return denied;
+            }
+            if watch {
+                return self.watch(route, &q);
+            }
         }
         self.handle(method, uri, body)
     }

@@ -30,13 +30,18 @@ const QUEUE_CAPACITY: usize = 4096;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn init_logging(args: &ControllerArgs) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+    init_logging_with(&args.log, args.log_format);
+}
+
+/// Logs to standard error with `filter` (EnvFilter syntax) in `format`.
+pub(crate) fn init_logging_with(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     // Another subscriber may already be installed (the CLI's); keep it.
-    let _ = match args.log_format {
+    let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
@@ -48,7 +53,8 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Contr
         .map_err(|source| ControllerError::Bind { what, addr, source })
 }
 
-fn on_signals(shutdown: CancellationToken) {
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+pub(crate) fn on_signals(shutdown: CancellationToken) {
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
@@ -58,7 +64,7 @@ fn on_signals(shutdown: CancellationToken) {
             ) {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the controller");
+                    tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the process");
                     let _ = ctrl_c.await;
                     shutdown.cancel();
                     return;

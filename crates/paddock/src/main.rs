@@ -186,6 +186,18 @@ enum Command {
     /// `paddock-controller` binary of deploy/Dockerfile.
     #[cfg(feature = "kubernetes")]
     Controller(Box<paddock_kube::ControllerArgs>),
+    /// Serve the REST API on a cluster: the same API as `paddock serve`, backed by the
+    /// Kubernetes API, and a drop-in for upstream's sandbox-router (X-Sandbox-* headers).
+    ///
+    /// Creating a sandbox from a template makes a SandboxClaim and waits until it is Ready;
+    /// exec, processes, files and ports go to the sandbox's agent at its pod IP. Runs in-cluster
+    /// (deploy/router: Service sandbox-router-svc, port 8080) or from a kubeconfig. Also served
+    /// by the static `paddock-controller gateway` of deploy/Dockerfile.
+    #[cfg(feature = "kubernetes")]
+    #[command(
+        after_help = "Examples:\n  PADDOCK_GATEWAY_TOKEN=$(cat token) paddock gateway     # shared token on 127.0.0.1:8080\n  paddock gateway --auth tokenreview --authz-tokenreview-audiences sandbox-router\n  kubectl port-forward svc/sandbox-router-svc 8080:8080 -n agent-sandbox-system  # in-cluster"
+    )]
+    Gateway(Box<paddock_kube::GatewayArgs>),
 }
 
 /// An API version.
@@ -284,6 +296,11 @@ fn main() -> ExitCode {
         #[cfg(feature = "kubernetes")]
         Command::Controller(args) => run_async(async move {
             paddock_kube::run(*args).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        #[cfg(feature = "kubernetes")]
+        Command::Gateway(args) => run_async(async move {
+            paddock_kube::gateway::run(*args).await?;
             Ok(ExitCode::SUCCESS)
         }),
     };

@@ -59,6 +59,7 @@ fn help_documents_every_subcommand() {
         "crds",
         "agent",
         "controller",
+        "gateway",
     ] {
         assert!(text.contains(sub), "--help lists {sub}:\n{text}");
         let sub_help = paddock(&[sub, "--help"]);
