@@ -31,6 +31,20 @@ if runs engine; then
     PADDOCK_AGENT_BIN="$(scripts/build-agent.sh)" "$bin_dir/engine" "${ENGINE_BENCH_ARGS:-}"
 fi
 
+if runs sdk; then
+    # The Python SDK against a throwaway `paddock serve`: commands.run("true") round trips.
+    python3 -m venv target/pyenv
+    target/pyenv/bin/pip install -q --disable-pip-version-check ./sdk/python
+    home="$(mktemp -d)" port=$((20000 + RANDOM % 20000))
+    "$bin_dir/paddock" serve --home "$home" --listen "127.0.0.1:$port" \
+        --agent "$(scripts/build-agent.sh)" >"$home/serve.log" 2>&1 &
+    serve_pid=$!
+    trap 'kill "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; rm -rf "$home"' EXIT
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+    PADDOCK_URL="http://127.0.0.1:$port" PADDOCK_TOKEN="$(cat "$home/token")" \
+        target/pyenv/bin/python bench/sdk_python.py
+fi
+
 if runs controller; then
     # The Kubernetes controller in process against an in-memory API server: reconcile
     # throughput with 10,000 Sandboxes cached, and RSS with 5,000 Sandboxes and Pods cached.

@@ -26,6 +26,31 @@ pub struct Sandbox {
 pub type ProcessSocket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Copies a streamed response body into `out`; `what` names it in errors.
+async fn copy_body(
+    resp: http::Response<hyper::body::Incoming>,
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    what: &str,
+) -> Result<u64> {
+    use tokio::io::AsyncWriteExt;
+    let mut body = resp.into_body();
+    let mut total = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| Error::new(ErrorCode::ConnectionFailed, format!("reading {what}: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            out.write_all(&data)
+                .await
+                .map_err(|e| Error::new(ErrorCode::Internal, format!("writing: {e}")))?;
+            total += data.len() as u64;
+        }
+    }
+    out.flush()
+        .await
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("writing: {e}")))?;
+    Ok(total)
+}
+
 fn protocol(e: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::Protocol, e.to_string())
 }
@@ -256,7 +281,6 @@ impl Sandbox {
         tar: bool,
         out: &mut (impl tokio::io::AsyncWrite + Unpin),
     ) -> Result<u64> {
-        use tokio::io::AsyncWriteExt;
         let query: Vec<(&str, String)> = if tar {
             vec![("format", "tar".to_owned())]
         } else {
@@ -266,23 +290,26 @@ impl Sandbox {
             .client
             .send(Method::GET, &self.file_path(path, &query), None)
             .await?;
-        let mut body = resp.into_body();
-        let mut total = 0u64;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                Error::new(ErrorCode::ConnectionFailed, format!("reading {path}: {e}"))
-            })?;
-            if let Ok(data) = frame.into_data() {
-                out.write_all(&data)
-                    .await
-                    .map_err(|e| Error::new(ErrorCode::Internal, format!("writing: {e}")))?;
-                total += data.len() as u64;
-            }
-        }
-        out.flush()
-            .await
-            .map_err(|e| Error::new(ErrorCode::Internal, format!("writing: {e}")))?;
-        Ok(total)
+        copy_body(resp, out, path).await
+    }
+
+    /// Streams the output of the sandbox's main process into `out`: what it wrote so far and,
+    /// with `follow`, what it writes until it ends. Returns the bytes copied.
+    ///
+    /// # Errors
+    /// `SandboxNotReady` when the sandbox has no workload (suspended, not started), write
+    /// errors of `out`, ...
+    pub async fn logs(
+        &self,
+        follow: bool,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<u64> {
+        let query = [("follow", follow.to_string())];
+        let resp = self
+            .client
+            .send(Method::GET, &self.path("/logs", &query), None)
+            .await?;
+        copy_body(resp, out, "the log").await
     }
 
     /// Writes a file atomically (parents created), with an optional mode such as `0755`.

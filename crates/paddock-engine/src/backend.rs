@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use paddock_api::kinds::Kind;
 use paddock_gateway::backend::{
-    Backend, BoxFuture, Endpoint, EventStream, ObjectEvent, ObjectList, ObjectWatch, Part,
-    Propagation, Target,
+    Backend, BoxFuture, ByteStream, Endpoint, EventStream, ObjectEvent, ObjectList, ObjectWatch,
+    Part, Propagation, Target,
 };
 use paddock_gateway::{ApiError, Code};
 use paddock_store::{
@@ -15,7 +15,7 @@ use paddock_store::{
 };
 use serde_json::{Value, json};
 
-use crate::informer::Informer;
+use crate::informer::{Informer, Key};
 use crate::resources::resource;
 use crate::store_errors::api_error;
 use crate::workloads::{Phase, Workloads};
@@ -27,6 +27,67 @@ pub struct EngineBackend {
     pub(crate) informer: Arc<Informer>,
     pub(crate) workloads: Arc<Workloads>,
     pub(crate) info: Value,
+}
+
+/// How often a followed log is checked for more output.
+const LOG_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Reads a Sandbox's main log from the start; with `follow`, keeps reading while the workload
+/// lives, and ends once it has ended and everything it wrote was sent.
+fn main_log_stream(workloads: Arc<Workloads>, key: Key, follow: bool) -> ByteStream {
+    use tokio::io::AsyncReadExt as _;
+    struct Reader {
+        workloads: Arc<Workloads>,
+        key: Key,
+        follow: bool,
+        file: Option<tokio::fs::File>,
+        done: bool,
+    }
+    let start = Reader {
+        workloads,
+        key,
+        follow,
+        file: None,
+        done: false,
+    };
+    Box::pin(futures_util::stream::unfold(start, |mut r| async move {
+        loop {
+            if r.done {
+                return None;
+            }
+            // Whether it lived before the read: a workload that ended then wrote nothing since.
+            let (path, live) = r.workloads.main_log(&r.key)?;
+            let live = live && r.follow;
+            if r.file.is_none() {
+                match tokio::fs::File::open(&path).await {
+                    Ok(f) => r.file = Some(f),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        r.done = true;
+                        return Some((Err(e), r));
+                    }
+                }
+            }
+            if let Some(file) = r.file.as_mut() {
+                let mut buf = vec![0u8; 64 * 1024];
+                match file.read(&mut buf).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        buf.truncate(n);
+                        return Some((Ok(bytes::Bytes::from(buf)), r));
+                    }
+                    Err(e) => {
+                        r.done = true;
+                        return Some((Err(e), r));
+                    }
+                }
+            }
+            if !live {
+                return None;
+            }
+            tokio::time::sleep(LOG_POLL).await;
+        }
+    }))
 }
 
 fn selector(s: &str) -> Result<LabelSelector, ApiError> {
@@ -207,6 +268,27 @@ impl Backend for EngineBackend {
                     ))
                 }
             }
+        })
+    }
+
+    fn logs(
+        &self,
+        namespace: &str,
+        sandbox: &str,
+        follow: bool,
+    ) -> BoxFuture<'_, Result<ByteStream, ApiError>> {
+        let key = (namespace.to_owned(), sandbox.to_owned());
+        Box::pin(async move {
+            if self.workloads.main_log(&key).is_none() {
+                return Err(ApiError::new(
+                    Code::SandboxNotReady,
+                    format!(
+                        "sandbox {:?} has no workload on this host (suspended, or not started yet), so no log",
+                        key.1
+                    ),
+                ));
+            }
+            Ok(main_log_stream(Arc::clone(&self.workloads), key, follow))
         })
     }
 

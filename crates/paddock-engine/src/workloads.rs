@@ -145,6 +145,15 @@ impl Workloads {
         }
     }
 
+    /// Where a Sandbox's main process writes its output, and whether it may still write (the
+    /// workload is starting or running); `None` when the Sandbox has no workload here.
+    pub fn main_log(&self, key: &Key) -> Option<(PathBuf, bool)> {
+        let pods = self.lock();
+        let pod = pods.get(key)?;
+        let live = matches!(pod.phase, Phase::Pending | Phase::Running) && !pod.terminating;
+        Some((self.runtime.main_log(&pod.workload), live))
+    }
+
     /// The planner's view of a Sandbox's pod.
     pub fn observe(&self, key: &Key) -> Vec<PodObservation> {
         let Some(pod) = self.get(key) else {

@@ -157,6 +157,23 @@ pub trait Backend: Send + Sync + 'static {
         Ok(sandbox)
     }
 
+    /// The output of a Sandbox's main process (its pod's log on a cluster): what it wrote so far
+    /// and, with `follow`, what it writes until it ends or the client goes away.
+    fn logs(
+        &self,
+        namespace: &str,
+        sandbox: &str,
+        follow: bool,
+    ) -> BoxFuture<'_, Result<ByteStream, ApiError>> {
+        let _ = (namespace, sandbox, follow);
+        Box::pin(async {
+            Err(ApiError::new(
+                crate::error::Code::NotImplemented,
+                "this backend cannot read a sandbox's log",
+            ))
+        })
+    }
+
     /// Pulls an image into the local cache, reporting progress as JSON events
     /// (`{"type":"progress","digest","done","total"}`, then `{"type":"done",...}` or
     /// `{"type":"error","code","message"}`). Only backends that run images themselves can.
@@ -173,3 +190,6 @@ pub trait Backend: Send + Sync + 'static {
 
 /// A stream of JSON events.
 pub type EventStream = Pin<Box<dyn Stream<Item = Value> + Send>>;
+
+/// A stream of bytes (a log), ending with an error when reading it fails midway.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send>>;

@@ -696,6 +696,45 @@ pub async fn resume(
     ))
 }
 
+/// Query of `GET /v1/sandboxes/{name}/logs`.
+#[derive(Debug, Default, Deserialize)]
+pub struct LogsQuery {
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    follow: Option<bool>,
+}
+
+/// `GET /v1/sandboxes/{name}/logs[?follow=true]`: the main process's output, as plain bytes.
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let namespace = q
+        .namespace
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default");
+    let sandbox = find_sandbox(&state, namespace, &name).await?;
+    let sandbox_name = sandbox
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or(&name);
+    let stream = state
+        .backend
+        .logs(namespace, sandbox_name, q.follow.unwrap_or(false))
+        .await?;
+    Ok((
+        [
+            (http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
 /// Everything under `/v1/sandboxes/{name}/...` that the sandbox's agent serves.
 pub async fn inside(
     State(state): State<AppState>,

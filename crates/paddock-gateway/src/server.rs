@@ -114,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/sandboxes/{name}/pause", post(sandboxes::pause))
         .route("/v1/sandboxes/{name}/resume", post(sandboxes::resume))
+        .route("/v1/sandboxes/{name}/logs", get(sandboxes::logs))
         .route("/v1/sandboxes/{name}/{*rest}", any(sandboxes::inside))
         .route("/v1/apply", post(objects::apply))
         .route("/v1/info", get(info))

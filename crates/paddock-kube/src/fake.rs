@@ -68,6 +68,8 @@ struct State {
     resource_version: u64,
     uid: u64,
     requests: Vec<String>,
+    /// Pod logs by (namespace, pod), served at `pods/{name}/log`.
+    pod_logs: BTreeMap<(String, String), String>,
     /// Recent events, replayed to a watch that starts from an older resourceVersion.
     history: std::collections::VecDeque<WatchEvent>,
 }
@@ -94,6 +96,7 @@ struct Route {
     namespace: Option<String>,
     name: Option<String>,
     status: bool,
+    log: bool,
 }
 
 fn parse_path(path: &str) -> Option<Route> {
@@ -107,17 +110,18 @@ fn parse_path(path: &str) -> Option<Route> {
         ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
         _ => (None, rest),
     };
-    let (plural, name, status) = match rest {
-        [plural] => (*plural, None, false),
-        [plural, name] => (*plural, Some((*name).to_owned()), false),
-        [plural, name, "status"] => (*plural, Some((*name).to_owned()), true),
+    let (plural, name, sub) = match rest {
+        [plural] => (*plural, None, None),
+        [plural, name] => (*plural, Some((*name).to_owned()), None),
+        [plural, name, sub @ ("status" | "log")] => (*plural, Some((*name).to_owned()), Some(*sub)),
         _ => return None,
     };
     Some(Route {
         resource: format!("{group}/{plural}"),
         namespace,
         name,
-        status,
+        status: sub == Some("status"),
+        log: sub == Some("log"),
     })
 }
 
@@ -253,6 +257,13 @@ impl FakeApiServer {
         self.lock()
             .forbidden
             .push((verb.to_owned(), resource.to_owned()));
+    }
+
+    /// Sets the log `pods/{pod}/log` serves (the pod itself must be inserted separately).
+    pub fn set_pod_log(&self, namespace: &str, pod: &str, text: &str) {
+        self.lock()
+            .pod_logs
+            .insert((namespace.to_owned(), pod.to_owned()), text.to_owned());
     }
 
     /// Ends every open watch (clients must resume from their last resourceVersion), as the
@@ -431,6 +442,9 @@ impl FakeApiServer {
         if route.resource == "authentication.k8s.io/tokenreviews" && *method == Method::POST {
             return self.token_review(&parsed);
         }
+        if route.log && *method == Method::GET {
+            return self.pod_log(&ns, route.name.as_deref().unwrap_or_default());
+        }
         match (method.clone(), route.name.clone()) {
             (Method::GET, None) => self.list_response(&route, &q),
             (Method::GET, Some(name)) => match self.get(&route.resource, &ns, &name) {
@@ -453,6 +467,29 @@ impl FakeApiServer {
                 format!("{method} {}", uri.path()),
             ),
         }
+    }
+
+    /// A pod's log as the apiserver serves it: plain text, 404 when the pod does not exist.
+    fn pod_log(&self, ns: &str, pod: &str) -> Response<ResBody> {
+        if self.get("/pods", ns, pod).is_none() {
+            return error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("pods {pod:?} not found"),
+            );
+        }
+        let text = self
+            .lock()
+            .pod_logs
+            .get(&(ns.to_owned(), pod.to_owned()))
+            .cloned()
+            .unwrap_or_default();
+        let mut r = Response::new(Full::new(Bytes::from(text)).map_err(|e| match e {}).boxed());
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
+        r
     }
 
     /// Answers a TokenReview for the registered tokens, with the apiserver's audience rules.
@@ -884,6 +921,7 @@ impl FakeApiServer {
             namespace: Some(namespace.to_owned()),
             name: Some(name.to_owned()),
             status,
+            log: false,
         };
         self.patch(&route, namespace, name, patch).status()
     }

@@ -637,6 +637,60 @@ async fn sandbox_without_status_ips_is_reached_through_its_pod() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_the_pod_log_of_the_sandbox_main_container() {
+    let gw = Gateway::start(args(8888)).await;
+    let mut sandbox = ready_sandbox("sb-log", Some("10.0.0.7"), None);
+    sandbox["metadata"]["annotations"]["agents.x-k8s.io/pod-name"] = json!("sb-log-pod");
+    gw.api.insert(SANDBOXES, sandbox);
+    gw.api.insert(
+        PODS,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sb-log-pod", "namespace": NS}}),
+    );
+    gw.api
+        .set_pod_log(NS, "sb-log-pod", "serving on :8000\nGET / 200\n");
+    let mut log = Vec::new();
+    let n = gw
+        .sdk()
+        .sandbox("sb-log", NS)
+        .logs(true, &mut log)
+        .await
+        .expect("logs");
+    assert_eq!(
+        String::from_utf8_lossy(&log),
+        "serving on :8000\nGET / 200\n"
+    );
+    assert_eq!(n, log.len() as u64);
+    assert!(
+        gw.api
+            .requests()
+            .iter()
+            .any(|r| r == &format!("GET /api/v1/namespaces/{NS}/pods/sb-log-pod/log")),
+        "the log of the Pod named in the annotation was read: {:?}",
+        gw.api.requests()
+    );
+
+    // No pod (suspended, unscheduled): not ready, said so; no sandbox: not found.
+    gw.api
+        .insert(SANDBOXES, ready_sandbox("sb-nopod", None, None));
+    let err = gw
+        .sdk()
+        .sandbox("sb-nopod", NS)
+        .logs(false, &mut Vec::new())
+        .await
+        .expect_err("no pod");
+    assert_eq!(err.code, ErrorCode::SandboxNotReady, "{err:?}");
+    assert!(err.message.contains("no pod"), "{}", err.message);
+    let err = gw
+        .sdk()
+        .sandbox("sb-missing", NS)
+        .logs(false, &mut Vec::new())
+        .await
+        .expect_err("no sandbox");
+    assert_eq!(err.code, ErrorCode::NotFound, "{err:?}");
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokenreview_admits_accepted_tokens_refuses_others_and_caches_decisions() {
     let agent = Agent::start().await;
     let gw = Gateway::start(GatewayArgs {

@@ -410,6 +410,12 @@ impl LocalRuntime {
         self.dir(id).socket()
     }
 
+    /// Where the workload's main process writes its output on this host (whether or not it
+    /// exists: a sandbox without a main process has none).
+    pub fn main_log(&self, id: &WorkloadId) -> PathBuf {
+        self.dir(id).run_dir().join(agent::MAIN_LOG)
+    }
+
     /// Host pids of the workload's processes outside the sandbox (runsc sandbox and gofer, or
     /// bwrap and everything in its cgroup); empty when none is left.
     pub fn host_processes(&self, id: &WorkloadId) -> Vec<i32> {

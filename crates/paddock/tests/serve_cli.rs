@@ -231,6 +231,68 @@ async fn sandbox_lifecycle_with_exec_and_cp_of_files_and_directories() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_show_the_main_process_output_and_follow_it_until_it_ends() {
+    let home = tempfile::tempdir().unwrap();
+    let s = serve(home.path(), &[]).await;
+    let script = "echo first; until [ -p /tmp/go ]; do sleep 0.05; done; read _ < /tmp/go; \
+                  echo second >&2; echo third";
+    let o = s
+        .run(&[
+            "sandbox",
+            "create",
+            "srv",
+            "--runtime",
+            "bwrap",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .await;
+    assert_ok(&o, "create with a main process");
+    // The fifo lets the test decide when the main process goes on.
+    assert_ok(
+        &s.run(&["exec", "srv", "--", "mkfifo", "/tmp/go"]).await,
+        "mkfifo",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = s.run(&["sandbox", "logs", "srv"]).await;
+        assert_ok(&o, "logs");
+        if out(&o) == "first\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "log so far: {:?}", out(&o));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let follow = s
+        .cli(&["sandbox", "logs", "--follow", "srv"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_ok(
+        &s.run(&["exec", "srv", "--", "sh", "-c", "echo > /tmp/go"])
+            .await,
+        "release the main process",
+    );
+    let followed = tokio::task::spawn_blocking(move || follow.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ok(&followed, "logs --follow ends when the main process ends");
+    assert_eq!(out(&followed), "first\nsecond\nthird\n");
+    // The log outlives the process, until the sandbox is deleted.
+    let o = s.run(&["sandbox", "logs", "srv"]).await;
+    assert_eq!(out(&o), "first\nsecond\nthird\n");
+
+    let o = s.run(&["sandbox", "logs", "nope"]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("\"nope\" not found"), "{}", err(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_get_and_delete_objects_as_on_a_cluster() {
     let home = tempfile::tempdir().unwrap();
     let s = serve(home.path(), &[]).await;

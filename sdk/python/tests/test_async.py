@@ -16,6 +16,7 @@ def test_async_surface(server):
             await sbx.files.write("/tmp/x.txt", "data")
             assert await sbx.files.read_text("/tmp/x.txt") == "data"
             assert await sbx.files.exists("/tmp/x.txt")
+            assert await sbx.logs() == ""  # no main process, no log
             job = await sbx.commands.run("sleep 30", background=True)
             await job.signal("SIGKILL")
             assert (await job.wait(timeout=10)).signal == 9

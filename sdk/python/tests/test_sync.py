@@ -100,6 +100,19 @@ def test_pause_resume_and_kill(server):
         Sandbox.connect(sbx.name)
 
 
+def test_logs_of_the_main_process(server):
+    script = "echo started; until [ -e /tmp/stop ]; do sleep 0.05; done; echo stopping >&2"
+    with bwrap(command=["sh", "-c", script]) as sbx:
+        deadline = time.time() + 10
+        while sbx.logs() != "started\n":
+            assert time.time() < deadline, sbx.logs()
+            time.sleep(0.05)
+        sbx.files.write("/tmp/stop", "")
+        seen = []
+        assert sbx.logs(follow=True, on_output=seen.append) == "started\nstopping\n"
+        assert "".join(seen) == "started\nstopping\n"
+
+
 def test_context_manager_deletes_the_sandbox(server):
     with bwrap(name="scoped-sbx") as sbx:
         assert Sandbox.connect("scoped-sbx").name == sbx.name

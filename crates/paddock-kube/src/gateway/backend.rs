@@ -12,11 +12,13 @@ use futures::{Stream, StreamExt};
 use kube::Client;
 use kube::core::params::{DeleteParams, GetParams, ListParams, PostParams, WatchParams};
 use kube::core::response::Status;
+use kube::core::subresource::LogParams;
 use kube::core::{Request, WatchEvent};
 use paddock_api::kinds::{Kind, Version};
 use paddock_api::names;
 use paddock_gateway::backend::{
-    Backend, BoxFuture, Endpoint, ObjectEvent, ObjectList, ObjectWatch, Part, Propagation, Target,
+    Backend, BoxFuture, ByteStream, Endpoint, ObjectEvent, ObjectList, ObjectWatch, Part,
+    Propagation, Target,
 };
 use paddock_gateway::router_contract::pod_ip_allowed;
 use paddock_gateway::{ApiError, Code};
@@ -364,6 +366,70 @@ impl KubeBackend {
             .get(name, &GetParams::default())
             .map_err(build_error)?;
         self.client.request::<Value>(req).await.map_err(api_error)
+    }
+
+    /// The log of a Sandbox's pod (its first container, the one paddock's agent runs in).
+    async fn pod_log(
+        &self,
+        namespace: &str,
+        name: &str,
+        follow: bool,
+    ) -> Result<ByteStream, ApiError> {
+        let sandbox = match self.get_object(Kind::Sandbox, namespace, name).await {
+            Err(e) if e.code == Code::NotFound => {
+                return Err(ApiError::not_found(format!(
+                    "sandbox {name:?} not found in namespace {namespace:?}"
+                )));
+            }
+            other => other?,
+        };
+        let pod = sandbox
+            .pointer(&format!(
+                "/metadata/annotations/{}",
+                names::POD_NAME.replace('/', "~1")
+            ))
+            .and_then(Value::as_str)
+            .unwrap_or(name);
+        check_name(pod)?;
+        let params = LogParams {
+            container: sandbox
+                .pointer("/spec/podTemplate/spec/containers/0/name")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            follow,
+            ..LogParams::default()
+        };
+        let req = Request::new(format!("/api/v1/namespaces/{namespace}/pods"))
+            .logs(pod, &params)
+            .map_err(build_error)?;
+        let reader = match self.client.request_stream(req).await {
+            Ok(reader) => reader,
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                return Err(ApiError::new(
+                    Code::SandboxNotReady,
+                    format!(
+                        "sandbox {name:?} has no pod {pod:?} (suspended, or not scheduled yet), so no log"
+                    ),
+                ));
+            }
+            Err(e) => return Err(api_error(e)),
+        };
+        let reader = Box::pin(reader);
+        Ok(Box::pin(futures::stream::unfold(
+            reader,
+            |mut reader| async move {
+                use futures::AsyncReadExt as _;
+                let mut buf = vec![0u8; 64 * 1024];
+                match reader.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(bytes::Bytes::from(buf)), reader))
+                    }
+                    Err(e) => Some((Err(e), reader)),
+                }
+            },
+        )))
     }
 
     /// Where the agent of a Ready sandbox answers: its pod IP, else its Pod's, else its
@@ -751,6 +817,19 @@ impl Backend for KubeBackend {
                 endpoint: Endpoint::Tcp(address),
                 path_prefix: String::new(),
             })
+        })
+    }
+
+    fn logs(
+        &self,
+        namespace: &str,
+        sandbox: &str,
+        follow: bool,
+    ) -> BoxFuture<'_, Result<ByteStream, ApiError>> {
+        let (namespace, sandbox) = (namespace.to_owned(), sandbox.to_owned());
+        Box::pin(async move {
+            check_namespace(&namespace)?;
+            self.pod_log(&namespace, &sandbox, follow).await
         })
     }
 

@@ -54,5 +54,6 @@ pub const API_CALLS: &[(&str, &str, &[&str])] = &[
         &["update"],
     ),
     ("", "pods", &["get"]),
+    ("", "pods/log", &["get"]),
     ("authentication.k8s.io", "tokenreviews", &["create"]),
 ];

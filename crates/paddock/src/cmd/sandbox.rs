@@ -1,4 +1,4 @@
-//! `paddock sandbox create|ls|get|rm|pause|resume`.
+//! `paddock sandbox create|ls|get|logs|rm|pause|resume`.
 
 use std::process::ExitCode;
 
@@ -35,6 +35,10 @@ pub enum SandboxCommand {
         /// Delete the sandbox this many seconds after creation.
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
+        /// The sandbox's main process (a server, say): the sandbox ends when it ends, and
+        /// `paddock sandbox logs` shows its output. Without one the sandbox idles for exec.
+        #[arg(last = true, value_name = "CMD", conflicts_with_all = ["template", "pool"])]
+        command: Vec<String>,
     },
     /// List sandboxes.
     #[command(alias = "list")]
@@ -47,6 +51,14 @@ pub enum SandboxCommand {
     Get {
         /// Sandbox or claim name.
         name: String,
+    },
+    /// Print the output of a sandbox's main process.
+    Logs {
+        /// Sandbox or claim name.
+        name: String,
+        /// Keep printing what it writes until it ends (Ctrl-C to stop).
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Delete sandboxes (their claims, when they have one). Teardown continues in the background.
     #[command(alias = "delete")]
@@ -157,6 +169,7 @@ pub async fn run(client_args: ClientArgs, command: SandboxCommand) -> Result<Exi
             memory,
             cpu,
             timeout,
+            command,
         } => {
             let mut req = match (template, pool) {
                 (Some(t), _) => CreateSandbox::template(t),
@@ -167,6 +180,7 @@ pub async fn run(client_args: ClientArgs, command: SandboxCommand) -> Result<Exi
                     if memory.is_some() || cpu.is_some() {
                         r.resources = Some(Resources { memory, cpu });
                     }
+                    r.command = (!command.is_empty()).then_some(command);
                     r
                 }
             };
@@ -200,6 +214,14 @@ pub async fn run(client_args: ClientArgs, command: SandboxCommand) -> Result<Exi
             if let Some(m) = info.message.filter(|m| !m.is_empty()) {
                 println!("\n{}: {m}", info.reason.unwrap_or_default());
             }
+        }
+        SandboxCommand::Logs { name, follow } => {
+            let mut out = tokio::io::stdout();
+            client
+                .sandbox(&name, &ns)
+                .logs(follow, &mut out)
+                .await
+                .map_err(explain)?;
         }
         SandboxCommand::Rm { names } => {
             for name in names {

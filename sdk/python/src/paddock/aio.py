@@ -222,6 +222,17 @@ class AsyncSandbox:
         self.info = p.parse_sandbox(await self._t.json(self._req("POST", "/resume", timeout=wait_timeout + 30)))
         return self.info
 
+    async def logs(self, follow: bool = False, on_output: Optional[Callable[[str], None]] = None) -> str:
+        """The output of the sandbox's main process; see :meth:`paddock.Sandbox.logs`."""
+        req = self._req("GET", "/logs", params={"follow": str(follow).lower()}, timeout=None if follow else 30)
+        chunks = []
+        async with self._t.stream(req) as response:
+            async for text in response.aiter_text():
+                chunks.append(text)
+                if on_output:
+                    on_output(text)
+        return "".join(chunks)
+
     async def kill(self) -> None:
         try:
             await self._t.send(p.Request("DELETE", p.sandbox_path(self.info.claim or self.name), params=self._ns()))

@@ -255,6 +255,18 @@ class Sandbox:
         self.info = p.parse_sandbox(self._t.json(req))
         return self.info
 
+    def logs(self, follow: bool = False, on_output: Optional[Callable[[str], None]] = None) -> str:
+        """The output of the sandbox's main process (its pod's log on a cluster). With
+        ``follow``, waits for more until the process ends, calling ``on_output`` per chunk."""
+        req = self._req("GET", "/logs", params={"follow": str(follow).lower()}, timeout=None if follow else 30)
+        chunks = []
+        with self._t.stream(req) as response:
+            for text in response.iter_text():
+                chunks.append(text)
+                if on_output:
+                    on_output(text)
+        return "".join(chunks)
+
     def kill(self) -> None:
         """Deletes the sandbox (idempotent: an already deleted sandbox is fine)."""
         from .errors import NotFound
