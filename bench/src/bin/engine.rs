@@ -153,28 +153,39 @@ async fn apply_pool(client: &Client, name: &str, runtime: &str, replicas: u32) {
         .expect("apply pool");
 }
 
+/// Waits until `replicas` members of the pool are Ready and unclaimed, counted from the
+/// sandboxes themselves: the pool's `status.readyReplicas` lags adoptions by a reconcile.
 async fn wait_pool_ready(
     client: &Client,
     name: &str,
-    replicas: u64,
+    replicas: usize,
     timeout: Duration,
 ) -> Duration {
     let start = Instant::now();
-    let path = format!(
-        "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/default/sandboxwarmpools/{name}"
-    );
+    let prefix = format!("{name}-");
     loop {
-        let pool = client
-            .object_call(http::Method::GET, &path, None)
-            .await
-            .expect("pool");
-        if pool["status"]["readyReplicas"].as_u64() == Some(replicas) {
+        let sandboxes = client.sandboxes(Some("default")).await.expect("list");
+        let ready = sandboxes
+            .iter()
+            .filter(|s| s.name.starts_with(&prefix) && s.claim.is_none() && s.ready)
+            .count();
+        if ready == replicas {
             return start.elapsed();
+        }
+        if start.elapsed() >= timeout {
+            let path = format!(
+                "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/default/sandboxwarmpools/{name}"
+            );
+            let pool = client.object_call(http::Method::GET, &path, None).await;
+            eprintln!("pool {name}: {pool:#?}");
         }
         assert!(
             start.elapsed() < timeout,
-            "pool {name} not ready after {timeout:?}: {}",
-            pool["status"]
+            "pool {name}: {ready} of {replicas} members ready after {timeout:?}: {:#?}",
+            sandboxes
+                .iter()
+                .map(|s| (&s.name, s.ready, &s.claim, &s.phase, &s.reason, &s.message))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -182,22 +193,40 @@ async fn wait_pool_ready(
 
 async fn warm_claims(server: &TestServer, runtime: &str, n: usize) {
     let client = &server.client;
-    apply_pool(client, "bench-pool", runtime, 3).await;
-    wait_pool_ready(client, "bench-pool", 3, Duration::from_secs(120)).await;
+    let pool = format!("bench-pool-{runtime}");
+    apply_pool(client, &pool, runtime, 3).await;
+    wait_pool_ready(client, &pool, 3, Duration::from_secs(30)).await;
     let mut to_ready = Vec::new();
     let mut to_output = Vec::new();
     for i in 0..n {
-        wait_pool_ready(client, "bench-pool", 3, Duration::from_secs(120)).await;
-        let mut req = CreateSandbox::warm_pool("bench-pool");
-        req.name = Some(format!("claim-{i}"));
+        wait_pool_ready(client, &pool, 3, Duration::from_secs(30)).await;
+        let mut req = CreateSandbox::warm_pool(&pool);
+        req.name = Some(format!("claim-{runtime}-{i}"));
         let start = Instant::now();
         let info = client.create_sandbox(&req).await.expect("claim");
         to_ready.push(ms(start.elapsed()));
-        assert_eq!(
-            info.launch_type.as_deref(),
-            Some("warm"),
-            "served from the pool"
-        );
+        if info.launch_type.as_deref() != Some("warm") {
+            let members = client
+                .object_call(
+                    http::Method::GET,
+                    "/apis/agents.x-k8s.io/v1beta1/namespaces/default/sandboxes",
+                    None,
+                )
+                .await
+                .expect("list");
+            for m in members["items"].as_array().into_iter().flatten() {
+                eprintln!(
+                    "{} labels={} owners={} deleting={} ready={} ips={}",
+                    m["metadata"]["name"],
+                    m["metadata"]["labels"],
+                    m["metadata"]["ownerReferences"],
+                    m["metadata"]["deletionTimestamp"],
+                    m["status"]["conditions"],
+                    m["status"]["podIPs"]
+                );
+            }
+            panic!("claim {i} was not served from the pool: {info:?}");
+        }
         let out = client
             .sandbox(&info.name, "default")
             .exec(&ProcessRequest::argv(["echo", "hi"]))
@@ -206,7 +235,7 @@ async fn warm_claims(server: &TestServer, runtime: &str, n: usize) {
         to_output.push(ms(start.elapsed()));
         assert_eq!(out.stdout_text(), "hi\n");
         client
-            .sandbox(&format!("claim-{i}"), "default")
+            .sandbox(&format!("claim-{runtime}-{i}"), "default")
             .delete()
             .await
             .expect("delete");
@@ -226,7 +255,7 @@ async fn burst(server: &TestServer, runtime: &str, size: u32) {
     let pool = format!("burst-{runtime}");
     let start = Instant::now();
     apply_pool(client, &pool, runtime, size).await;
-    let fill = wait_pool_ready(client, &pool, u64::from(size), Duration::from_secs(600)).await;
+    let fill = wait_pool_ready(client, &pool, size as usize, Duration::from_secs(600)).await;
     let _ = start;
     println!(
         "{:<52} {size} members in {:.2} s = {:.1} members/s",
@@ -344,7 +373,9 @@ async fn main() {
         );
     }
     exec_round_trips(&server, if quick { 200 } else { 2000 }).await;
-    warm_claims(&server, "gvisor", if quick { 10 } else { 50 }).await;
+    for runtime in ["gvisor", "bwrap"] {
+        warm_claims(&server, runtime, if quick { 10 } else { 50 }).await;
+    }
     drop(server);
     let server = TestServer::start_in(None, false).await;
     burst(&server, "gvisor", if quick { 10 } else { 50 }).await;

@@ -111,7 +111,10 @@ impl Informer {
     }
 
     /// Puts a freshly written object in the cache at once (when it is newer), so the writer's next
-    /// read sees it even before the watch delivers it.
+    /// read sees it even before the watch delivers it. Subscribers hear of it now, with the
+    /// version it replaced: by the time the watch event arrives the cache already holds this
+    /// version, so that event's `old` could no longer tell, say, which pool a just-adopted
+    /// Sandbox left.
     pub fn observe_write(&self, kind: Kind, object: &Value) {
         let rv = |v: &Value| {
             v.pointer("/metadata/resourceVersion")
@@ -120,15 +123,29 @@ impl Informer {
                 .unwrap_or(0)
         };
         let key = key_of(object);
-        let mut objects = self
-            .objects
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let map = objects.entry(kind).or_default();
-        let newer = map.get(&key).is_none_or(|old| rv(old) < rv(object));
-        if newer {
-            map.insert(key, Arc::new(object.clone()));
-        }
+        let object = Arc::new(object.clone());
+        let old = {
+            let mut objects = self
+                .objects
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let map = objects.entry(kind).or_default();
+            if map.get(&key).is_some_and(|old| rv(old) >= rv(&object)) {
+                return;
+            }
+            map.insert(key, object.clone())
+        };
+        let event = if old.is_some() {
+            WatchEventType::Modified
+        } else {
+            WatchEventType::Added
+        };
+        self.publish(Change {
+            kind,
+            event,
+            object,
+            old,
+        });
     }
 
     fn apply(&self, kind: Kind, event: WatchEventType, object: Value) {
@@ -145,12 +162,15 @@ impl Informer {
                 _ => map.insert(key, object.clone()),
             }
         };
-        let change = Change {
+        self.publish(Change {
             kind,
             event,
             object,
             old,
-        };
+        });
+    }
+
+    fn publish(&self, change: Change) {
         let mut subs = self
             .subscribers
             .lock()

@@ -271,7 +271,7 @@ impl Engine {
         while self.tasks.join_next().await.is_some() {}
         self.backend
             .workloads
-            .wait_for_teardowns(Duration::from_secs(20))
+            .wait_for_in_flight(Duration::from_secs(20))
             .await;
         self.backend.workloads.runtime().close_pool();
     }

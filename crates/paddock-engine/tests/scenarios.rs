@@ -396,6 +396,52 @@ async fn a_claim_adopts_a_ready_member_and_the_pool_refills() {
     .await;
 }
 
+/// Ready, unclaimed members of `py-pool`, counted from the Sandboxes themselves.
+async fn free_members(server: &TestServer) -> usize {
+    server
+        .client
+        .sandboxes(Some("default"))
+        .await
+        .unwrap()
+        .iter()
+        .filter(|s| s.name.starts_with("py-pool-") && s.claim.is_none() && s.ready)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_refills_after_claims_that_are_deleted_at_once() {
+    let server = TestServer::start().await;
+    ready_pool(&server).await;
+    for i in 0..6 {
+        eventually(30, "two free members", || async {
+            (free_members(&server).await == 2).then_some(())
+        })
+        .await;
+        let name = format!("quick-{i}");
+        let info = server
+            .client
+            .create_sandbox(&{
+                let mut c = CreateSandbox::warm_pool("py-pool");
+                c.name = Some(name.clone());
+                c
+            })
+            .await
+            .unwrap();
+        assert_eq!(info.launch_type.as_deref(), Some("warm"), "claim {i}");
+        // Adopted and gone before the pool's next look: the pool must still notice it left.
+        server
+            .client
+            .sandbox(&name, "default")
+            .delete()
+            .await
+            .unwrap();
+    }
+    eventually(30, "the pool back to two free members", || async {
+        (free_members(&server).await == 2).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_report_missing_templates_and_refused_env() {
     let server = TestServer::start().await;

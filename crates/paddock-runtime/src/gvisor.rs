@@ -267,6 +267,22 @@ impl Gvisor {
             .collect()
     }
 
+    /// runsc's state and lock files of a container (`<cid>_sandbox:<cid>.state|.lock`).
+    fn state_files(&self, id: &WorkloadId) -> [PathBuf; 2] {
+        let cid = self.container_id(id);
+        let base = format!("{cid}_sandbox:{cid}");
+        [
+            self.state_root.join(format!("{base}.state")),
+            self.state_root.join(format!("{base}.lock")),
+        ]
+    }
+
+    /// Whether runsc may still hold anything of this workload: its state file, or a process
+    /// naming it. Cheap (no runsc call), so teardowns of other workloads can ask first.
+    pub fn holds(&self, id: &WorkloadId) -> bool {
+        self.state_files(id)[0].exists() || !self.processes(id).is_empty()
+    }
+
     /// Kills and deletes the container, then waits until none of its processes is left.
     pub async fn destroy(&self, id: &WorkloadId) -> Result<(), RuntimeError> {
         let cid = self.container_id(id);
@@ -298,6 +314,11 @@ impl Gvisor {
         for _ in 0..300 {
             let left = self.processes(id);
             if left.is_empty() {
+                // runsc leaves its lock file behind; one per deleted sandbox would pile up.
+                let [state, lock] = self.state_files(id);
+                if !state.exists() {
+                    let _ = std::fs::remove_file(lock);
+                }
                 return Ok(());
             }
             for pid in &left {
@@ -311,6 +332,44 @@ impl Gvisor {
             command: "runsc delete".into(),
             message: format!("processes of {id} survive SIGKILL"),
         })
+    }
+
+    /// Workloads (by id) whose runsc sandbox process is alive, from one pass over `/proc`: the
+    /// cheap liveness check for periodic polling, where a `runsc list` costs ~50 ms of CPU.
+    pub fn live_ids(&self) -> std::collections::HashSet<String> {
+        let root = self.state_root.to_string_lossy().into_owned();
+        let root_flag = format!("--root={root}");
+        let prefix = format!("{}-", self.id_prefix);
+        let mut out = std::collections::HashSet::new();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for entry in dir.flatten() {
+            if !entry
+                .file_name()
+                .to_str()
+                .is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
+            {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            if !args
+                .iter()
+                .any(|a| *a == root_flag.as_bytes() || *a == root.as_bytes())
+            {
+                continue;
+            }
+            out.extend(args.iter().filter_map(|a| {
+                std::str::from_utf8(a)
+                    .ok()?
+                    .strip_prefix(&prefix)
+                    .map(str::to_owned)
+            }));
+        }
+        out
     }
 
     /// Host pids of runsc processes (sandbox, gofer, runsc itself) for this container.

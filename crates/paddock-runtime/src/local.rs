@@ -429,6 +429,34 @@ impl LocalRuntime {
         pids
     }
 
+    /// Workloads (by id) that are running or stopping, without calling runsc: for the periodic
+    /// check that notices sandboxes dying on their own.
+    pub fn alive_workloads(&self) -> std::collections::HashSet<String> {
+        let gvisor_live = match &self.inner.gvisor {
+            Ok(g) => g.live_ids(),
+            Err(_) => std::collections::HashSet::new(),
+        };
+        let Ok(entries) = std::fs::read_dir(&self.inner.workloads) else {
+            return std::collections::HashSet::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let id = WorkloadId::new(entry.file_name().to_str()?).ok()?;
+                let dir = self.dir(&id);
+                let meta = dir.read_meta()?;
+                let alive = dir.stopping_marker().exists()
+                    || match meta.runtime_class {
+                        RuntimeClass::Bwrap => {
+                            Self::bwrap_state(&dir, &meta) == WorkloadState::Running
+                        }
+                        RuntimeClass::Gvisor => gvisor_live.contains(id.as_str()),
+                    };
+                alive.then(|| id.as_str().to_owned())
+            })
+            .collect()
+    }
+
     /// The cgroup directories that would hold the workload (for checks after teardown).
     pub fn cgroup_exists(&self, id: &WorkloadId) -> bool {
         self.cgroup(id).exists()
@@ -709,10 +737,13 @@ impl LocalRuntime {
         let inner = &self.inner;
         let dir = self.dir(id);
         let meta = dir.read_meta();
-        let class = meta.as_ref().map(|m| m.runtime_class);
-        if class != Some(RuntimeClass::Bwrap)
-            && let Ok(g) = &inner.gvisor
-        {
+        // Without metadata (torn down already, or a create that died early) only call runsc
+        // when it holds something: each call is ~50 ms of CPU.
+        let gvisor = match meta.as_ref().map(|m| m.runtime_class) {
+            Some(class) => class == RuntimeClass::Gvisor,
+            None => inner.gvisor.as_ref().is_ok_and(|g| g.holds(id)),
+        };
+        if gvisor && let Ok(g) = &inner.gvisor {
             g.destroy(id).await?;
         }
         let cgroup = self.cgroup(id);

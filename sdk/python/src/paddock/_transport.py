@@ -8,7 +8,9 @@ command twice or create two sandboxes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
+import ssl
 import time
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, AsyncIterator, Iterator, Optional
@@ -21,6 +23,14 @@ from ._protocol import IDEMPOTENT, Request
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 DEFAULT_TIMEOUT = 60.0
+
+
+@functools.lru_cache(maxsize=None)
+def _ssl_context(https: bool) -> ssl.SSLContext:
+    """One TLS context per process: building one (loading the CA bundle) costs ~20 ms, which
+    httpx would otherwise pay on every client, i.e. on every ``Sandbox.create``. A plain-HTTP
+    gateway (``paddock serve`` on loopback) never uses it, so it gets a bare one."""
+    return ssl.create_default_context() if https else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def _backoff(attempt: int) -> float:
@@ -49,6 +59,7 @@ class _Base:
         self.retries = retries
         token = resolve_token(token)
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.verify = _ssl_context(self.url.startswith("https:"))
 
     def _build(self, client, req: Request):
         headers = dict(req.headers)
@@ -68,7 +79,7 @@ class SyncTransport(_Base):
 
     def __init__(self, url: Optional[str] = None, token: Optional[str] = None, retries: int = 3) -> None:
         super().__init__(url, token, retries)
-        self.client = httpx.Client(base_url=self.url, headers=self.headers, timeout=DEFAULT_TIMEOUT)
+        self.client = httpx.Client(base_url=self.url, headers=self.headers, timeout=DEFAULT_TIMEOUT, verify=self.verify)
 
     def close(self) -> None:
         self.client.close()
@@ -111,7 +122,7 @@ class AsyncTransport(_Base):
 
     def __init__(self, url: Optional[str] = None, token: Optional[str] = None, retries: int = 3) -> None:
         super().__init__(url, token, retries)
-        self.client = httpx.AsyncClient(base_url=self.url, headers=self.headers, timeout=DEFAULT_TIMEOUT)
+        self.client = httpx.AsyncClient(base_url=self.url, headers=self.headers, timeout=DEFAULT_TIMEOUT, verify=self.verify)
 
     async def close(self) -> None:
         await self.client.aclose()
