@@ -22,7 +22,17 @@ use crate::resources::resource;
 struct PoolState {
     expectations: PoolExpectations,
     not_progressing: bool,
+    /// Members seen at the last reconcile, to notice one leaving (adopted or deleted).
+    members: usize,
+    /// No refill before this instant: set when a member leaves.
+    hold_until: Option<std::time::Instant>,
 }
+
+/// How long a pool waits after a member leaves before it refills. A claim finishes (and its
+/// first command runs) in a few milliseconds; starting the replacement at once would compete
+/// with it for the store and, for gVisor, ~150 ms of CPU. Bursts of claims refill once, after
+/// the last one.
+const REFILL_HOLD: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The warm pool controller.
 #[derive(Debug)]
@@ -107,19 +117,30 @@ impl Reconciler for PoolController {
             .cloned()
             .collect();
         let now = Time(jiff::Timestamp::now());
+        let instant = std::time::Instant::now();
+        let live = members
+            .iter()
+            .filter(|m| m.metadata.deletion_timestamp.is_none())
+            .count();
+        let hold_until = if live < state.members {
+            Some(instant + REFILL_HOLD)
+        } else {
+            state.hold_until.filter(|t| *t > instant)
+        };
         let plan = plan_pool(&PoolInput {
             pool: &pool,
             template: template.as_ref(),
             members: members.iter().collect(),
             expectations: &state.expectations,
             seen_created,
-            create_allowance: None,
+            create_allowance: hold_until.map(|_| 0),
             was_not_progressing: state.not_progressing,
             now: &now,
             config: &self.config,
         });
         let mut expectations = plan.expectations.clone();
         let mut retry = None;
+        let mut made = 0;
         for action in plan.actions {
             match action {
                 PoolAction::CreateMember { sandbox } => {
@@ -131,6 +152,7 @@ impl Reconciler for PoolController {
                             {
                                 expectations.record_created(name);
                             }
+                            made += 1;
                             self.informer.observe_write(Kind::Sandbox, &created);
                         }
                         Err(e) => retry = Some(format!("creating a member: {e}")),
@@ -181,6 +203,8 @@ impl Reconciler for PoolController {
             PoolState {
                 expectations,
                 not_progressing: plan.not_progressing,
+                members: live + made,
+                hold_until,
             },
         );
         if plan.write_status {
@@ -202,7 +226,14 @@ impl Reconciler for PoolController {
         if let Some(why) = retry {
             return Outcome::Retry(why);
         }
-        match (plan.error, plan.requeue_after) {
+        let held = hold_until
+            .filter(|_| plan.wanted_creates > 0)
+            .map(|t| t.saturating_duration_since(instant));
+        let requeue = match (plan.requeue_after, held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (plan.error, requeue) {
             (Some(e), _) if e.class == ErrorClass::Transient => Outcome::Retry(e.message),
             (_, Some(d)) => Outcome::RequeueAfter(d),
             _ => Outcome::Done,

@@ -57,6 +57,16 @@ enum Command {
         after_help = "Examples:\n  paddock cp ./src my-sandbox:/workspace/src\n  paddock cp my-sandbox:/workspace/out.json ."
     )]
     Cp(Box<cmd::cp::CpArgs>),
+    /// Mint a scoped token: its holder may reach one sandbox through upstream's router
+    /// contract (X-Sandbox-ID headers), and nothing else, until it expires.
+    ///
+    /// The server must know the same secret (`paddock serve --scoped-token-secret-file`, or the
+    /// gateway's `--auth scoped`). The wire format is upstream's, so upstream's SDK can use it.
+    #[command(after_help = "Example:
+  head -c 32 /dev/urandom | base64 > secret && chmod 600 secret
+  paddock serve --scoped-token-secret-file secret &
+  paddock token my-sandbox --ttl 30m --secret-file secret")]
+    Token(Box<cmd::token::TokenArgs>),
     /// Fetch an image into paddock's cache (verified, unpacked once), with a progress bar.
     #[command(
         after_help = "Examples:\n  paddock pull 127.0.0.1:5000/busybox:latest\n  paddock pull oci:/srv/images/python:3.12"
@@ -250,6 +260,7 @@ fn main() -> ExitCode {
         Command::Sandbox { client, command } => run_async(cmd::sandbox::run(client, command)),
         Command::Exec(args) => run_async(cmd::exec::run(*args)),
         Command::Cp(args) => run_async(cmd::cp::run(*args)),
+        Command::Token(args) => cmd::token::run(&args),
         Command::Pull { client, image } => run_async(cmd::pull::run(client, image)),
         Command::Apply { client, files } => run_async(cmd::objects::apply(client, files)),
         Command::Get {

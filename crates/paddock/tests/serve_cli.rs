@@ -292,6 +292,76 @@ async fn logs_show_the_main_process_output_and_follow_it_until_it_ends() {
     assert!(err(&o).contains("\"nope\" not found"), "{}", err(&o));
 }
 
+/// The status code of a router-contract request (`X-Sandbox-ID`) for the agent's health, sent
+/// by hand so nothing but the given token travels.
+async fn routed_status(url: &str, token: &str, sandbox: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /v1/health HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nX-Sandbox-ID: {sandbox}\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_tokens_reach_their_sandbox_and_nothing_else() {
+    let home = tempfile::tempdir().unwrap();
+    let secret = home.path().join("scoped-secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef-test\n").unwrap();
+    let secret_arg = secret.to_str().unwrap();
+    let s = serve(home.path(), &["--scoped-token-secret-file", secret_arg]).await;
+    for name in ["mine", "other"] {
+        assert_ok(
+            &s.run(&["sandbox", "create", name, "--runtime", "bwrap"])
+                .await,
+            "create",
+        );
+    }
+    let o = s
+        .run(&["token", "mine", "--ttl", "10m", "--secret-file", secret_arg])
+        .await;
+    assert_ok(&o, "token");
+    let scoped = out(&o).trim().to_owned();
+    assert!(scoped.starts_with("v1."), "{scoped}");
+
+    assert_eq!(routed_status(&s.url, &scoped, "mine").await, 200);
+    assert_eq!(routed_status(&s.url, &scoped, "other").await, 403);
+    assert_eq!(routed_status(&s.url, "v1.forged.token", "mine").await, 401);
+    // The main token still reaches everything; the scoped one nothing but its sandbox.
+    assert_eq!(routed_status(&s.url, &s.token, "other").await, 200);
+    let o = s
+        .cli(&["sandbox", "ls"])
+        .env("PADDOCK_TOKEN", &scoped)
+        .output()
+        .unwrap();
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "a scoped token cannot list sandboxes"
+    );
+
+    // Bad input names what is wrong.
+    let o = s
+        .run(&["token", "mine", "--ttl", "1w", "--secret-file", secret_arg])
+        .await;
+    assert!(err(&o).contains("unknown unit"), "{}", err(&o));
+    let short = home.path().join("short");
+    std::fs::write(&short, "too short").unwrap();
+    let o = s
+        .run(&["token", "mine", "--secret-file", short.to_str().unwrap()])
+        .await;
+    assert_ne!(o.status.code(), Some(0));
+    assert!(err(&o).contains("32"), "{}", err(&o));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_get_and_delete_objects_as_on_a_cluster() {
     let home = tempfile::tempdir().unwrap();

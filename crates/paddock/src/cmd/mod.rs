@@ -11,4 +11,5 @@ pub mod pull;
 pub mod run;
 pub mod sandbox;
 pub mod serve;
+pub mod token;
 pub mod validate;

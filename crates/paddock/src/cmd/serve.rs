@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use paddock_engine::{Engine, EngineConfig};
-use paddock_gateway::auth::Token;
+use paddock_gateway::auth::{ScopedTokens, Token};
 use paddock_gateway::{AppState, Auth, GatewayOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +31,11 @@ pub struct ServeArgs {
     /// `none` turns authentication off; only for a machine you alone use.
     #[arg(long, value_enum, default_value_t = AuthMode::Token)]
     pub auth: AuthMode,
+    /// A file holding the HMAC secret (at least 32 bytes) of upstream's scoped tokens: a token
+    /// from `paddock token SANDBOX` then reaches that one sandbox through the router contract
+    /// (X-Sandbox-ID), while the token in <home>/token still does everything.
+    #[arg(long, env = "PADDOCK_SCOPED_TOKEN_SECRET_FILE", value_name = "PATH")]
+    pub scoped_token_secret_file: Option<PathBuf>,
     /// The static paddock-agent binary mounted into every sandbox. Found next to this binary,
     /// or where scripts/build-agent.sh puts it, when not given.
     #[arg(long, env = "PADDOCK_AGENT_BIN", value_name = "PATH")]
@@ -187,9 +192,21 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     };
     std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
     let agent = find_agent(args.agent.as_deref())?;
-    let auth = match args.auth {
-        AuthMode::Token => Auth::Bearer(Token::load_or_create(&home.join("token"))?),
-        AuthMode::None => {
+    let auth = match (args.auth, &args.scoped_token_secret_file) {
+        (AuthMode::Token, None) => Auth::Bearer(Token::load_or_create(&home.join("token"))?),
+        (AuthMode::Token, Some(path)) => {
+            let secret = std::fs::read(path)
+                .with_context(|| format!("reading the scoped-token secret {}", path.display()))?;
+            Auth::Scoped {
+                tokens: ScopedTokens::new(&secret)
+                    .with_context(|| format!("the scoped-token secret in {}", path.display()))?,
+                admin: Some(Token::load_or_create(&home.join("token"))?),
+            }
+        }
+        (AuthMode::None, Some(_)) => bail!(
+            "--scoped-token-secret-file needs --auth token: scoped tokens narrow what a token may do, and --auth none checks none"
+        ),
+        (AuthMode::None, None) => {
             tracing::warn!(
                 "authentication is off (--auth none): anyone who can reach {} can run code",
                 args.listen
