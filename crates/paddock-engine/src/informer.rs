@@ -124,16 +124,13 @@ impl Informer {
         };
         let key = key_of(object);
         let object = Arc::new(object.clone());
-        let old = {
-            let mut objects = self
-                .objects
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let map = objects.entry(kind).or_default();
+        let Some(old) = self.with_map(kind, |map| {
             if map.get(&key).is_some_and(|old| rv(old) >= rv(&object)) {
-                return;
+                return None;
             }
-            map.insert(key, object.clone())
+            Some(map.insert(key, object.clone()))
+        }) else {
+            return;
         };
         let event = if old.is_some() {
             WatchEventType::Modified
@@ -151,23 +148,25 @@ impl Informer {
     fn apply(&self, kind: Kind, event: WatchEventType, object: Value) {
         let key = key_of(&object);
         let object = Arc::new(object);
-        let old = {
-            let mut objects = self
-                .objects
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let map = objects.entry(kind).or_default();
-            match event {
-                WatchEventType::Deleted => map.remove(&key),
-                _ => map.insert(key, object.clone()),
-            }
-        };
+        let old = self.with_map(kind, |map| match event {
+            WatchEventType::Deleted => map.remove(&key),
+            _ => map.insert(key, object.clone()),
+        });
         self.publish(Change {
             kind,
             event,
             object,
             old,
         });
+    }
+
+    /// Runs `f` on the cached objects of `kind`, under the write lock.
+    fn with_map<R>(&self, kind: Kind, f: impl FnOnce(&mut BTreeMap<Key, Arc<Value>>) -> R) -> R {
+        let mut objects = self
+            .objects
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(objects.entry(kind).or_default())
     }
 
     fn publish(&self, change: Change) {

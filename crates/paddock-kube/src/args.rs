@@ -194,6 +194,14 @@ pub struct ControllerArgs {
     #[arg(long, value_name = "DIR", default_value = "/etc/sandbox-config")]
     pub sandbox_config_dir: PathBuf,
 
+    /// Logging.
+    #[command(flatten)]
+    pub logging: LogArgs,
+}
+
+/// Logging flags, shared by the controller and the gateway.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LogArgs {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `paddock_kube=debug`.
     #[arg(
         long = "log",
@@ -206,6 +214,22 @@ pub struct ControllerArgs {
     /// Log format: one JSON object per line, or human-readable text.
     #[arg(long, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+}
+
+impl LogArgs {
+    /// Logs to standard error with these settings; keeps a subscriber already installed (the
+    /// CLI's). A filter that does not parse falls back to `info`.
+    pub fn init(&self) {
+        let filter = tracing_subscriber::EnvFilter::try_new(&self.log)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        let _ = match self.log_format {
+            LogFormat::Json => builder.json().flatten_event(true).try_init(),
+            LogFormat::Text => builder.try_init(),
+        };
+    }
 }
 
 /// How logs are written to standard error.

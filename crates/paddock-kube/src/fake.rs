@@ -99,6 +99,16 @@ struct Route {
     log: bool,
 }
 
+impl Route {
+    fn key(&self, namespace: &str, name: &str) -> Key {
+        Key {
+            resource: self.resource.clone(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
 fn parse_path(path: &str) -> Option<Route> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, rest) = match parts.as_slice() {
@@ -133,21 +143,30 @@ fn status_body(code: StatusCode, reason: &str, message: &str) -> Value {
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response<ResBody> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(v.to_string()))
-            .map_err(|e| match e {})
-            .boxed(),
-    );
+    response(code, "application/json", v.to_string())
+}
+
+fn response(code: StatusCode, content_type: &'static str, body: String) -> Response<ResBody> {
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
     *r.status_mut() = code;
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
+        http::HeaderValue::from_static(content_type),
     );
     r
 }
 
 fn error(code: StatusCode, reason: &str, message: String) -> Response<ResBody> {
     json_response(code, &status_body(code, reason, &message))
+}
+
+/// The apiserver's 404 for an object that does not exist.
+fn not_found(resource: &str, name: &str) -> Response<ResBody> {
+    error(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("{resource} {name:?} not found"),
+    )
 }
 
 fn query(req_uri: &http::Uri) -> BTreeMap<String, String> {
@@ -449,11 +468,7 @@ impl FakeApiServer {
             (Method::GET, None) => self.list_response(&route, &q),
             (Method::GET, Some(name)) => match self.get(&route.resource, &ns, &name) {
                 Some(v) => json_response(StatusCode::OK, &v),
-                None => error(
-                    StatusCode::NOT_FOUND,
-                    "NotFound",
-                    format!("{} {name:?} not found", route.resource),
-                ),
+                None => not_found(&route.resource, &name),
             },
             (Method::POST, None) => match self.create(&route.resource, &ns, parsed) {
                 Ok((c, v)) | Err((c, v)) => json_response(c, &v),
@@ -472,11 +487,7 @@ impl FakeApiServer {
     /// A pod's log as the apiserver serves it: plain text, 404 when the pod does not exist.
     fn pod_log(&self, ns: &str, pod: &str) -> Response<ResBody> {
         if self.get("/pods", ns, pod).is_none() {
-            return error(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("pods {pod:?} not found"),
-            );
+            return not_found("pods", pod);
         }
         let text = self
             .lock()
@@ -484,12 +495,7 @@ impl FakeApiServer {
             .get(&(ns.to_owned(), pod.to_owned()))
             .cloned()
             .unwrap_or_default();
-        let mut r = Response::new(Full::new(Bytes::from(text)).map_err(|e| match e {}).boxed());
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain"),
-        );
-        r
+        response(StatusCode::OK, "text/plain", text)
     }
 
     /// Answers a TokenReview for the registered tokens, with the apiserver's audience rules.
@@ -670,18 +676,10 @@ impl FakeApiServer {
     }
 
     fn patch(&self, route: &Route, ns: &str, name: &str, patch: &Value) -> Response<ResBody> {
-        let key = Key {
-            resource: route.resource.clone(),
-            namespace: ns.to_owned(),
-            name: name.to_owned(),
-        };
+        let key = route.key(ns, name);
         let mut st = self.lock();
         let Some(current) = st.objects.get(&key).cloned() else {
-            return error(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("{} {name:?} not found", route.resource),
-            );
+            return not_found(&route.resource, name);
         };
         if let Some(want) = patch
             .pointer("/metadata/resourceVersion")
@@ -732,18 +730,10 @@ impl FakeApiServer {
     }
 
     fn replace(&self, route: &Route, ns: &str, name: &str, mut obj: Value) -> Response<ResBody> {
-        let key = Key {
-            resource: route.resource.clone(),
-            namespace: ns.to_owned(),
-            name: name.to_owned(),
-        };
+        let key = route.key(ns, name);
         let mut st = self.lock();
         let Some(current) = st.objects.get(&key).cloned() else {
-            return error(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("{} {name:?} not found", route.resource),
-            );
+            return not_found(&route.resource, name);
         };
         let want = obj
             .pointer("/metadata/resourceVersion")
@@ -802,18 +792,10 @@ impl FakeApiServer {
     }
 
     fn delete(&self, route: &Route, ns: &str, name: &str, opts: &Value) -> Response<ResBody> {
-        let key = Key {
-            resource: route.resource.clone(),
-            namespace: ns.to_owned(),
-            name: name.to_owned(),
-        };
+        let key = route.key(ns, name);
         let mut st = self.lock();
         let Some(current) = st.objects.get(&key).cloned() else {
-            return error(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("{} {name:?} not found", route.resource),
-            );
+            return not_found(&route.resource, name);
         };
         for (field, meta) in [("uid", "uid"), ("resourceVersion", "resourceVersion")] {
             if let Some(want) = opts

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{ControllerArgs, LogFormat, Settings};
+use crate::args::{ControllerArgs, Settings};
 use crate::cache::{CacheKind, Caches, ChildScope, Dispatcher, Triggers, spawn_reflectors};
 use crate::controllers::{
     self, Context, ControllerConfig, Recorders, run_controller, system_clock,
@@ -28,24 +28,6 @@ use crate::webhook::certs;
 const QUEUE_CAPACITY: usize = 4096;
 /// How long in-flight reconciles get to finish on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn init_logging(args: &ControllerArgs) {
-    init_logging_with(&args.log, args.log_format);
-}
-
-/// Logs to standard error with `filter` (EnvFilter syntax) in `format`.
-pub(crate) fn init_logging_with(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // Another subscriber may already be installed (the CLI's); keep it.
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ControllerError> {
     TcpListener::bind(addr)
@@ -87,7 +69,7 @@ pub(crate) fn on_signals(shutdown: CancellationToken) {
 /// # Errors
 /// Bad flags, no cluster, a port in use, unusable webhook certificates, or losing the Lease.
 pub async fn run(args: ControllerArgs) -> Result<(), ControllerError> {
-    init_logging(&args);
+    args.logging.init();
     let settings = args.validate()?;
     let client = crate::client::connect(settings.qps, settings.burst).await?;
     let shutdown = CancellationToken::new();

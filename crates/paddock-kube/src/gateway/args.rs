@@ -12,7 +12,7 @@ use paddock_gateway::auth::{ScopedTokens, Token};
 
 use super::backend::BackendConfig;
 use super::tokenreview::CacheConfig;
-use crate::args::{LogFormat, parse_duration};
+use crate::args::{LogArgs, parse_duration};
 
 /// Flags of `paddock gateway`.
 #[derive(Clone, Debug, clap::Args)]
@@ -96,18 +96,9 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub kube_api_burst: u32,
 
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `paddock_gateway=debug`.
-    #[arg(
-        long = "log",
-        value_name = "FILTER",
-        env = "PADDOCK_LOG",
-        default_value = "info"
-    )]
-    pub log: String,
-
-    /// Log format: one JSON object per line, or human-readable text.
-    #[arg(long, value_enum, default_value_t = LogFormat::Json)]
-    pub log_format: LogFormat,
+    /// Logging.
+    #[command(flatten)]
+    pub logging: LogArgs,
 }
 
 /// How clients authenticate.

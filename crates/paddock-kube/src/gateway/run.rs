@@ -14,7 +14,7 @@ use super::args::{AuthSettings, GatewayArgs, GatewayError, GatewaySettings};
 use super::backend::KubeBackend;
 use super::tokenreview::TokenReviewVerifier;
 use crate::error::ControllerError;
-use crate::run::{init_logging_with, on_signals};
+use crate::run::on_signals;
 
 /// How long requests still in flight at shutdown (watches, streamed exec) may keep the process.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
@@ -24,7 +24,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 /// # Errors
 /// Bad flags or secrets, no cluster, the address in use, or the server failing.
 pub async fn run(args: GatewayArgs) -> Result<(), GatewayError> {
-    init_logging_with(&args.log, args.log_format);
+    args.logging.init();
     let settings = args.validate()?;
     let client = crate::client::connect(settings.qps, settings.burst).await?;
     let listener =
