@@ -2,6 +2,8 @@
 //! reflectors, the four controllers, shutdown) against the in-memory API server, with the
 //! test playing the kubelet; and the RBAC manifests checked against every request it made.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -92,42 +94,6 @@ fn granted() -> (Grants, Grants) {
         }
     }
     (cluster, namespaced)
-}
-
-/// (apiGroup, resource, verb, namespace) of a recorded `METHOD path[?watch]`.
-fn authz(request: &str) -> (String, String, String, Option<String>) {
-    let (method, rest) = request.split_once(' ').expect("method");
-    let (path, watch) = match rest.strip_suffix("?watch") {
-        Some(p) => (p, true),
-        None => (rest, false),
-    };
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, rest) = match parts.as_slice() {
-        ["api", _, rest @ ..] => ("", rest),
-        ["apis", g, _, rest @ ..] => (*g, rest),
-        _ => panic!("unexpected path {path}"),
-    };
-    let (ns, rest) = match rest {
-        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
-        _ => (None, rest),
-    };
-    let (resource, named) = match rest {
-        [r] => ((*r).to_owned(), false),
-        [r, _] => ((*r).to_owned(), true),
-        [r, _, sub] => (format!("{r}/{sub}"), true),
-        _ => panic!("unexpected path {path}"),
-    };
-    let verb = match (method, named, watch) {
-        ("GET", _, true) => "watch",
-        ("GET", true, _) => "get",
-        ("GET", false, _) => "list",
-        ("POST", ..) => "create",
-        ("PATCH", ..) => "patch",
-        ("PUT", ..) => "update",
-        ("DELETE", ..) => "delete",
-        _ => panic!("unexpected method {method}"),
-    };
-    (group.to_owned(), resource, verb.to_owned(), ns)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,7 +268,7 @@ async fn controller_runs_sandboxes_pools_and_claims_end_to_end_within_its_rbac()
     let (cluster, namespaced) = granted();
     let mut used = BTreeSet::new();
     for r in api.requests() {
-        let (group, resource, verb, ns) = authz(&r);
+        let (group, resource, verb, ns) = common::authz(&r).expect("a resource request");
         let key = (group.clone(), resource.clone(), verb.clone());
         let allowed = cluster.contains(&key)
             || (ns.as_deref() == Some("agent-sandbox-system") && namespaced.contains(&key));

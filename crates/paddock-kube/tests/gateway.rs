@@ -4,6 +4,8 @@
 //! loopback standing in for a pod (its "pod IP" is 127.0.0.1, admitted by
 //! `--allow-loopback-pod-ip`). Every API call the gateway makes is checked against its RBAC.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -134,9 +136,10 @@ impl Gateway {
     async fn finish(mut self) {
         let declared = declared_calls();
         for request in self.api.requests() {
-            let Some(call) = authz(&request) else {
+            let Some((group, resource, verb, _)) = common::authz(&request) else {
                 continue;
             };
+            let call = (group, resource, verb);
             assert!(
                 declared.contains(&call),
                 "{request} needs {call:?}, which the gateway's RBAC (gateway::API_CALLS) does not grant"
@@ -160,43 +163,6 @@ fn declared_calls() -> BTreeSet<(String, String, String)> {
                 .map(move |v| ((*g).to_owned(), (*r).to_owned(), (*v).to_owned()))
         })
         .collect()
-}
-
-/// (apiGroup, resource, verb) of a recorded `METHOD path[?watch]`; `None` for non-resource
-/// URLs (`/version`, readable by everyone).
-fn authz(request: &str) -> Option<(String, String, String)> {
-    let (method, rest) = request.split_once(' ').expect("method");
-    let (path, watch) = match rest.strip_suffix("?watch") {
-        Some(p) => (p, true),
-        None => (rest, false),
-    };
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, rest) = match parts.as_slice() {
-        ["api", _, rest @ ..] => ("", rest),
-        ["apis", g, _, rest @ ..] => (*g, rest),
-        _ => return None,
-    };
-    let rest = match rest {
-        ["namespaces", _, rest @ ..] if !rest.is_empty() => rest,
-        _ => rest,
-    };
-    let (resource, named) = match rest {
-        [r] => ((*r).to_owned(), false),
-        [r, _] => ((*r).to_owned(), true),
-        [r, _, sub] => (format!("{r}/{sub}"), true),
-        _ => panic!("unexpected path {path}"),
-    };
-    let verb = match (method, named, watch) {
-        ("GET", _, true) => "watch",
-        ("GET", true, _) => "get",
-        ("GET", false, _) => "list",
-        ("POST", ..) => "create",
-        ("PATCH", ..) => "patch",
-        ("PUT", ..) => "update",
-        ("DELETE", ..) => "delete",
-        _ => panic!("unexpected method {method}"),
-    };
-    Some((group.to_owned(), resource, verb.to_owned()))
 }
 
 /// A raw HTTP call (for headers the SDK does not send, and streams).

@@ -141,3 +141,40 @@ pub fn stored(mut obj: Value, uid: &str, rv: &str) -> Value {
 pub fn typed<T: serde::de::DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).expect("typed object")
 }
+
+/// (apiGroup, resource, verb, namespace) of a recorded `METHOD path[?watch]`, as RBAC sees it;
+/// `None` for non-resource URLs (`/version`, readable by everyone).
+pub fn authz(request: &str) -> Option<(String, String, String, Option<String>)> {
+    let (method, rest) = request.split_once(' ').expect("method");
+    let (path, watch) = match rest.strip_suffix("?watch") {
+        Some(p) => (p, true),
+        None => (rest, false),
+    };
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _, rest @ ..] => ("", rest),
+        ["apis", g, _, rest @ ..] => (*g, rest),
+        _ => return None,
+    };
+    let (ns, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
+        _ => (None, rest),
+    };
+    let (resource, named) = match rest {
+        [r] => ((*r).to_owned(), false),
+        [r, _] => ((*r).to_owned(), true),
+        [r, _, sub] => (format!("{r}/{sub}"), true),
+        _ => panic!("unexpected path {path}"),
+    };
+    let verb = match (method, named, watch) {
+        ("GET", _, true) => "watch",
+        ("GET", true, _) => "get",
+        ("GET", false, _) => "list",
+        ("POST", ..) => "create",
+        ("PATCH", ..) => "patch",
+        ("PUT", ..) => "update",
+        ("DELETE", ..) => "delete",
+        _ => panic!("unexpected method {method}"),
+    };
+    Some((group.to_owned(), resource, verb.to_owned(), ns))
+}
