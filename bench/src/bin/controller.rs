@@ -1,5 +1,5 @@
-//! Benchmarks the Kubernetes controller (paddock-kube) in process, against the in-memory API
-//! server:
+//! Benchmarks the Kubernetes controller (the control core on the API-server ports of
+//! paddock-controller) in process, against the in-memory API server:
 //! 1. Reconcile throughput with 10,000 Sandboxes in the cache: a cold pass (each reconcile
 //!    creates the pod, annotates the Sandbox and writes its status: three API calls) and a
 //!    steady pass (nothing to change: planner + cache lookups only), 100 at a time like the
@@ -19,16 +19,17 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::reflector::ObjectRef;
+use paddock_api::kinds::Kind;
 use paddock_api::names::name_hash;
 use paddock_api::v1beta1::Sandbox;
 use paddock_bench::Percentiles;
-use paddock_kube::cache::{CacheKind, Caches, ChildScope, Dispatcher, Triggers, spawn_reflectors};
-use paddock_kube::controllers::{
-    Context, ControllerConfig, names, run_controller, sandbox, system_clock,
+use paddock_control::metrics::ResultLabels;
+use paddock_control::{
+    Controller, CoreConfig, Key, LogEvents, ManualClock, SystemClock, WatchEvent,
 };
-use paddock_kube::fake::FakeApiServer;
-use paddock_kube::metrics::{Metrics, ResultLabels};
+use paddock_controller::run::kube_core;
+use paddock_controller::workloads::{ChildScope, KubeWorkloads};
+use paddock_testkit::kube::FakeApiServer;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -121,39 +122,50 @@ fn mib(kib: f64) -> f64 {
     kib / 1024.0
 }
 
+/// Only the Sandbox controller, as the default `--extensions=false`.
+fn sandbox_only() -> CoreConfig {
+    CoreConfig {
+        extensions: false,
+        ..CoreConfig::default()
+    }
+}
+
 /// Part 1: reconcile throughput.
 async fn throughput() -> Result<(), BoxError> {
     let api = FakeApiServer::new().recording();
-    let (caches, mut writers) = Caches::new();
+    let now = Time("2026-09-01T12:00:00Z".parse()?);
+    let (core, mut children) = kube_core(
+        &api.client(),
+        sandbox_only(),
+        Arc::new(ManualClock::new(now)),
+        Arc::new(LogEvents),
+    );
+    children.mark_ready();
     let mut sandboxes: Vec<Sandbox> = Vec::with_capacity(THROUGHPUT_SANDBOXES);
     for i in 0..THROUGHPUT_SANDBOXES {
         let stored = api.insert("agents.x-k8s.io/sandboxes", sandbox_json(i));
-        let sb: Sandbox = serde_json::from_value(stored)?;
-        writers.put_sandbox(&caches, sb.clone());
-        sandboxes.push(sb);
+        sandboxes.push(serde_json::from_value(stored)?);
     }
-    let metrics = Arc::new(Metrics::new(caches.sandboxes.clone()));
-    let now = Time("2026-09-01T12:00:00Z".parse()?);
-    let ctx = Arc::new(Context::new(
-        api.client(),
-        caches.clone(),
-        metrics,
-        ControllerConfig::default(),
-        Arc::new(move || now.clone()),
-        None,
-    ));
+    core.observe(
+        Kind::Sandbox,
+        WatchEvent::Listed(sandboxes.iter().cloned().map(Into::into).collect()),
+    );
+    let keys: Vec<Key> = sandboxes.iter().map(Key::of).collect();
 
-    let pass = |list: Vec<Sandbox>| {
-        let ctx = ctx.clone();
+    let pass = |keys: Vec<Key>| {
+        let core = core.clone();
         async move {
             let start = Instant::now();
-            let mut latencies: Vec<f64> = futures::stream::iter(list)
-                .map(|sb| {
-                    let ctx = ctx.clone();
+            let mut latencies: Vec<f64> = futures::stream::iter(keys)
+                .map(|key| {
+                    let core = core.clone();
                     async move {
                         let t = Instant::now();
-                        let r = sandbox::reconcile_sandbox(&sb, &ctx).await;
-                        (t.elapsed().as_secs_f64() * 1e6, r.is_ok())
+                        let r = core.reconcile(Controller::Sandbox, &key).await;
+                        (
+                            t.elapsed().as_secs_f64() * 1e6,
+                            !matches!(r, paddock_control::Outcome::Retry(_)),
+                        )
                     }
                 })
                 .buffer_unordered(WORKERS)
@@ -168,7 +180,7 @@ async fn throughput() -> Result<(), BoxError> {
         }
     };
 
-    let (elapsed, pct, ok) = pass(sandboxes.clone()).await;
+    let (elapsed, pct, ok) = pass(keys.clone()).await;
     let pods = api.list("/pods").len();
     println!(
         "controller: cold reconcile of {THROUGHPUT_SANDBOXES} Sandboxes (create pod + annotate + status, 3 API calls each): {:.0} reconciles/s, {:.2} s total; {ok} succeeded, {pods} pods created",
@@ -183,21 +195,13 @@ async fn throughput() -> Result<(), BoxError> {
     }
 
     // Feed what the watches would: the pods (Pending, as the kubelet reports them before they
-    // run) and the updated Sandboxes.
+    // run). The Sandboxes' writes are in the core's cache already.
     for mut pod in api.list("/pods") {
         pod["status"] = json!({"phase": "Pending"});
-        writers.put_pod(&caches, serde_json::from_value::<Pod>(pod)?);
-    }
-    let updated: Vec<Sandbox> = api
-        .list("agents.x-k8s.io/sandboxes")
-        .into_iter()
-        .map(serde_json::from_value)
-        .collect::<Result<_, _>>()?;
-    for sb in &updated {
-        writers.put_sandbox(&caches, sb.clone());
+        children.put_pod(serde_json::from_value::<Pod>(pod)?);
     }
     let before = api.requests().len();
-    let (elapsed, pct, ok) = pass(updated).await;
+    let (elapsed, pct, ok) = pass(keys).await;
     println!(
         "controller: steady reconcile of {THROUGHPUT_SANDBOXES} Sandboxes with their pods cached (no change): {:.0} reconciles/s; {ok} succeeded, {} writes",
         ok as f64 / elapsed.as_secs_f64(),
@@ -241,45 +245,31 @@ async fn memory() -> Result<(), BoxError> {
         let baseline = rss_kib("VmRSS:");
         let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse()?);
         let client = kube::Client::try_from(config)?;
-        let (caches, writers) = Caches::new();
-        let metrics = Arc::new(Metrics::new(caches.sandboxes.clone()));
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            caches.clone(),
-            metrics.clone(),
-            ControllerConfig::default(),
-            system_clock(),
-            None,
-        ));
-        let (tx, rx) = tokio::sync::mpsc::channel::<ObjectRef<Sandbox>>(4096);
-        let synced = caches.clone();
-        let controller = tokio::spawn(run_controller(
-            names::SANDBOX,
-            sandbox::reconcile,
-            ctx,
-            caches.sandboxes.clone(),
-            rx,
-            100,
-            Box::pin(async move {
-                synced
-                    .wait_synced(&[CacheKind::Sandboxes, CacheKind::Pods, CacheKind::Services, CacheKind::Pvcs])
-                    .await
-            }),
-        ));
-        let dispatcher = Arc::new(Dispatcher::new(
-            caches.clone(),
-            Triggers { sandbox: Some(tx), ..Triggers::default() },
-            None,
-        ));
+        let (core, children) = kube_core(
+            &client,
+            CoreConfig {
+                workers: paddock_control::Workers {
+                    sandbox: 100,
+                    ..paddock_control::Workers::default()
+                },
+                ..sandbox_only()
+            },
+            Arc::new(SystemClock),
+            Arc::new(LogEvents),
+        );
+        let shutdown = CancellationToken::new();
         let start = Instant::now();
-        let reflectors = spawn_reflectors(&client, writers, dispatcher, false, ChildScope::All);
-        caches.wait_synced(&[CacheKind::Sandboxes, CacheKind::Pods]).await;
+        let watches =
+            KubeWorkloads::spawn_watches(&client, children, core.waker(), ChildScope::All, false);
+        let mut tasks = core.start(shutdown.clone());
+        core.cache().wait_synced(&[Kind::Sandbox]).await;
         let synced = start.elapsed();
         let rss_synced = rss_kib("VmRSS:");
+        let metrics = core.metrics().clone();
         let reconciled = |result: &str| {
             metrics
                 .reconcile_total
-                .get_or_create(&ResultLabels { controller: names::SANDBOX.to_owned(), result: result.to_owned() })
+                .get_or_create(&ResultLabels { controller: Controller::Sandbox.name().to_owned(), result: result.to_owned() })
                 .get()
         };
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -291,9 +281,8 @@ async fn memory() -> Result<(), BoxError> {
         let rss = rss_kib("VmRSS:");
         let peak = rss_kib("VmHWM:");
         println!(
-            "controller: cache of {} Sandboxes + {} Pods synced in {:.2} s (RSS then {:.1} MiB); first reconcile of all done after {:.2} s",
-            caches.sandboxes.len(),
-            caches.pods.len(),
+            "controller: cache of {} Sandboxes (and their Pods) synced in {:.2} s (RSS then {:.1} MiB); first reconcile of all done after {:.2} s",
+            core.cache().count(Kind::Sandbox),
             synced.as_secs_f64(),
             mib(rss_synced),
             all_done.as_secs_f64()
@@ -305,10 +294,14 @@ async fn memory() -> Result<(), BoxError> {
             mib(baseline),
             if mib(rss) <= RSS_TARGET_MIB { "met" } else { "MISSED" }
         );
-        for r in reflectors {
-            r.abort();
+        for w in watches {
+            w.abort();
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
+        shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
         Ok::<_, BoxError>(())
     }
     .await;

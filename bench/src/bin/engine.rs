@@ -103,7 +103,7 @@ async fn exec_round_trips(server: &TestServer, n: usize) {
     let socket = server
         .engine()
         .workloads()
-        .socket(&("default".to_owned(), info.name.clone()))
+        .socket(&paddock_control::Key::new("default", info.name.clone()))
         .expect("socket");
     let stream = tokio::net::UnixStream::connect(&socket)
         .await

@@ -20,6 +20,7 @@ pub mod kinds;
 pub mod names;
 mod object;
 pub mod schema;
+pub mod stored;
 pub mod syntax;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

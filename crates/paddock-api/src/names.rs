@@ -71,6 +71,23 @@ pub const RESERVED_PREFIXES: [&str; 2] = ["agents.x-k8s.io/", "extensions.agents
 /// Name prefix of the pools upstream's migration creates for v1alpha1 claims without a pool.
 pub const SHADOW_POOL_PREFIX: &str = "shadow-pool-";
 
+/// The pool a v1alpha1 claim without a `warmpool` (or with `none`/`default`) refers to once
+/// stored: `shadow-pool-<template>`, as upstream's migration names it.
+pub fn shadow_pool_name(template: &str) -> String {
+    format!("{SHADOW_POOL_PREFIX}{template}")
+}
+
+/// The NetworkPolicy a template manages (`<template>-network-policy`); older controllers made
+/// one per claim with the same pattern (`<claim>-network-policy`).
+pub fn network_policy_name(owner: &str) -> String {
+    format!("{owner}-network-policy")
+}
+
+/// The PVC a Sandbox's volume claim template makes: `<template name>-<sandbox>`.
+pub fn pvc_name(volume_claim_template: &str, sandbox: &str) -> String {
+    format!("{volume_claim_template}-{sandbox}")
+}
+
 /// Value of [`LAUNCH_TYPE`] for a Sandbox created for its claim.
 pub const LAUNCH_TYPE_COLD: &str = "cold";
 /// Value of [`LAUNCH_TYPE`] for a Sandbox adopted from a warm pool.

@@ -4,29 +4,36 @@
 use std::sync::Arc;
 
 use paddock_api::kinds::Kind;
-use paddock_gateway::backend::{
-    Backend, BoxFuture, ByteStream, Endpoint, EventStream, ObjectEvent, ObjectList, ObjectWatch,
-    Part, Propagation, Target,
+use paddock_api::stored::Object;
+use paddock_api::v1beta1::Sandbox;
+use paddock_backend::{
+    ApiError, Backend, BoxFuture, ByteStream, Code, Endpoint, EventStream, ObjectEvent, ObjectList,
+    ObjectWatch, Part, Propagation, Target, WatchEventType,
 };
-use paddock_gateway::{ApiError, Code};
+use paddock_control::{Core, Key};
 use paddock_store::{
-    DeleteOptions, LabelSelector, ListOptions, ObjectStore, PropagationPolicy, WatchEventType,
-    WatchOptions, WatchStart,
+    DeleteOptions, LabelSelector, ListOptions, ObjectStore, PropagationPolicy, WatchOptions,
+    WatchStart,
 };
 use serde_json::{Value, json};
 
-use crate::informer::{Informer, Key};
 use crate::resources::resource;
 use crate::store_errors::api_error;
-use crate::workloads::{Phase, Workloads};
+use crate::workloads::{LocalWorkloads, Phase};
 
 /// The embedded backend.
 #[derive(Debug)]
 pub struct EngineBackend {
     pub(crate) store: Arc<dyn ObjectStore>,
-    pub(crate) informer: Arc<Informer>,
-    pub(crate) workloads: Arc<Workloads>,
+    pub(crate) core: Arc<Core>,
+    pub(crate) workloads: Arc<LocalWorkloads>,
     pub(crate) info: Value,
+}
+
+/// Decodes what the store returned (it only holds what the gateway validated).
+fn decode(kind: Kind, value: Value) -> Result<Object, ApiError> {
+    Object::from_value(kind, value)
+        .map_err(|e| ApiError::internal(format!("a stored {kind} does not decode: {e}")))
 }
 
 /// How often a followed log is checked for more output.
@@ -34,10 +41,10 @@ const LOG_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Reads a Sandbox's main log from the start; with `follow`, keeps reading while the workload
 /// lives, and ends once it has ended and everything it wrote was sent.
-fn main_log_stream(workloads: Arc<Workloads>, key: Key, follow: bool) -> ByteStream {
+fn main_log_stream(workloads: Arc<LocalWorkloads>, key: Key, follow: bool) -> ByteStream {
     use tokio::io::AsyncReadExt as _;
     struct Reader {
-        workloads: Arc<Workloads>,
+        workloads: Arc<LocalWorkloads>,
         key: Key,
         follow: bool,
         file: Option<tokio::fs::File>,
@@ -104,13 +111,15 @@ impl Backend for EngineBackend {
         kind: Kind,
         namespace: &str,
         name: &str,
-    ) -> BoxFuture<'_, Result<Value, ApiError>> {
+    ) -> BoxFuture<'_, Result<Object, ApiError>> {
         let (namespace, name) = (namespace.to_owned(), name.to_owned());
         Box::pin(async move {
-            self.store
+            let value = self
+                .store
                 .get(resource(kind), &namespace, &name)
                 .await
-                .map_err(api_error)
+                .map_err(api_error)?;
+            decode(kind, value)
         })
     }
 
@@ -132,37 +141,41 @@ impl Backend for EngineBackend {
                 .await
                 .map_err(api_error)?;
             Ok(ObjectList {
-                items: list.items,
+                items: list
+                    .items
+                    .into_iter()
+                    .map(|v| decode(kind, v))
+                    .collect::<Result<_, _>>()?,
                 resource_version: list.resource_version,
             })
         })
     }
 
-    fn create(&self, kind: Kind, object: Value) -> BoxFuture<'_, Result<Value, ApiError>> {
+    fn create(&self, object: Object) -> BoxFuture<'_, Result<Object, ApiError>> {
         Box::pin(async move {
+            let kind = object.kind();
             let created = self
                 .store
-                .create(resource(kind), object)
+                .create(resource(kind), object.to_value())
                 .await
                 .map_err(api_error)?;
-            self.informer.observe_write(kind, &created);
+            let created = decode(kind, created)?;
+            self.core.took_in(created.clone());
             Ok(created)
         })
     }
 
-    fn update(
-        &self,
-        kind: Kind,
-        object: Value,
-        part: Part,
-    ) -> BoxFuture<'_, Result<Value, ApiError>> {
+    fn update(&self, object: Object, part: Part) -> BoxFuture<'_, Result<Object, ApiError>> {
         Box::pin(async move {
+            let kind = object.kind();
+            let value = object.to_value();
             let updated = match part {
-                Part::Main => self.store.update(resource(kind), object).await,
-                Part::Status => self.store.update_status(resource(kind), object).await,
+                Part::Main => self.store.update(resource(kind), value).await,
+                Part::Status => self.store.update_status(resource(kind), value).await,
             }
             .map_err(api_error)?;
-            self.informer.observe_write(kind, &updated);
+            let updated = decode(kind, updated)?;
+            self.core.took_in(updated.clone());
             Ok(updated)
         })
     }
@@ -173,7 +186,7 @@ impl Backend for EngineBackend {
         namespace: &str,
         name: &str,
         propagation: Propagation,
-    ) -> BoxFuture<'_, Result<Value, ApiError>> {
+    ) -> BoxFuture<'_, Result<Object, ApiError>> {
         let (namespace, name) = (namespace.to_owned(), name.to_owned());
         let policy = match propagation {
             Propagation::Background => PropagationPolicy::Background,
@@ -191,7 +204,7 @@ impl Backend for EngineBackend {
                 )
                 .await
                 .map_err(api_error)?;
-            Ok(deleted.into_object())
+            decode(kind, deleted.into_object())
         })
     }
 
@@ -214,18 +227,18 @@ impl Backend for EngineBackend {
                 .watch(resource(kind), options?)
                 .await
                 .map_err(api_error)?;
-            let events = futures_util::stream::unfold(stream, |mut stream| async move {
+            let events = futures_util::stream::unfold(stream, move |mut stream| async move {
                 let next = stream.next().await?;
-                let item = next
-                    .map(|e| ObjectEvent {
+                let item = next.map_err(api_error).and_then(|e| {
+                    Ok(ObjectEvent {
                         event_type: match e.event_type {
-                            WatchEventType::Added => "ADDED",
-                            WatchEventType::Modified => "MODIFIED",
-                            WatchEventType::Deleted => "DELETED",
+                            paddock_store::WatchEventType::Added => WatchEventType::Added,
+                            paddock_store::WatchEventType::Modified => WatchEventType::Modified,
+                            paddock_store::WatchEventType::Deleted => WatchEventType::Deleted,
                         },
-                        object: e.object,
+                        object: decode(kind, e.object)?,
                     })
-                    .map_err(api_error);
+                });
                 Some((item, stream))
             });
             Ok(Box::pin(events) as ObjectWatch)
@@ -238,11 +251,16 @@ impl Backend for EngineBackend {
         sandbox: &str,
         port: Option<u16>,
     ) -> BoxFuture<'_, Result<Target, ApiError>> {
-        let key = (namespace.to_owned(), sandbox.to_owned());
+        let key = Key::new(namespace, sandbox);
         Box::pin(async move {
-            if self.informer.get(Kind::Sandbox, &key.0, &key.1).is_none() {
+            if self
+                .core
+                .cache()
+                .get::<Sandbox>(&key.namespace, &key.name)
+                .is_none()
+            {
                 self.store
-                    .get(resource(Kind::Sandbox), &key.0, &key.1)
+                    .get(resource(Kind::Sandbox), &key.namespace, &key.name)
                     .await
                     .map_err(api_error)?;
             }
@@ -264,7 +282,7 @@ impl Backend for EngineBackend {
                     };
                     Err(ApiError::new(
                         Code::SandboxNotReady,
-                        format!("sandbox {:?} cannot take requests: {why}", key.1),
+                        format!("sandbox {:?} cannot take requests: {why}", key.name),
                     ))
                 }
             }
@@ -277,14 +295,14 @@ impl Backend for EngineBackend {
         sandbox: &str,
         follow: bool,
     ) -> BoxFuture<'_, Result<ByteStream, ApiError>> {
-        let key = (namespace.to_owned(), sandbox.to_owned());
+        let key = Key::new(namespace, sandbox);
         Box::pin(async move {
             if self.workloads.main_log(&key).is_none() {
                 return Err(ApiError::new(
                     Code::SandboxNotReady,
                     format!(
                         "sandbox {:?} has no workload on this host (suspended, or not started yet), so no log",
-                        key.1
+                        key.name
                     ),
                 ));
             }
@@ -316,7 +334,7 @@ impl Backend for EngineBackend {
                     let progress = move |p: &paddock_runtime::image::PullProgress<'_>| {
                         let _ = progress_tx.send(json!({"type": "progress", "digest": p.digest, "done": p.done, "total": p.total}));
                     };
-                    let result = runtime.images().pull(&parsed, &progress).await;
+                    let result = runtime.pull(&parsed, &progress).await;
                     let _ = tx.send(match result {
                         Ok(pulled) => json!({"type": "done", "image": image, "id": pulled.id}),
                         Err(e) => json!({"type": "error", "code": "UNAVAILABLE", "message": format!("pulling {image}: {e}")}),

@@ -1,25 +1,18 @@
-//! The embedded engine of `paddock serve`: the four kinds in the local store, their controllers
-//! (the planners of `paddock-plan` driven over the store), and sandboxes on the local runtime.
+//! The embedded tier of `paddock serve`: the control core's ports on this machine — the four
+//! kinds in the local store, Sandboxes on the local runtime — and the gateway's backend over
+//! them. The reconcile loops themselves are `paddock-control`'s; nothing here decides.
 //!
 //! # Layout
-//! - [`Engine`]: opens the store and runtime, re-attaches surviving sandboxes, runs the
-//!   controllers; [`Engine::backend`] is what the gateway serves.
-//! - [`informer`]: the in-memory cache the controllers read, fed by store watches.
-//! - [`queue`], [`controller`]: work queues and workers.
-//! - [`sandbox`], [`template`], [`pool`], [`claim`]: the four controllers.
-//! - [`workloads`]: local pods (runtime workloads), volumes and their states.
+//! - [`Engine`]: opens the store and runtime, re-attaches surviving sandboxes, starts the core;
+//!   [`Engine::backend`] is what the gateway serves.
+//! - [`objects`]: the `Objects` port on the embedded store.
+//! - [`workloads`]: the `Workloads` port — local pods (runtime workloads), volumes, records.
 //! - [`backend`]: the gateway's backend over all of this.
 
 pub mod backend;
-pub mod claim;
-pub mod controller;
-pub mod informer;
-pub mod pool;
-pub mod queue;
+pub mod objects;
 pub mod resources;
-pub mod sandbox;
 mod store_errors;
-pub mod template;
 pub mod workloads;
 
 use std::collections::HashMap;
@@ -28,19 +21,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paddock_api::kinds::Kind;
-use paddock_api::names;
-use paddock_plan::claim::ClaimConfig;
-use paddock_plan::pool::PoolConfig;
-use paddock_runtime::{LocalRuntime, RuntimeConfig};
-use paddock_store::{MemoryStore, ObjectStore, RedbStore, WatchEventType};
-use serde_json::Value;
+use paddock_control::{Clock, Core, CoreConfig, Key, LogEvents, Ports, Queues, SystemClock, Waker};
+use paddock_runtime::{LocalRuntime, Runtime, RuntimeConfig};
+use paddock_store::{MemoryStore, ObjectStore, RedbStore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::EngineBackend;
-use crate::informer::{Change, Informer, Key, key_of};
-use crate::queue::WorkQueue;
-use crate::workloads::Workloads;
+use crate::objects::StoreObjects;
+use crate::workloads::LocalWorkloads;
 
 /// What the engine needs to start.
 #[derive(Debug, Clone)]
@@ -59,6 +48,8 @@ pub struct EngineConfig {
     pub workers: usize,
     /// How often to look for sandboxes that ended on their own.
     pub exit_check_interval: Duration,
+    /// The time the control loops see (the wall clock; tests move it).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl EngineConfig {
@@ -72,6 +63,7 @@ impl EngineConfig {
             runtime: None,
             workers: 4,
             exit_check_interval: Duration::from_secs(2),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -110,6 +102,26 @@ impl Engine {
     /// # Errors
     /// The store or the runtime cannot be opened.
     pub async fn start(config: EngineConfig) -> Result<Self, EngineError> {
+        let mut runtime_config = config.runtime.clone().unwrap_or_else(|| {
+            RuntimeConfig::new(config.home.join("runtime"), &config.agent_binary)
+        });
+        runtime_config.root = config.home.join("runtime");
+        runtime_config.agent_binary.clone_from(&config.agent_binary);
+        let runtime = tokio::task::spawn_blocking(move || LocalRuntime::open(runtime_config))
+            .await
+            .map_err(|e| EngineError::Task(e.to_string()))??;
+        Self::start_with_runtime(config, Arc::new(runtime)).await
+    }
+
+    /// As [`Engine::start`], with sandboxes on `runtime` instead of this host's (tests use a
+    /// recording runtime, which needs no root).
+    ///
+    /// # Errors
+    /// The store cannot be opened.
+    pub async fn start_with_runtime(
+        config: EngineConfig,
+        runtime: Arc<dyn Runtime>,
+    ) -> Result<Self, EngineError> {
         let store: Arc<dyn ObjectStore> = if config.in_memory {
             Arc::new(MemoryStore::new().map_err(|source| EngineError::Store {
                 path: "memory".into(),
@@ -127,27 +139,15 @@ impl Engine {
             .map_err(|e| EngineError::Task(e.to_string()))??;
             Arc::new(store)
         };
-        let mut runtime_config = config.runtime.clone().unwrap_or_else(|| {
-            RuntimeConfig::new(config.home.join("runtime"), &config.agent_binary)
-        });
-        runtime_config.root = config.home.join("runtime");
-        runtime_config.agent_binary.clone_from(&config.agent_binary);
-        let runtime = tokio::task::spawn_blocking(move || LocalRuntime::open(runtime_config))
-            .await
-            .map_err(|e| EngineError::Task(e.to_string()))??;
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let informer = Informer::new();
-        let mut changes = informer.subscribe();
-        let sandbox_queue: Arc<WorkQueue<Key>> = Arc::new(WorkQueue::new());
-        let template_queue: Arc<WorkQueue<Key>> = Arc::new(WorkQueue::new());
-        let pool_queue: Arc<WorkQueue<Key>> = Arc::new(WorkQueue::new());
-        let claim_queue: Arc<WorkQueue<Key>> = Arc::new(WorkQueue::new());
-        let workloads = Workloads::new(runtime, sandbox_queue.clone(), config.home.join("volumes"));
-        for kind in Kind::ALL {
-            tasks.spawn(informer.clone().run(store.clone(), kind, shutdown.clone()));
-        }
-        // Re-attach before the Sandbox controller runs, so surviving sandboxes are not started again.
+        let queues = Queues::new();
+        let workloads = LocalWorkloads::new(
+            runtime,
+            Waker::new(queues.clone()),
+            config.home.join("volumes"),
+        );
+        // Re-attach before the Sandbox loop runs, so surviving sandboxes are not started again.
         let existing = store
             .list(resources::resource(Kind::Sandbox), Default::default())
             .await
@@ -157,19 +157,20 @@ impl Engine {
             })?;
         let by_uid: HashMap<String, (Key, k8s_openapi::api::core::v1::Pod)> = existing
             .items
-            .iter()
+            .into_iter()
             .filter_map(|s| {
-                let uid = s.pointer("/metadata/uid")?.as_str()?.to_owned();
+                let sandbox: paddock_api::v1beta1::Sandbox = serde_json::from_value(s).ok()?;
+                let uid = sandbox.metadata.uid.clone()?;
+                let template = sandbox.spec.blueprint.pod_template.metadata.clone();
                 let pod = k8s_openapi::api::core::v1::Pod {
-                    metadata: serde_json::from_value(
-                        s.pointer("/spec/podTemplate/metadata")
-                            .cloned()
-                            .unwrap_or(Value::Null),
-                    )
-                    .unwrap_or_default(),
+                    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                        labels: template.as_ref().and_then(|m| m.labels.clone()),
+                        annotations: template.and_then(|m| m.annotations),
+                        ..Default::default()
+                    },
                     ..Default::default()
                 };
-                Some((uid, (key_of(s), pod)))
+                Some((uid, (Key::of(&sandbox), pod)))
             })
             .collect();
         workloads.reattach(&by_uid).await;
@@ -178,60 +179,31 @@ impl Engine {
                 .clone()
                 .watch_exits(shutdown.clone(), config.exit_check_interval),
         );
-
-        let sandbox = sandbox::SandboxController::new(
-            store.clone(),
-            informer.clone(),
-            workloads.clone(),
-            config.cluster_domain.clone(),
-        );
-        let template = template::TemplateController::new(store.clone(), informer.clone());
-        let pool =
-            pool::PoolController::new(store.clone(), informer.clone(), PoolConfig::default());
-        let claim =
-            claim::ClaimController::new(store.clone(), informer.clone(), ClaimConfig::default());
-        controller::spawn(
-            sandbox,
-            sandbox_queue.clone(),
-            config.workers,
-            shutdown.clone(),
-            &mut tasks,
-        );
-        controller::spawn(
-            template,
-            template_queue.clone(),
-            1,
-            shutdown.clone(),
-            &mut tasks,
-        );
-        controller::spawn(pool, pool_queue.clone(), 1, shutdown.clone(), &mut tasks);
-        controller::spawn(
-            claim,
-            claim_queue.clone(),
-            config.workers,
-            shutdown.clone(),
-            &mut tasks,
-        );
-        {
-            let informer = informer.clone();
-            let shutdown = shutdown.clone();
-            let queues = Queues {
-                sandbox: sandbox_queue,
-                template: template_queue,
-                pool: pool_queue,
-                claim: claim_queue,
-            };
-            tasks.spawn(async move {
-                loop {
-                    let change = tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        c = changes.recv() => match c { Some(c) => c, None => break },
-                    };
-                    queues.route(&informer, &change);
-                }
-                queues.close();
-            });
-        }
+        let workers = u16::try_from(config.workers).unwrap_or(u16::MAX);
+        let core_config = CoreConfig {
+            cluster_domain: config.cluster_domain.clone(),
+            replenish_delay: REFILL_HOLD,
+            workers: paddock_control::Workers {
+                sandbox: workers,
+                template: 1,
+                pool: 1,
+                claim: workers,
+            },
+            backoff: paddock_control::Backoff {
+                first: Duration::from_millis(5),
+                max: Duration::from_secs(30),
+            },
+            ..CoreConfig::default()
+        };
+        let ports = Ports {
+            objects: Arc::new(StoreObjects::new(store.clone())),
+            workloads: workloads.clone(),
+            clock: config.clock.clone(),
+            events: Arc::new(LogEvents),
+        };
+        let core = Core::new(ports, core_config, queues);
+        let mut core_tasks = core.start(shutdown.clone());
+        tasks.spawn(async move { while core_tasks.join_next().await.is_some() {} });
         let info = serde_json::json!({
             "home": config.home.display().to_string(),
             "store": if config.in_memory { "memory" } else { "redb" },
@@ -239,7 +211,7 @@ impl Engine {
         });
         let backend = Arc::new(EngineBackend {
             store,
-            informer,
+            core,
             workloads,
             info,
         });
@@ -261,8 +233,13 @@ impl Engine {
     }
 
     /// The local workloads.
-    pub fn workloads(&self) -> Arc<Workloads> {
+    pub fn workloads(&self) -> Arc<LocalWorkloads> {
         self.backend.workloads.clone()
+    }
+
+    /// The control core.
+    pub fn core(&self) -> Arc<Core> {
+        self.backend.core.clone()
     }
 
     /// Stops the controllers. Sandboxes keep running: the next start re-attaches to them.
@@ -273,133 +250,12 @@ impl Engine {
             .workloads
             .wait_for_in_flight(Duration::from_secs(20))
             .await;
-        self.backend.workloads.runtime().close_pool();
+        self.backend.workloads.runtime().close();
     }
 }
 
-/// The controllers' queues, and which changes wake which keys.
-struct Queues {
-    sandbox: Arc<WorkQueue<Key>>,
-    template: Arc<WorkQueue<Key>>,
-    pool: Arc<WorkQueue<Key>>,
-    claim: Arc<WorkQueue<Key>>,
-}
-
-fn owner<'a>(object: &'a Value, kind: &str) -> Option<&'a str> {
-    object
-        .pointer("/metadata/ownerReferences")?
-        .as_array()?
-        .iter()
-        .find_map(|r| {
-            (r.get("kind").and_then(Value::as_str) == Some(kind)
-                && r.get("controller").and_then(Value::as_bool) == Some(true))
-            .then(|| r.get("name").and_then(Value::as_str))
-            .flatten()
-        })
-}
-
-fn label<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
-    object.pointer("/metadata/labels")?.get(key)?.as_str()
-}
-
-impl Queues {
-    fn close(&self) {
-        for q in [&self.sandbox, &self.template, &self.pool, &self.claim] {
-            q.close();
-        }
-    }
-
-    fn route(&self, informer: &Informer, change: &Change) {
-        let (ns, name) = change.key();
-        let objects: Vec<&Value> = std::iter::once(change.object.as_ref())
-            .chain(change.old.as_deref())
-            .collect();
-        match change.kind {
-            Kind::Sandbox => {
-                self.sandbox.add((ns.clone(), name));
-                for object in &objects {
-                    if let Some(claim) = owner(object, "SandboxClaim") {
-                        self.claim.add((ns.clone(), claim.to_owned()));
-                    }
-                    if let Some(pool) = owner(object, "SandboxWarmPool") {
-                        self.pool.add((ns.clone(), pool.to_owned()));
-                    }
-                    if let Some(hash) = label(object, names::WARM_POOL_SANDBOX) {
-                        // A member appeared, changed or left its pool: the pool, and the claims
-                        // still waiting on that pool, may act.
-                        for pool in informer.list(Kind::SandboxWarmPool, &ns) {
-                            let pool_name = pool
-                                .pointer("/metadata/name")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default();
-                            if names::name_hash(pool_name) == hash {
-                                self.pool.add((ns.clone(), pool_name.to_owned()));
-                                self.wake_waiting_claims(informer, &ns, pool_name);
-                            }
-                        }
-                    }
-                }
-            }
-            Kind::SandboxTemplate => {
-                self.template.add((ns.clone(), name.clone()));
-                for pool in informer.list(Kind::SandboxWarmPool, &ns) {
-                    if pool
-                        .pointer("/spec/sandboxTemplateRef/name")
-                        .and_then(Value::as_str)
-                        == Some(name.as_str())
-                    {
-                        let pool_name = pool
-                            .pointer("/metadata/name")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned();
-                        self.pool.add((ns.clone(), pool_name.clone()));
-                        self.wake_waiting_claims(informer, &ns, &pool_name);
-                    }
-                }
-                if change.event == WatchEventType::Added {
-                    self.wake_waiting_claims(
-                        informer,
-                        &ns,
-                        &format!("{}{name}", names::SHADOW_POOL_PREFIX),
-                    );
-                }
-            }
-            Kind::SandboxWarmPool => {
-                self.pool.add((ns.clone(), name.clone()));
-                self.wake_waiting_claims(informer, &ns, &name);
-            }
-            Kind::SandboxClaim => self.claim.add((ns, name)),
-        }
-    }
-
-    /// Claims of a pool that are not bound to a Sandbox yet.
-    fn wake_waiting_claims(&self, informer: &Informer, ns: &str, pool: &str) {
-        for claim in informer.list(Kind::SandboxClaim, ns) {
-            let refs_pool = claim
-                .pointer("/spec/warmPoolRef/name")
-                .and_then(Value::as_str)
-                == Some(pool);
-            let bound = claim
-                .pointer("/status/sandbox/name")
-                .and_then(Value::as_str)
-                .is_some_and(|s| !s.is_empty());
-            let ready = claim
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .is_some_and(|c| {
-                    c.iter().any(|c| {
-                        c.get("type").and_then(Value::as_str) == Some("Ready")
-                            && c.get("status").and_then(Value::as_str) == Some("True")
-                    })
-                });
-            if refs_pool && !(bound && ready) {
-                let name = claim
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                self.claim.add((ns.to_owned(), name.to_owned()));
-            }
-        }
-    }
-}
+/// How long a pool waits after a member leaves before it refills. A claim finishes (and its
+/// first command runs) in a few milliseconds; starting the replacement at once would compete
+/// with it for the store and, for gVisor, ~150 ms of CPU. Bursts of claims refill once, after
+/// the last one.
+const REFILL_HOLD: Duration = Duration::from_millis(100);

@@ -1,6 +1,6 @@
 //! Mapping store errors to what the planners and the gateway understand.
 
-use paddock_gateway::{ApiError, Code};
+use paddock_backend::{ApiError, Code};
 use paddock_plan::outcome::FailureKind;
 use paddock_store::StoreError;
 

@@ -1,6 +1,7 @@
-//! The local stand-ins for what a cluster would have: the Sandbox's "pod" is a workload on the
-//! local runtime, its PVCs are host directories, its Service a record. The Sandbox controller
-//! observes them through [`Workloads::observe`] and changes them through the planner's actions.
+//! The control core's [`Workloads`] port on one machine: the local stand-ins for what a cluster
+//! would have. A Sandbox's "pod" is a workload on the local runtime, its PVCs are host
+//! directories, its Service and its template's NetworkPolicy are records (sandboxes have no
+//! network at all here, which is stricter than any policy).
 //!
 //! Workloads are created and stopped in the background (a gVisor start takes ~200 ms, its death
 //! ~1.4 s); every state change wakes the Sandbox's reconcile.
@@ -10,21 +11,28 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
+use paddock_api::conditions;
+use paddock_api::names;
+use paddock_api::v1beta1::Sandbox;
+use paddock_backend::annotations::IDLE as IDLE_ANNOTATION;
+use paddock_control::ports::{BoxFuture, Children, PolicyWrite, Release, Workloads, WriteError};
+use paddock_control::{Key, Waker};
+use paddock_plan::outcome::FailureKind;
 use paddock_plan::patch::MetadataPatch;
-use paddock_plan::sandbox::{PodConditionObservation, PodObservation};
+use paddock_plan::sandbox::{
+    PodConditionObservation, PodObservation, PvcObservation, SandboxAction, ServiceObservation,
+};
 use paddock_runtime::{
-    LocalRuntime, Runtime, RuntimeClass, SandboxPod, UnhonouredField, WorkloadId, WorkloadState,
+    Runtime, RuntimeClass, SandboxPod, UnhonouredField, WorkloadId, WorkloadState,
     workload_from_pod,
 };
 use tokio::sync::Semaphore;
 
-use crate::informer::Key;
-use crate::queue::WorkQueue;
-
-/// Pod-template annotation asking for no main process (the sandbox idles, waiting for exec).
-pub use paddock_gateway::sandboxes::IDLE_ANNOTATION;
+/// The condition reporting pod-template fields this host cannot honour (never silently dropped).
+pub const FIELDS_HONOURED: &str = "FieldsHonoured";
 
 /// A local pod's phase, as Kubernetes names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,12 +92,18 @@ fn node_name() -> String {
         .unwrap_or_else(|_| "localhost".to_owned())
 }
 
-/// Every local pod, by Sandbox.
+/// Every local pod, Service record, volume and policy record, by Sandbox (or template).
 #[derive(Debug)]
-pub struct Workloads {
-    runtime: LocalRuntime,
+pub struct LocalWorkloads {
+    runtime: Arc<dyn Runtime>,
     pods: Mutex<HashMap<Key, LocalPod>>,
-    wake: Arc<WorkQueue<Key>>,
+    services: Mutex<HashMap<Key, Service>>,
+    policies: Mutex<HashMap<Key, NetworkPolicy>>,
+    /// The volume claims each Sandbox had when last seen, removed once it is gone.
+    claims: Mutex<HashMap<Key, Vec<String>>>,
+    wake: Waker,
+    /// This registry, for the background tasks `&self` methods start.
+    me: std::sync::Weak<LocalWorkloads>,
     volume_root: PathBuf,
     create_slots: Arc<Semaphore>,
     node: String,
@@ -103,16 +117,20 @@ pub struct Workloads {
 /// Workloads started at once at most (a gVisor start is CPU-heavy on a small host).
 const PARALLEL_CREATES: usize = 4;
 
-impl Workloads {
-    /// The registry over `runtime`; state changes are reported to `wake`.
-    pub fn new(
-        runtime: LocalRuntime,
-        wake: Arc<WorkQueue<Key>>,
-        volume_root: PathBuf,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl LocalWorkloads {
+    /// The registry over `runtime`; state changes wake the Sandbox through `wake`.
+    pub fn new(runtime: Arc<dyn Runtime>, wake: Waker, volume_root: PathBuf) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             runtime,
             pods: Mutex::new(HashMap::new()),
+            services: Mutex::default(),
+            policies: Mutex::default(),
+            claims: Mutex::default(),
             wake,
             volume_root,
             create_slots: Arc::new(Semaphore::new(PARALLEL_CREATES)),
@@ -122,15 +140,17 @@ impl Workloads {
         })
     }
 
+    fn this(&self) -> Option<Arc<Self>> {
+        self.me.upgrade()
+    }
+
     /// The runtime.
-    pub fn runtime(&self) -> &LocalRuntime {
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
         &self.runtime
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, LocalPod>> {
-        self.pods
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        guard(&self.pods)
     }
 
     /// The local pod of a Sandbox, if any.
@@ -159,7 +179,7 @@ impl Workloads {
     }
 
     /// The planner's view of a Sandbox's pod.
-    pub fn observe(&self, key: &Key) -> Vec<PodObservation> {
+    pub fn observe_pods(&self, key: &Key) -> Vec<PodObservation> {
         let Some(pod) = self.get(key) else {
             return Vec::new();
         };
@@ -239,12 +259,12 @@ impl Workloads {
                     p.unhonoured = unhonoured;
                 }
                 Err(e) => {
-                    tracing::warn!(sandbox = %key.1, namespace = %key.0, error = %e, "sandbox workload did not start");
+                    tracing::warn!(sandbox = %key, error = %e, "sandbox workload did not start");
                     p.error = Some(e);
                 }
             }
             drop(pods);
-            this.wake.add(key);
+            this.wake.sandbox(&key.namespace, &key.name);
         });
     }
 
@@ -258,8 +278,8 @@ impl Workloads {
         let mapped = workload_from_pod(&SandboxPod {
             pod: spec,
             volume_claim_templates: &[],
-            namespace: &key.0,
-            sandbox_name: &key.1,
+            namespace: &key.namespace,
+            sandbox_name: &key.name,
             persistent_volume_root: &self.volume_root,
         })
         .map_err(|e| e.to_string())?;
@@ -318,11 +338,11 @@ impl Workloads {
         self.teardowns.spawn(async move {
             // Mark it stopping at once (state answers Stopping), then wait until it is gone.
             if let Err(e) = runtime.stop(&pod.workload).await {
-                tracing::warn!(sandbox = %key.1, error = %e, "stopping the workload failed");
+                tracing::warn!(sandbox = %key, error = %e, "stopping the workload failed");
             }
-            wake.add(key.clone());
+            wake.sandbox(&key.namespace, &key.name);
             if let Err(e) = runtime.teardown(&pod.workload).await {
-                tracing::warn!(sandbox = %key.1, error = %e, "tearing the workload down failed");
+                tracing::warn!(sandbox = %key, error = %e, "tearing the workload down failed");
             }
         });
     }
@@ -398,7 +418,7 @@ impl Workloads {
                     self.lock().insert(
                         key.clone(),
                         LocalPod {
-                            name: key.1.clone(),
+                            name: key.name.clone(),
                             workload: info.workload.id.clone(),
                             runtime_class: Some(info.workload.runtime_class),
                             phase,
@@ -407,15 +427,15 @@ impl Workloads {
                             labels: meta.labels.clone().unwrap_or_default(),
                             annotations: meta.annotations.clone().unwrap_or_default(),
                             // The pod is the Sandbox's, as when it was created.
-                            owner_references: vec![sandbox_owner(&key.1, &id)],
+                            owner_references: vec![sandbox_owner(&key.name, &id)],
                             terminating: false,
                             unhonoured: Vec::new(),
                         },
                     );
-                    tracing::info!(sandbox = %key.1, namespace = %key.0, "re-attached to a sandbox");
+                    tracing::info!(sandbox = %key, "re-attached to a sandbox");
                 }
                 (Some((key, _)), None) => {
-                    tracing::info!(sandbox = %key.1, namespace = %key.0, "the sandbox's workload died while paddock was down; it starts again");
+                    tracing::info!(sandbox = %key, "the sandbox's workload died while paddock was down; it starts again");
                     let _ = self.runtime.teardown(&info.workload.id).await;
                 }
                 (None, _) => {
@@ -478,7 +498,7 @@ impl Workloads {
                                 p.socket = None;
                             }
                         }
-                        tracing::info!(sandbox = %key.1, namespace = %key.0, phase = phase.as_str(), exit_code = code, "sandbox main process ended");
+                        tracing::info!(sandbox = %key, phase = phase.as_str(), exit_code = code, "sandbox main process ended");
                     }
                     None => {
                         {
@@ -488,11 +508,11 @@ impl Workloads {
                             }
                             pods.remove(&key);
                         }
-                        tracing::warn!(sandbox = %key.1, namespace = %key.0, "sandbox workload died; starting it again");
+                        tracing::warn!(sandbox = %key, "sandbox workload died; starting it again");
                         let _ = self.runtime.teardown(&id).await;
                     }
                 }
-                self.wake.add(key);
+                self.wake.sandbox(&key.namespace, &key.name);
             }
         }
     }
@@ -501,8 +521,8 @@ impl Workloads {
 /// The controller reference of a Sandbox's pod.
 fn sandbox_owner(name: &str, uid: &str) -> OwnerReference {
     OwnerReference {
-        api_version: paddock_api::v1beta1::Sandbox::API_VERSION.to_owned(),
-        kind: paddock_api::v1beta1::Sandbox::KIND.to_owned(),
+        api_version: Sandbox::API_VERSION.to_owned(),
+        kind: Sandbox::KIND.to_owned(),
         name: name.to_owned(),
         uid: uid.to_owned(),
         controller: Some(true),
@@ -520,4 +540,214 @@ fn main_finished(socket: &Path) -> Option<i32> {
         .get("exit_code")
         .and_then(serde_json::Value::as_i64)
         .and_then(|c| i32::try_from(c).ok())
+}
+
+/// The PVC names of a Sandbox's volume claim templates.
+fn claim_names(sandbox: &Sandbox, name: &str) -> Vec<String> {
+    sandbox
+        .spec
+        .blueprint
+        .volume_claim_templates
+        .iter()
+        .flatten()
+        .map(|t| names::pvc_name(t.name(), name))
+        .collect()
+}
+
+fn not_local(action: &SandboxAction) -> WriteError {
+    WriteError::new(
+        FailureKind::Other,
+        format!("{action:?} is not a child action of the local tier"),
+    )
+}
+
+impl LocalWorkloads {
+    /// The volume claims that exist on this host, as the planner sees PVCs.
+    fn pvc_observations(&self, sandbox: &Sandbox, key: &Key) -> Vec<PvcObservation> {
+        let owner = sandbox_owner(
+            &key.name,
+            sandbox.metadata.uid.as_deref().unwrap_or_default(),
+        );
+        claim_names(sandbox, &key.name)
+            .into_iter()
+            .filter(|claim| self.volume_exists(&key.namespace, claim))
+            .map(|name| PvcObservation {
+                name,
+                owner_references: vec![owner.clone()],
+                labels: BTreeMap::from([(
+                    names::SANDBOX_NAME_HASH.to_owned(),
+                    names::name_hash(&key.name),
+                )]),
+            })
+            .collect()
+    }
+
+    fn fields_honoured(pod: &LocalPod, generation: Option<i64>, now: &Time) -> Condition {
+        if pod.unhonoured.is_empty() {
+            conditions::new(
+                FIELDS_HONOURED,
+                conditions::status::TRUE,
+                "AllFieldsHonoured",
+                "every field of the pod template is honoured on this host",
+                generation,
+                now.clone(),
+            )
+        } else {
+            let list: Vec<String> = pod
+                .unhonoured
+                .iter()
+                .map(|u| format!("{}: {}", u.path, u.reason))
+                .collect();
+            conditions::new(
+                FIELDS_HONOURED,
+                conditions::status::FALSE,
+                "UnhonouredFields",
+                format!("not honoured on this host: {}", list.join("; ")),
+                generation,
+                now.clone(),
+            )
+        }
+    }
+}
+
+impl Workloads for LocalWorkloads {
+    fn observe(&self, sandbox: &Sandbox) -> Children {
+        let key = Key::of(sandbox);
+        let uid = sandbox.metadata.uid.clone().unwrap_or_default();
+        guard(&self.claims).insert(key.clone(), claim_names(sandbox, &key.name));
+        // A local pod of an earlier Sandbox with this name goes first.
+        if self.get(&key).is_some_and(|p| p.workload.as_str() != uid) {
+            self.delete(&key);
+        }
+        let service = guard(&self.services)
+            .get(&key)
+            .map(ServiceObservation::from_service);
+        Children {
+            pods: Ok(self.observe_pods(&key)),
+            service: Ok(service),
+            pvcs: Ok(self.pvc_observations(sandbox, &key)),
+        }
+    }
+
+    fn apply<'a>(
+        &'a self,
+        sandbox: &'a Sandbox,
+        action: &'a SandboxAction,
+    ) -> BoxFuture<'a, Result<(), WriteError>> {
+        let key = Key::of(sandbox);
+        let result = match action {
+            SandboxAction::CreatePvc { pvc } => {
+                let name = pvc.metadata.name.clone().unwrap_or_default();
+                self.create_volume(&key.namespace, &name).map_err(|e| {
+                    WriteError::new(
+                        FailureKind::Other,
+                        format!("creating the volume {name}: {e}"),
+                    )
+                })
+            }
+            SandboxAction::AdoptPvc { .. } => Ok(()),
+            SandboxAction::CreatePod { pod } => {
+                let uid = sandbox.metadata.uid.clone().unwrap_or_default();
+                match WorkloadId::new(uid.clone()) {
+                    Ok(workload) => {
+                        // `create` needs the Arc to run the start in the background.
+                        match self.this() {
+                            Some(this) => {
+                                this.create(key, workload, pod);
+                                Ok(())
+                            }
+                            None => Err(WriteError::new(
+                                FailureKind::Other,
+                                "the local workloads are shutting down",
+                            )),
+                        }
+                    }
+                    Err(_) => Err(WriteError::new(
+                        FailureKind::Invalid,
+                        format!("Sandbox uid {uid:?} is not a usable workload id"),
+                    )),
+                }
+            }
+            SandboxAction::PatchPod { patch, .. } => {
+                self.patch(&key, patch);
+                Ok(())
+            }
+            SandboxAction::DeletePod { .. } => {
+                self.delete(&key);
+                Ok(())
+            }
+            SandboxAction::CreateService { service } => {
+                guard(&self.services).insert(key, (**service).clone());
+                Ok(())
+            }
+            SandboxAction::AdoptService { edit, .. } | SandboxAction::PatchService { edit, .. } => {
+                if let Some(svc) = guard(&self.services).get_mut(&key) {
+                    edit.apply(svc);
+                }
+                Ok(())
+            }
+            SandboxAction::DeleteService { .. } => {
+                guard(&self.services).remove(&key);
+                Ok(())
+            }
+            other => Err(not_local(other)),
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn conditions(&self, sandbox: &Sandbox, now: &Time) -> Vec<Condition> {
+        // Only a started workload reflects a real mapping of the pod template.
+        self.get(&Key::of(sandbox))
+            .filter(|p| p.runtime_class.is_some())
+            .map(|pod| Self::fields_honoured(&pod, sandbox.metadata.generation, now))
+            .into_iter()
+            .collect()
+    }
+
+    fn release(&self, namespace: &str, name: &str, why: Release) {
+        let key = Key::new(namespace, name);
+        self.delete(&key);
+        if why == Release::Gone {
+            guard(&self.services).remove(&key);
+            // A deleted Sandbox's PVCs are garbage-collected with it, as on a cluster.
+            if let Some(claims) = guard(&self.claims).remove(&key) {
+                self.remove_volumes(namespace, &claims);
+            }
+        }
+    }
+
+    fn network_policy(&self, namespace: &str, name: &str) -> Option<NetworkPolicy> {
+        guard(&self.policies)
+            .get(&Key::new(namespace, name))
+            .cloned()
+    }
+
+    fn write_network_policy<'a>(
+        &'a self,
+        namespace: &'a str,
+        write: PolicyWrite<'a>,
+    ) -> BoxFuture<'a, Result<(), WriteError>> {
+        let mut policies = guard(&self.policies);
+        match write {
+            PolicyWrite::Create(np) => {
+                let mut np = np.clone();
+                np.metadata.resource_version = Some("1".to_owned());
+                let name = np.metadata.name.clone().unwrap_or_default();
+                policies.insert(Key::new(namespace, name), np);
+            }
+            PolicyWrite::Update { name, spec, .. } => {
+                if let Some(np) = policies.get_mut(&Key::new(namespace, name)) {
+                    np.spec = Some(spec.clone());
+                }
+            }
+            PolicyWrite::Delete(target) => {
+                policies.remove(&Key::new(namespace, &target.name));
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn template_gone(&self, namespace: &str, name: &str) {
+        guard(&self.policies).remove(&Key::new(namespace, names::network_policy_name(name)));
+    }
 }

@@ -103,13 +103,7 @@ async fn deleting_a_sandbox_tears_its_workload_down() {
     req.name = Some("short-lived".into());
     server.client.create_sandbox(&req).await.unwrap();
     let runtime = server.engine().workloads().runtime().clone();
-    assert_eq!(
-        paddock_runtime::Runtime::list(&runtime)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(runtime.list().await.unwrap().len(), 1);
     server
         .client
         .sandbox("short-lived", "default")
@@ -118,13 +112,7 @@ async fn deleting_a_sandbox_tears_its_workload_down() {
         .unwrap();
     eventually(20, "the workload to be gone", || {
         let runtime = runtime.clone();
-        async move {
-            paddock_runtime::Runtime::list(&runtime)
-                .await
-                .unwrap()
-                .is_empty()
-                .then_some(())
-        }
+        async move { runtime.list().await.unwrap().is_empty().then_some(()) }
     })
     .await;
     assert!(get(&server, &sandbox_path("short-lived")).await.is_none());
@@ -289,7 +277,11 @@ async fn an_unknown_runtime_class_is_refused_with_the_remedy() {
         "{message}"
     );
     assert!(
-        paddock_runtime::Runtime::list(server.engine().workloads().runtime())
+        server
+            .engine()
+            .workloads()
+            .runtime()
+            .list()
             .await
             .unwrap()
             .is_empty(),

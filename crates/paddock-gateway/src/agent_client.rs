@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::backend::Endpoint;
+use paddock_backend::Endpoint;
 
 /// The body type the client sends.
 pub type ClientBody = axum::body::Body;

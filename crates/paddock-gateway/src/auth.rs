@@ -127,43 +127,7 @@ pub fn bearer(header_value: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// What a [`TokenVerifier`] decided about a presented token.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
-    /// Whether the token is accepted.
-    pub authenticated: bool,
-    /// Who the token belongs to, when known (for logs; never the token itself).
-    pub user: Option<String>,
-}
-
-impl Verdict {
-    /// An accepted token of `user`.
-    pub fn accepted(user: impl Into<String>) -> Self {
-        Self {
-            authenticated: true,
-            user: Some(user.into()),
-        }
-    }
-
-    /// A refused token.
-    pub fn refused() -> Self {
-        Self {
-            authenticated: false,
-            user: None,
-        }
-    }
-}
-
-/// Checks bearer tokens somewhere else (Kubernetes TokenReview), for [`Auth::External`](crate::Auth::External).
-/// An `Err` means the verdict could not be reached (the verifier is unreachable); the gateway
-/// then refuses the request (fail closed) with that error.
-pub trait TokenVerifier: std::fmt::Debug + Send + Sync + 'static {
-    /// Decides about `token`. Implementations must never log the token.
-    fn verify<'a>(
-        &'a self,
-        token: &'a str,
-    ) -> crate::backend::BoxFuture<'a, Result<Verdict, crate::error::ApiError>>;
-}
+pub use paddock_backend::{TokenVerifier, Verdict};
 
 /// The MAC context of upstream's scoped tokens.
 const SCOPED_TOKEN_CONTEXT: &str = "agent-sandbox/scoped-token/v1.";

@@ -4,19 +4,20 @@
 //!
 //! # Layout
 //! - [`server`]: routes, authentication, the router contract, health, metrics; [`server::serve`].
-//! - [`backend`]: the contract a backend implements.
 //! - [`sandboxes`]: `/v1/sandboxes` — create, describe, pause, resume, and forwarding to agents.
 //! - [`objects`]: the four kinds on Kubernetes-shaped paths, and `/v1/apply`.
 //! - [`proxy`], [`agent_client`]: forwarding requests to sandboxes over unix sockets or TCP.
 //! - [`auth`]: bearer tokens and upstream's scoped tokens.
 //! - [`router_contract`]: upstream's `X-Sandbox-*` request contract.
-//! - [`error`]: error codes and bodies; [`metrics`]; [`openapi`].
+//! - [`error`]: errors as HTTP responses; [`metrics`]; [`openapi`].
+//!
+//! The [`Backend`] port, [`ApiError`] and [`Code`] live in `paddock-backend`, which both the
+//! gateway and the backends depend on.
 
 #![recursion_limit = "512"]
 
 pub mod agent_client;
 pub mod auth;
-pub mod backend;
 pub mod error;
 pub mod metrics;
 pub mod objects;
@@ -26,6 +27,6 @@ pub mod router_contract;
 pub mod sandboxes;
 pub mod server;
 
-pub use backend::Backend;
-pub use error::{ApiError, Code};
+pub use error::{ApiResult, ErrorResponse};
+pub use paddock_backend::{ApiError, Backend, Code};
 pub use server::{AppState, Auth, GatewayOptions, router, serve};

@@ -12,27 +12,27 @@ use futures_util::StreamExt;
 use http::{HeaderMap, StatusCode, header};
 use paddock_api::any::AnyObject;
 use paddock_api::kinds::{Kind, Version};
+use paddock_api::stored::Object;
 use paddock_api::validate::{self, Valid};
+use paddock_backend::{Part, Propagation};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::backend::{Part, Propagation};
-use crate::error::{ApiError, Code};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::server::AppState;
 
-/// Converts a stored (v1beta1) object to `version`.
-pub fn to_version(kind: Kind, value: Value, version: Version) -> Result<Value, ApiError> {
+/// A stored object as JSON in `version` (where it leaves the gateway).
+pub fn to_version(object: &Object, version: Version) -> Value {
     if version == Version::STORAGE {
-        return Ok(value);
+        object.to_value()
+    } else {
+        object.to_version(version).to_value()
     }
-    let object = AnyObject::from_value(kind, Version::STORAGE, value)
-        .map_err(|e| ApiError::internal(format!("stored {kind} does not decode: {e}")))?;
-    Ok(object.convert(version).to_value())
 }
 
 /// Validates an object (any version), checks it is of `kind`, and returns it in v1beta1 with
 /// defaults applied, as the backend stores it.
-pub fn to_storage(kind: Option<Kind>, value: &Value) -> Result<(Valid, Value), ApiError> {
+pub fn to_storage(kind: Option<Kind>, value: &Value) -> Result<(Valid, Object), ApiError> {
     let what = describe(value);
     let valid = validate::validate_value(value)
         .map_err(|problems| ApiError::invalid_object(&what, &problems))?;
@@ -44,7 +44,7 @@ pub fn to_storage(kind: Option<Kind>, value: &Value) -> Result<(Valid, Value), A
             valid.object.kind()
         )));
     }
-    let stored = valid.object.clone().convert(Version::STORAGE).to_value();
+    let stored = Object::from(valid.object.clone());
     Ok((valid, stored))
 }
 
@@ -166,7 +166,7 @@ pub async fn list_namespaced(
     Path((group, version, namespace, plural)): Path<(String, String, String, String)>,
     Query(q): Query<ListQuery>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> ApiResult {
     list_or_watch(
         state,
         &group,
@@ -185,7 +185,7 @@ pub async fn list_all(
     Path((group, version, plural)): Path<(String, String, String)>,
     Query(q): Query<ListQuery>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> ApiResult {
     list_or_watch(state, &group, &version, None, &plural, q, &headers).await
 }
 
@@ -197,7 +197,7 @@ async fn list_or_watch(
     plural: &str,
     q: ListQuery,
     headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+) -> ApiResult {
     let (kind, version) = resolve(group, version, plural)?;
     if truthy(q.watch.as_deref()) {
         let watch = state
@@ -211,10 +211,9 @@ async fn list_or_watch(
             .await?;
         let lines = watch.map(move |event| {
             let line = match event {
-                Ok(e) => match to_version(kind, e.object, version) {
-                    Ok(object) => json!({"type": e.event_type, "object": object}),
-                    Err(err) => json!({"type": "ERROR", "object": err.body()}),
-                },
+                Ok(e) => {
+                    json!({"type": e.event_type.as_str(), "object": to_version(&e.object, version)})
+                }
                 Err(err) => json!({"type": "ERROR", "object": err.body()}),
             };
             Ok::<_, std::io::Error>(Bytes::from(format!("{line}\n")))
@@ -229,16 +228,12 @@ async fn list_or_watch(
         .backend
         .list(kind, namespace.as_deref(), &q.label_selector)
         .await?;
-    let items: Result<Vec<Value>, ApiError> = list
-        .items
-        .into_iter()
-        .map(|v| to_version(kind, v, version))
-        .collect();
+    let items: Vec<Value> = list.items.iter().map(|o| to_version(o, version)).collect();
     let body = json!({
         "apiVersion": kind.api_version(version),
         "kind": format!("{}List", kind.as_str()),
         "metadata": {"resourceVersion": list.resource_version},
-        "items": items?,
+        "items": items,
     });
     Ok(encode(headers, StatusCode::OK, &body))
 }
@@ -249,16 +244,16 @@ pub async fn create(
     Path((group, version, namespace, plural)): Path<(String, String, String, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> ApiResult {
     let (kind, version) = resolve(&group, &version, &plural)?;
     let mut value = decode_one(&headers, &body)?;
     set_namespace(&mut value, &namespace)?;
     let (_, stored) = to_storage(Some(kind), &value)?;
-    let created = state.backend.create(kind, stored).await?;
+    let created = state.backend.create(stored).await?;
     Ok(encode(
         &headers,
         StatusCode::CREATED,
-        &to_version(kind, created, version)?,
+        &to_version(&created, version),
     ))
 }
 
@@ -286,13 +281,13 @@ pub async fn get(
     State(state): State<AppState>,
     Path((group, version, namespace, plural, name)): Path<ObjectPath>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> ApiResult {
     let (kind, version) = resolve(&group, &version, &plural)?;
     let object = state.backend.get(kind, &namespace, &name).await?;
     Ok(encode(
         &headers,
         StatusCode::OK,
-        &to_version(kind, object, version)?,
+        &to_version(&object, version),
     ))
 }
 
@@ -303,7 +298,7 @@ pub async fn replace(
     part: Part,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> ApiResult {
     let (group, version, namespace, plural, name) = path;
     let (kind, version) = resolve(&group, &version, &plural)?;
     let mut value = decode_one(&headers, &body)?;
@@ -311,19 +306,18 @@ pub async fn replace(
     if value.pointer("/metadata/name").and_then(Value::as_str) != Some(name.as_str()) {
         return Err(ApiError::invalid(format!(
             "the body's metadata.name must be {name:?}, the name in the request path"
-        )));
+        ))
+        .into());
     }
     let current = state.backend.get(kind, &namespace, &name).await?;
     let (valid, stored) = to_storage(Some(kind), &value)?;
-    let old = AnyObject::from_value(kind, Version::STORAGE, current)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    validate::validate_update(&old, &valid.object)
+    validate::validate_update(&AnyObject::from(current), &valid.object)
         .map_err(|p| ApiError::invalid_object(&describe(&value), &p))?;
-    let updated = state.backend.update(kind, stored, part).await?;
+    let updated = state.backend.update(stored, part).await?;
     Ok(encode(
         &headers,
         StatusCode::OK,
-        &to_version(kind, updated, version)?,
+        &to_version(&updated, version),
     ))
 }
 
@@ -335,32 +329,31 @@ pub async fn patch(
     part: Part,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> ApiResult {
     let (group, version_str, namespace, plural, name) = path;
     let (kind, version) = resolve(&group, &version_str, &plural)?;
     let patch = decode_one(&headers, &body)?;
     if !patch.is_object() {
-        return Err(ApiError::invalid("a merge patch must be a JSON object"));
+        return Err(ApiError::invalid("a merge patch must be a JSON object").into());
     }
     let current = state.backend.get(kind, &namespace, &name).await?;
-    let mut target = to_version(kind, current.clone(), version)?;
+    let mut target = to_version(&current, version);
     merge_patch(&mut target, &patch);
     let (valid, mut stored) = to_storage(Some(kind), &target)?;
-    let old = AnyObject::from_value(kind, Version::STORAGE, current.clone())
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    validate::validate_update(&old, &valid.object)
+    validate::validate_update(&AnyObject::from(current.clone()), &valid.object)
         .map_err(|p| ApiError::invalid_object(&describe(&target), &p))?;
     // Optimistic lock on what the patch was computed against, unless the client set its own.
-    if patch.pointer("/metadata/resourceVersion").is_none()
-        && let Some(rv) = current.pointer("/metadata/resourceVersion")
-    {
-        stored["metadata"]["resourceVersion"] = rv.clone();
+    if patch.pointer("/metadata/resourceVersion").is_none() {
+        stored
+            .metadata_mut()
+            .resource_version
+            .clone_from(&current.metadata().resource_version);
     }
-    let updated = state.backend.update(kind, stored, part).await?;
+    let updated = state.backend.update(stored, part).await?;
     Ok(encode(
         &headers,
         StatusCode::OK,
-        &to_version(kind, updated, version)?,
+        &to_version(&updated, version),
     ))
 }
 
@@ -390,7 +383,7 @@ pub async fn delete(
     Path((group, version, namespace, plural, name)): Path<ObjectPath>,
     Query(q): Query<DeleteQuery>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> ApiResult {
     let (kind, version) = resolve(&group, &version, &plural)?;
     let policy = propagation(q.propagation_policy.as_deref())?;
     let last = state
@@ -400,7 +393,7 @@ pub async fn delete(
     Ok(encode(
         &headers,
         StatusCode::OK,
-        &to_version(kind, last, version)?,
+        &to_version(&last, version),
     ))
 }
 
@@ -430,11 +423,11 @@ pub async fn apply(
     Query(q): Query<ApplyQuery>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> ApiResult {
     let default_ns = q.namespace.unwrap_or_else(|| "default".to_owned());
     let docs = decode_documents(&headers, &body)?;
     if docs.is_empty() {
-        return Err(ApiError::invalid("the manifest holds no objects"));
+        return Err(ApiError::invalid("the manifest holds no objects").into());
     }
     let mut prepared = Vec::new();
     let mut problems = Vec::new();
@@ -458,30 +451,26 @@ pub async fn apply(
             ),
         );
         err.details = Some(Value::Array(problems));
-        return Err(err);
+        return Err(err.into());
     }
     let mut results = Vec::new();
     for (kind, original, stored) in prepared {
-        let namespace = stored
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("default")
-            .to_owned();
-        let name = stored
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let namespace = match stored.namespace() {
+            "" => "default".to_owned(),
+            ns => ns.to_owned(),
+        };
+        let name = Some(stored.name().to_owned()).filter(|n| !n.is_empty());
         let existing = match &name {
             Some(name) => match state.backend.get(kind, &namespace, name).await {
                 Ok(v) => Some(v),
                 Err(e) if e.code == Code::NotFound => None,
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             },
             None => None,
         };
         match existing {
             None => {
-                state.backend.create(kind, stored).await?;
+                state.backend.create(stored).await?;
                 results.push(applied(&original, "created"));
             }
             Some(current) => {
@@ -489,7 +478,7 @@ pub async fn apply(
                 if merged == current {
                     results.push(applied(&original, "unchanged"));
                 } else {
-                    state.backend.update(kind, merged, Part::Main).await?;
+                    state.backend.update(merged, Part::Main).await?;
                     results.push(applied(&original, "configured"));
                 }
             }
@@ -504,22 +493,27 @@ pub async fn apply(
 
 /// The object `apply` writes over `current`: the manifest's spec, labels and annotations
 /// replace the stored ones; identity, status and the controllers' bookkeeping stay.
-fn apply_onto(current: &Value, manifest: &Value) -> Value {
+fn apply_onto(current: &Object, manifest: &Object) -> Object {
     let mut merged = current.clone();
-    merged["spec"] = manifest.get("spec").cloned().unwrap_or(Value::Null);
-    for field in ["labels", "annotations"] {
-        let mut map: BTreeMap<String, Value> = current
-            .pointer(&format!("/metadata/{field}"))
-            .and_then(Value::as_object)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
-        if let Some(Value::Object(given)) = manifest.pointer(&format!("/metadata/{field}")) {
-            for (k, v) in given {
+    match (&mut merged, manifest) {
+        (Object::Sandbox(m), Object::Sandbox(n)) => m.spec = n.spec.clone(),
+        (Object::SandboxTemplate(m), Object::SandboxTemplate(n)) => m.spec = n.spec.clone(),
+        (Object::SandboxClaim(m), Object::SandboxClaim(n)) => m.spec = n.spec.clone(),
+        (Object::SandboxWarmPool(m), Object::SandboxWarmPool(n)) => m.spec = n.spec.clone(),
+        // `apply` only merges objects of one kind (it looked the current one up by kind).
+        _ => return merged,
+    }
+    let given = manifest.metadata();
+    let meta = merged.metadata_mut();
+    for (mine, theirs) in [
+        (&mut meta.labels, &given.labels),
+        (&mut meta.annotations, &given.annotations),
+    ] {
+        if let Some(theirs) = theirs {
+            let map = mine.get_or_insert_with(BTreeMap::new);
+            for (k, v) in theirs {
                 map.insert(k.clone(), v.clone());
             }
-        }
-        if !map.is_empty() {
-            merged["metadata"][field] = json!(map);
         }
     }
     merged
@@ -558,12 +552,18 @@ mod tests {
 
     #[test]
     fn apply_keeps_status_and_bookkeeping() {
-        let current = json!({"metadata": {"name": "x", "uid": "u", "annotations": {"agents.x-k8s.io/pod-name": "x"}}, "spec": {"a": 1}, "status": {"s": 1}});
-        let manifest =
-            json!({"metadata": {"name": "x", "annotations": {"team": "a"}}, "spec": {"a": 2}});
-        let merged = apply_onto(&current, &manifest);
-        assert_eq!(merged["spec"], json!({"a": 2}));
-        assert_eq!(merged["status"], json!({"s": 1}));
+        let pool = |v: Value| Object::from_value(Kind::SandboxWarmPool, v).unwrap();
+        let current = pool(
+            json!({"metadata": {"name": "x", "uid": "u", "annotations": {"agents.x-k8s.io/pod-name": "x"}},
+            "spec": {"replicas": 1, "sandboxTemplateRef": {"name": "t"}}, "status": {"replicas": 1}}),
+        );
+        let manifest = pool(
+            json!({"metadata": {"name": "x", "annotations": {"team": "a"}},
+            "spec": {"replicas": 2, "sandboxTemplateRef": {"name": "t"}}}),
+        );
+        let merged = apply_onto(&current, &manifest).to_value();
+        assert_eq!(merged["spec"]["replicas"], 2);
+        assert_eq!(merged["status"], json!({"replicas": 1}));
         assert_eq!(merged["metadata"]["uid"], "u");
         assert_eq!(
             merged["metadata"]["annotations"],

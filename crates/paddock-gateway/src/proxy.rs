@@ -9,8 +9,8 @@ use http::{HeaderMap, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 
 use crate::agent_client::{AgentClient, uri};
-use crate::backend::Target;
 use crate::router_contract::{strip_request_headers, strip_response_headers};
+use paddock_backend::Target;
 
 /// Why a forwarded request failed before the sandbox answered.
 #[derive(Debug, thiserror::Error)]

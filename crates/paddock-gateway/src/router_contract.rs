@@ -5,6 +5,8 @@
 //! Pure parsing; the proxy that acts on a [`RouteTarget`] lives with the server.
 
 use std::net::IpAddr;
+
+pub use paddock_backend::targets::pod_ip_allowed;
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -23,7 +25,7 @@ pub const SANDBOX_UID: &str = "x-sandbox-uid";
 pub const SANDBOX_TIMEOUT: &str = "x-sandbox-timeout";
 
 /// The default port of the sandbox runtime (upstream's python runtime listens on 8888).
-pub const DEFAULT_PORT: u16 = 8888;
+pub use paddock_backend::targets::DEFAULT_PORT;
 
 /// Where a routed request goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,28 +166,6 @@ pub fn parse(headers: &HeaderMap, options: RouteOptions) -> Result<RouteTarget, 
         uid,
         timeout,
     })
-}
-
-/// The SSRF guard: a client-supplied pod IP may not point at the router's own host, link-local
-/// addresses (cloud metadata at 169.254.169.254), multicast or the unspecified address.
-pub fn pod_ip_allowed(ip: IpAddr, allow_loopback: bool) -> bool {
-    let loopback = ip.is_loopback()
-        || matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
-    if loopback {
-        return allow_loopback;
-    }
-    match ip {
-        IpAddr::V4(v4) => {
-            !(v4.is_link_local() || v4.is_multicast() || v4.is_unspecified() || v4.is_broadcast())
-        }
-        IpAddr::V6(v6) => {
-            let link_local = (v6.segments()[0] & 0xffc0) == 0xfe80;
-            let mapped_bad = v6
-                .to_ipv4_mapped()
-                .is_some_and(|v4| v4.is_link_local() || v4.is_unspecified() || v4.is_multicast());
-            !(link_local || v6.is_multicast() || v6.is_unspecified() || mapped_bad)
-        }
-    }
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) that a proxy never forwards.

@@ -2,31 +2,31 @@
 //! or an image and wait until Ready; describe, list, delete, pause, resume; and everything
 //! inside a sandbox (exec, processes, files, ports) forwarded to its agent.
 //!
-//! It is written purely in terms of the four kinds through the [`Backend`](crate::backend::Backend),
+//! It is written purely in terms of the four kinds through the [`Backend`](paddock_backend::Backend),
 //! so it behaves the same on one machine and on a cluster.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use futures_util::StreamExt;
 use http::{HeaderMap, StatusCode};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use paddock_api::conditions;
 use paddock_api::kinds::Kind;
 use paddock_api::names;
+use paddock_api::stored::Object;
+use paddock_api::v1beta1::{OperatingMode, Sandbox, SandboxClaim, SandboxWarmPool};
+use paddock_backend::annotations::IDLE as IDLE_ANNOTATION;
+use paddock_backend::{Part, Propagation, WatchEventType};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::backend::{Part, Propagation};
-use crate::error::{ApiError, Code};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::objects::{encode, to_storage};
 use crate::proxy::{ForwardError, forward};
 use crate::server::AppState;
-
-/// Pod-template annotation asking the local engine to run no main process: the sandbox idles,
-/// waiting for exec (the gateway sets it when `image` is given without `command`).
-pub const IDLE_ANNOTATION: &str = "paddock.dev/idle";
 
 /// Body of `POST /v1/sandboxes`.
 #[derive(Debug, Default, Deserialize)]
@@ -114,62 +114,54 @@ fn shutdown_time(timeout: Option<u64>) -> Result<Option<String>, ApiError> {
     ))
 }
 
-/// The Ready condition of an object, if any.
-fn ready_condition(object: &Value) -> Option<&Value> {
-    object
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .and_then(|c| {
-            c.iter()
-                .find(|c| c.get("type").and_then(Value::as_str) == Some(conditions::types::READY))
-        })
+/// The condition of `type_` among `conditions`.
+fn condition<'a>(conditions: Option<&'a [Condition]>, type_: &str) -> Option<&'a Condition> {
+    conditions.and_then(|c| conditions::find(c, type_))
 }
 
-fn condition_str<'a>(c: Option<&'a Value>, field: &str) -> Option<&'a str> {
-    c.and_then(|c| c.get(field)).and_then(Value::as_str)
+fn sandbox_ready(sandbox: &Sandbox) -> Option<&Condition> {
+    condition(
+        sandbox
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref()),
+        conditions::types::READY,
+    )
 }
 
-fn controller_of<'a>(object: &'a Value, kind: &str) -> Option<&'a str> {
-    object
-        .pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .and_then(|refs| {
-            refs.iter()
-                .find(|r| {
-                    r.get("controller").and_then(Value::as_bool) == Some(true)
-                        && r.get("kind").and_then(Value::as_str) == Some(kind)
-                })
-                .and_then(|r| r.get("name").and_then(Value::as_str))
-        })
+/// The name of the object of `kind` that controls `sandbox`.
+fn controller_of<'a>(sandbox: &'a Sandbox, kind: &str) -> Option<&'a str> {
+    sandbox
+        .metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|r| r.controller == Some(true) && r.kind == kind)
+        .map(|r| r.name.as_str())
 }
 
 /// The description of a Sandbox that the SDKs read (docs/gateway-api.md).
-pub fn describe(sandbox: &Value, default_runtime: Option<&str>) -> Value {
-    let ready = ready_condition(sandbox);
-    let reason = condition_str(ready, "reason");
-    let suspended = sandbox
-        .pointer("/spec/operatingMode")
-        .and_then(Value::as_str)
-        == Some("Suspended");
-    let is_ready = !suspended && condition_str(ready, "status") == Some(conditions::status::TRUE);
-    let finished = sandbox
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .and_then(|c| {
-            c.iter().find(|c| {
-                c.get("type").and_then(Value::as_str) == Some(conditions::types::FINISHED)
-            })
-        });
+pub fn describe(sandbox: &Sandbox, default_runtime: Option<&str>) -> Value {
+    let ready = sandbox_ready(sandbox);
+    let reason = ready.map(|c| c.reason.as_str());
+    let suspended = sandbox.spec.operating_mode == Some(OperatingMode::Suspended);
+    let is_ready = !suspended && ready.is_some_and(|c| c.status == conditions::status::TRUE);
+    let finished = condition(
+        sandbox
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref()),
+        conditions::types::FINISHED,
+    );
     let phase = if suspended {
         "Suspended"
     } else if is_ready {
         "Running"
     } else if reason == Some(conditions::sandbox::SANDBOX_EXPIRED) {
         "Expired"
-    } else if let Some(f) =
-        finished.filter(|f| f.get("status").and_then(Value::as_str) == Some("True"))
-    {
-        if f.get("reason").and_then(Value::as_str) == Some(conditions::sandbox::POD_SUCCEEDED) {
+    } else if let Some(f) = finished.filter(|f| f.status == conditions::status::TRUE) {
+        if f.reason == conditions::sandbox::POD_SUCCEEDED {
             "Succeeded"
         } else {
             "Failed"
@@ -177,21 +169,22 @@ pub fn describe(sandbox: &Value, default_runtime: Option<&str>) -> Value {
     } else {
         "Pending"
     };
-    let pod_spec = sandbox.pointer("/spec/podTemplate/spec");
+    let pod_spec = &sandbox.spec.blueprint.pod_template.spec;
+    let meta = &sandbox.metadata;
     json!({
-        "name": sandbox.pointer("/metadata/name"),
-        "namespace": sandbox.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default"),
-        "claim": controller_of(sandbox, "SandboxClaim"),
+        "name": meta.name,
+        "namespace": meta.namespace.as_deref().unwrap_or("default"),
+        "claim": controller_of(sandbox, SandboxClaim::KIND),
         "ready": is_ready,
         "reason": reason,
-        "message": condition_str(ready, "message"),
+        "message": ready.map(|c| c.message.as_str()),
         "phase": phase,
-        "launchType": sandbox.pointer(&format!("/metadata/labels/{}", names::LAUNCH_TYPE.replace('/', "~1"))).and_then(Value::as_str).unwrap_or("direct"),
-        "runtime": pod_spec.and_then(|s| s.get("runtimeClassName")).and_then(Value::as_str).or(default_runtime),
-        "image": pod_spec.and_then(|s| s.pointer("/containers/0/image")),
-        "createdAt": sandbox.pointer("/metadata/creationTimestamp"),
-        "expiresAt": sandbox.pointer("/spec/shutdownTime"),
-        "labels": sandbox.pointer("/metadata/labels").cloned().unwrap_or_else(|| json!({})),
+        "launchType": meta.labels.as_ref().and_then(|l| l.get(names::LAUNCH_TYPE)).map_or("direct", String::as_str),
+        "runtime": pod_spec.runtime_class_name.as_deref().or(default_runtime),
+        "image": pod_spec.containers.first().and_then(|c| c.image.as_deref()),
+        "createdAt": meta.creation_timestamp,
+        "expiresAt": sandbox.spec.lifecycle.shutdown_time,
+        "labels": meta.labels.clone().unwrap_or_default(),
     })
 }
 
@@ -360,26 +353,19 @@ async fn pool_for_template(
         .await?;
     let best = pools
         .items
-        .iter()
-        .filter(|p| {
-            p.pointer("/spec/sandboxTemplateRef/name")
-                .and_then(Value::as_str)
-                == Some(template)
-        })
+        .into_iter()
+        .filter_map(Object::into_typed::<SandboxWarmPool>)
+        .filter(|p| p.spec.sandbox_template_ref.name == template)
         .max_by_key(|p| {
-            p.pointer("/status/readyReplicas")
-                .and_then(Value::as_i64)
+            p.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
                 .unwrap_or(0)
         });
-    Ok(
-        match best
-            .and_then(|p| p.pointer("/metadata/name"))
-            .and_then(Value::as_str)
-        {
-            Some(pool) => pool.to_owned(),
-            None => format!("{}{template}", names::SHADOW_POOL_PREFIX),
-        },
-    )
+    Ok(match best.and_then(|p| p.metadata.name) {
+        Some(pool) => pool,
+        None => names::shadow_pool_name(template),
+    })
 }
 
 /// `POST /v1/sandboxes`.
@@ -387,7 +373,7 @@ pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+) -> ApiResult {
     let req: CreateSandbox = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))?;
     req.check_sources()?;
@@ -406,21 +392,22 @@ pub async fn create(
     };
     let (kind, object) = match &pool {
         Some(pool) => (Kind::SandboxClaim, req.claim(&name, &namespace, pool)?),
-        None => (
-            Kind::Sandbox,
-            state
-                .backend
-                .prepare_image_sandbox(req.image_sandbox(&name, &namespace)?)?,
-        ),
+        None => (Kind::Sandbox, req.image_sandbox(&name, &namespace)?),
     };
-    let (_, stored) = to_storage(Some(kind), &object)?;
-    let created = state.backend.create(kind, stored).await?;
+    let (_, mut stored) = to_storage(Some(kind), &object)?;
+    if let Object::Sandbox(sandbox) = stored {
+        stored = Object::Sandbox(state.backend.prepare_image_sandbox(sandbox)?);
+    }
+    let created = state.backend.create(stored).await?;
     let sandbox = if wait {
-        wait_ready(&state, kind, &namespace, &name, created, timeout).await?
-    } else if kind == Kind::Sandbox {
-        created
+        wait_ready(&state, &namespace, &name, created, timeout).await?
     } else {
-        json!({"metadata": {"name": name, "namespace": namespace}})
+        created.into_typed::<Sandbox>().unwrap_or_else(|| {
+            // A claim that was not waited for: only its name is known yet.
+            let mut placeholder = Sandbox::new(&name, Default::default());
+            placeholder.metadata.namespace = Some(namespace.clone());
+            placeholder
+        })
     };
     let mut description = describe(&sandbox, state.backend.default_runtime());
     if kind == Kind::SandboxClaim {
@@ -433,41 +420,31 @@ pub async fn create(
 /// Terminal claim reasons fail at once with the claim's message.
 async fn wait_ready(
     state: &AppState,
-    kind: Kind,
     namespace: &str,
     name: &str,
-    created: Value,
+    created: Object,
     timeout: Duration,
-) -> Result<Value, ApiError> {
+) -> Result<Sandbox, ApiError> {
+    let kind = created.kind();
     let deadline = tokio::time::Instant::now() + timeout;
-    let rv = created
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let selector = "";
-    let mut watch = state
-        .backend
-        .watch(kind, Some(namespace), selector, rv)
-        .await?;
+    let rv = Some(created.resource_version().to_owned()).filter(|rv| !rv.is_empty());
+    let mut watch = state.backend.watch(kind, Some(namespace), "", rv).await?;
     let mut latest = created;
     loop {
-        if let Some(done) = ready_outcome(kind, &latest)? {
-            return match kind {
-                Kind::Sandbox => Ok(latest),
-                _ => state.backend.get(Kind::Sandbox, namespace, &done).await,
+        if let Some(done) = ready_outcome(&latest)? {
+            return match latest {
+                Object::Sandbox(sandbox) => Ok(sandbox),
+                _ => get_sandbox(state, namespace, &done).await,
             };
         }
         let next = tokio::time::timeout_at(deadline, watch.next()).await;
         match next {
             Err(_) => {
-                let ready = ready_condition(&latest);
-                let why = match (
-                    condition_str(ready, "reason"),
-                    condition_str(ready, "message"),
-                ) {
-                    (Some(r), Some(m)) if !m.is_empty() => format!("{r}: {m}"),
-                    (Some(r), _) => r.to_owned(),
-                    _ => "no status yet".to_owned(),
+                let ready = ready_of(&latest);
+                let why = match ready {
+                    Some(c) if !c.message.is_empty() => format!("{}: {}", c.reason, c.message),
+                    Some(c) => c.reason.clone(),
+                    None => "no status yet".to_owned(),
                 };
                 return Err(ApiError::new(
                     Code::DeadlineExceeded,
@@ -480,15 +457,10 @@ async fn wait_ready(
             Ok(None) => return Err(ApiError::unavailable("the backend closed the watch")),
             Ok(Some(Err(e))) => return Err(e),
             Ok(Some(Ok(event))) => {
-                if event
-                    .object
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    != Some(name)
-                {
+                if event.object.name() != name {
                     continue;
                 }
-                if event.event_type == "DELETED" {
+                if event.event_type == WatchEventType::Deleted {
                     return Err(ApiError::not_found(format!(
                         "{kind} {name:?} was deleted while starting"
                     )));
@@ -499,22 +471,33 @@ async fn wait_ready(
     }
 }
 
-/// `Some(sandbox name)` once ready; an error for terminal failures; `None` to keep waiting.
-fn ready_outcome(kind: Kind, object: &Value) -> Result<Option<String>, ApiError> {
-    let ready = ready_condition(object);
-    let status = condition_str(ready, "status");
-    let reason = condition_str(ready, "reason").unwrap_or("");
-    let message = condition_str(ready, "message").unwrap_or("");
-    let name = match kind {
-        Kind::Sandbox => object.pointer("/metadata/name").and_then(Value::as_str),
-        _ => object
-            .pointer("/status/sandbox/name")
-            .and_then(Value::as_str),
+/// The Ready condition of a Sandbox or claim.
+fn ready_of(object: &Object) -> Option<&Condition> {
+    let conditions = match object {
+        Object::Sandbox(s) => s.status.as_ref().and_then(|s| s.conditions.as_deref()),
+        Object::SandboxClaim(c) => c.status.as_ref().and_then(|s| s.conditions.as_deref()),
+        _ => None,
     };
-    if status == Some(conditions::status::TRUE)
-        && let Some(name) = name
+    condition(conditions, conditions::types::READY)
+}
+
+/// `Some(sandbox name)` once ready; an error for terminal failures; `None` to keep waiting.
+fn ready_outcome(object: &Object) -> Result<Option<String>, ApiError> {
+    let ready = ready_of(object);
+    let reason = ready.map_or("", |c| c.reason.as_str());
+    let message = ready.map_or("", |c| c.message.as_str());
+    let name = match object {
+        Object::SandboxClaim(c) => c
+            .status
+            .as_ref()
+            .and_then(|s| s.sandbox.as_ref())
+            .and_then(|s| s.name.clone()),
+        other => Some(other.name().to_owned()),
+    };
+    if ready.is_some_and(|c| c.status == conditions::status::TRUE)
+        && let Some(name) = name.filter(|n| !n.is_empty())
     {
-        return Ok(Some(name.to_owned()));
+        return Ok(Some(name));
     }
     let terminal = conditions::claim::TERMINAL.contains(&reason);
     match reason {
@@ -529,12 +512,22 @@ fn ready_outcome(kind: Kind, object: &Value) -> Result<Option<String>, ApiError>
     }
 }
 
+fn as_sandbox(object: Object) -> Result<Sandbox, ApiError> {
+    object
+        .into_typed()
+        .ok_or_else(|| ApiError::internal("the backend answered a Sandbox read with another kind"))
+}
+
+async fn get_sandbox(state: &AppState, namespace: &str, name: &str) -> Result<Sandbox, ApiError> {
+    as_sandbox(state.backend.get(Kind::Sandbox, namespace, name).await?)
+}
+
 /// `GET /v1/sandboxes`.
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<NamespaceQuery>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> ApiResult {
     let selector = q.label_selector.clone().unwrap_or_default();
     let sandboxes = state
         .backend
@@ -543,21 +536,22 @@ pub async fn list(
     let runtime = state.backend.default_runtime();
     let items: Vec<Value> = sandboxes
         .items
-        .iter()
-        .map(|s| describe(s, runtime))
+        .into_iter()
+        .filter_map(Object::into_typed::<Sandbox>)
+        .map(|s| describe(&s, runtime))
         .collect();
     Ok(encode(&headers, StatusCode::OK, &json!({"items": items})))
 }
 
 /// Finds the Sandbox for `name`: a Sandbox of that name, or the one a claim of that name holds.
-async fn find_sandbox(state: &AppState, namespace: &str, name: &str) -> Result<Value, ApiError> {
-    match state.backend.get(Kind::Sandbox, namespace, name).await {
+async fn find_sandbox(state: &AppState, namespace: &str, name: &str) -> Result<Sandbox, ApiError> {
+    match get_sandbox(state, namespace, name).await {
         Ok(s) => return Ok(s),
         Err(e) if e.code != Code::NotFound => return Err(e),
         Err(_) => {}
     }
     let claim = match state.backend.get(Kind::SandboxClaim, namespace, name).await {
-        Ok(c) => c,
+        Ok(c) => c.into_typed::<SandboxClaim>().unwrap_or_default(),
         Err(e) if e.code == Code::NotFound => {
             return Err(ApiError::not_found(format!(
                 "sandbox {name:?} not found in namespace {namespace:?}"
@@ -566,10 +560,12 @@ async fn find_sandbox(state: &AppState, namespace: &str, name: &str) -> Result<V
         Err(e) => return Err(e),
     };
     match claim
-        .pointer("/status/sandbox/name")
-        .and_then(Value::as_str)
+        .status
+        .and_then(|s| s.sandbox)
+        .and_then(|s| s.name)
+        .filter(|n| !n.is_empty())
     {
-        Some(sandbox) => state.backend.get(Kind::Sandbox, namespace, sandbox).await,
+        Some(sandbox) => get_sandbox(state, namespace, &sandbox).await,
         None => Err(ApiError::new(
             Code::SandboxNotReady,
             format!("claim {name:?} has no sandbox yet"),
@@ -583,7 +579,7 @@ pub async fn get(
     Path(name): Path<String>,
     Query(q): Query<NamespaceQuery>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> ApiResult {
     let sandbox = find_sandbox(&state, q.ns(), &name).await?;
     Ok(encode(
         &headers,
@@ -598,7 +594,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<NamespaceQuery>,
-) -> Result<Response, ApiError> {
+) -> ApiResult {
     let ns = q.ns();
     match state
         .backend
@@ -606,37 +602,36 @@ pub async fn delete(
         .await
     {
         Ok(_) => return Ok(StatusCode::ACCEPTED.into_response()),
-        Err(e) if e.code != Code::NotFound => return Err(e),
+        Err(e) if e.code != Code::NotFound => return Err(e.into()),
         Err(_) => {}
     }
-    let sandbox = state.backend.get(Kind::Sandbox, ns, &name).await?;
-    match controller_of(&sandbox, "SandboxClaim") {
-        Some(claim) => {
-            state
-                .backend
-                .delete(Kind::SandboxClaim, ns, claim, Propagation::Background)
-                .await?
-        }
-        None => {
-            state
-                .backend
-                .delete(Kind::Sandbox, ns, &name, Propagation::Background)
-                .await?
-        }
+    let sandbox = get_sandbox(&state, ns, &name).await?;
+    let (kind, target) = match controller_of(&sandbox, SandboxClaim::KIND) {
+        Some(claim) => (Kind::SandboxClaim, claim),
+        None => (Kind::Sandbox, name.as_str()),
     };
+    state
+        .backend
+        .delete(kind, ns, target, Propagation::Background)
+        .await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-async fn set_mode(state: &AppState, ns: &str, name: &str, mode: &str) -> Result<Value, ApiError> {
+async fn set_mode(
+    state: &AppState,
+    ns: &str,
+    name: &str,
+    mode: OperatingMode,
+) -> Result<Sandbox, ApiError> {
     for _ in 0..5 {
         let mut sandbox = find_sandbox(state, ns, name).await?;
-        sandbox["spec"]["operatingMode"] = json!(mode);
+        sandbox.spec.operating_mode = Some(mode);
         match state
             .backend
-            .update(Kind::Sandbox, sandbox, Part::Main)
+            .update(Object::Sandbox(sandbox), Part::Main)
             .await
         {
-            Ok(updated) => return Ok(updated),
+            Ok(updated) => return as_sandbox(updated),
             Err(e) if e.code == Code::Conflict => continue,
             Err(e) => return Err(e),
         }
@@ -653,8 +648,8 @@ pub async fn pause(
     Path(name): Path<String>,
     Query(q): Query<NamespaceQuery>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let sandbox = set_mode(&state, q.ns(), &name, "Suspended").await?;
+) -> ApiResult {
+    let sandbox = set_mode(&state, q.ns(), &name, OperatingMode::Suspended).await?;
     Ok(encode(
         &headers,
         StatusCode::OK,
@@ -668,21 +663,20 @@ pub async fn resume(
     Path(name): Path<String>,
     Query(q): Query<NamespaceQuery>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> ApiResult {
     let ns = q.ns().to_owned();
-    let sandbox = set_mode(&state, &ns, &name, "Running").await?;
+    let sandbox = set_mode(&state, &ns, &name, OperatingMode::Running).await?;
     let sandbox = if q.wait.unwrap_or(true) {
         let sandbox_name = sandbox
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or(&name)
-            .to_owned();
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_else(|| name.clone());
         wait_ready(
             &state,
-            Kind::Sandbox,
             &ns,
             &sandbox_name,
-            sandbox,
+            Object::Sandbox(sandbox),
             Duration::from_secs(60),
         )
         .await?
@@ -710,17 +704,14 @@ pub async fn logs(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<LogsQuery>,
-) -> Result<Response, ApiError> {
+) -> ApiResult {
     let namespace = q
         .namespace
         .as_deref()
         .filter(|s| !s.is_empty())
         .unwrap_or("default");
     let sandbox = find_sandbox(&state, namespace, &name).await?;
-    let sandbox_name = sandbox
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or(&name);
+    let sandbox_name = sandbox.metadata.name.as_deref().unwrap_or(&name);
     let stream = state
         .backend
         .logs(namespace, sandbox_name, q.follow.unwrap_or(false))
@@ -740,7 +731,7 @@ pub async fn inside(
     State(state): State<AppState>,
     Path((name, rest)): Path<(String, String)>,
     req: Request,
-) -> Result<Response, ApiError> {
+) -> ApiResult {
     let mut namespace = "default".to_owned();
     let mut query = Vec::new();
     if let Some(q) = req.uri().query() {
@@ -756,7 +747,8 @@ pub async fn inside(
     if !allowed.contains(&first) {
         return Err(ApiError::not_found(format!(
             "no such sandbox endpoint /{rest}: use exec, processes, files or ports"
-        )));
+        ))
+        .into());
     }
     // Keep the client's percent-encoding of the path (file names with `%2F` and friends).
     let raw_path = req.uri().path();
@@ -771,10 +763,10 @@ pub async fn inside(
     }
     let sandbox = find_sandbox(&state, &namespace, &name).await?;
     let sandbox_name = sandbox
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or(&name)
-        .to_owned();
+        .metadata
+        .name
+        .clone()
+        .unwrap_or_else(|| name.clone());
     let target = state
         .backend
         .target(&namespace, &sandbox_name, None)
@@ -784,5 +776,5 @@ pub async fn inside(
         ForwardError::Connect(why) => ApiError::new(Code::SandboxNotReady, format!("the agent of sandbox {sandbox_name:?} does not answer ({why}); is the sandbox running?")),
         ForwardError::Timeout(d) => ApiError::new(Code::DeadlineExceeded, format!("sandbox {sandbox_name:?} did not answer within {d:?}")),
         ForwardError::BadRequest(why) => ApiError::invalid(why),
-    })
+    }.into())
 }

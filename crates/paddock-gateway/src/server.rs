@@ -17,12 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent_client::{AgentClient, new_client};
 use crate::auth::{ScopedTokens, Token, TokenVerifier, bearer};
-use crate::backend::{Backend, Part};
-use crate::error::{ApiError, Code};
+use crate::error::{ApiError, ApiResult, Code, ErrorResponse, status_of};
 use crate::metrics::Metrics;
 use crate::proxy::{ForwardError, forward};
 use crate::router_contract::{self, RouteOptions};
 use crate::{objects, openapi, sandboxes};
+use paddock_backend::{Backend, Part};
 
 /// How clients authenticate.
 #[derive(Clone, Debug)]
@@ -148,7 +148,11 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
-        .fallback(|| async { ApiError::not_found("no such endpoint; see GET /openapi.json") })
+        .fallback(|| async {
+            ErrorResponse(ApiError::not_found(
+                "no such endpoint; see GET /openapi.json",
+            ))
+        })
         .layer(axum::extract::DefaultBodyLimit::max(state.options.max_body))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         // The router contract comes before the API's own auth: a request carrying
@@ -189,7 +193,7 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
             None => false,
             Some(t) => match verifier.verify(t).await {
                 Ok(verdict) => verdict.authenticated,
-                Err(e) => return e.into_response(),
+                Err(e) => return ErrorResponse(e).into_response(),
             },
         },
     };
@@ -204,9 +208,9 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
                 "missing Authorization: Bearer <token>; paddock serve keeps its token in $PADDOCK_HOME/token"
             }
         };
-        ApiError::new(Code::Unauthenticated, hint).into_response()
+        ErrorResponse(ApiError::new(Code::Unauthenticated, hint)).into_response()
     } else {
-        ApiError::new(Code::Unauthenticated, "invalid token").into_response()
+        ErrorResponse(ApiError::new(Code::Unauthenticated, "invalid token")).into_response()
     }
 }
 
@@ -254,7 +258,7 @@ async fn routed(State(state): State<AppState>, req: Request, next: Next) -> Resp
                 Ok(_) => return detail(StatusCode::UNAUTHORIZED, "Invalid token."),
                 Err(e) => {
                     return detail(
-                        e.code.status(),
+                        status_of(e.code),
                         &format!("Could not verify the token: {}", e.message),
                     );
                 }
@@ -289,8 +293,8 @@ async fn routed(State(state): State<AppState>, req: Request, next: Next) -> Resp
     }
     let port = (route.port != router_contract::DEFAULT_PORT).then_some(route.port);
     let target = match route.pod_ip {
-        Some(ip) => crate::backend::Target {
-            endpoint: crate::backend::Endpoint::Tcp(match ip {
+        Some(ip) => paddock_backend::Target {
+            endpoint: paddock_backend::Endpoint::Tcp(match ip {
                 std::net::IpAddr::V4(v4) => format!("{v4}:{}", route.port),
                 std::net::IpAddr::V6(v6) => format!("[{v6}]:{}", route.port),
             }),
@@ -365,10 +369,7 @@ struct PullRequest {
 }
 
 /// `POST /v1/images/pull`: pulls an image into the engine's cache, streaming progress as NDJSON.
-async fn pull_image(
-    State(state): State<AppState>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+async fn pull_image(State(state): State<AppState>, body: axum::body::Bytes) -> ApiResult {
     let req: PullRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid(format!(
             "invalid request body: {e}; send {{\"image\": \"registry/name:tag\"}}"
@@ -421,8 +422,9 @@ pub async fn serve(
 mod tests {
     use super::*;
     use crate::auth::Verdict;
-    use crate::backend::{BoxFuture, ObjectList, ObjectWatch, Propagation, Target};
     use paddock_api::kinds::Kind;
+    use paddock_api::stored::Object;
+    use paddock_backend::{BoxFuture, ObjectList, ObjectWatch, Propagation, Target};
     use serde_json::Value;
     use tower::ServiceExt as _;
 
@@ -438,7 +440,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "empty"
         }
-        fn get(&self, _: Kind, _: &str, _: &str) -> BoxFuture<'_, Result<Value, ApiError>> {
+        fn get(&self, _: Kind, _: &str, _: &str) -> BoxFuture<'_, Result<Object, ApiError>> {
             none()
         }
         fn list(
@@ -449,10 +451,10 @@ mod tests {
         ) -> BoxFuture<'_, Result<ObjectList, ApiError>> {
             none()
         }
-        fn create(&self, _: Kind, _: Value) -> BoxFuture<'_, Result<Value, ApiError>> {
+        fn create(&self, _: Object) -> BoxFuture<'_, Result<Object, ApiError>> {
             none()
         }
-        fn update(&self, _: Kind, _: Value, _: Part) -> BoxFuture<'_, Result<Value, ApiError>> {
+        fn update(&self, _: Object, _: Part) -> BoxFuture<'_, Result<Object, ApiError>> {
             none()
         }
         fn delete(
@@ -461,7 +463,7 @@ mod tests {
             _: &str,
             _: &str,
             _: Propagation,
-        ) -> BoxFuture<'_, Result<Value, ApiError>> {
+        ) -> BoxFuture<'_, Result<Object, ApiError>> {
             none()
         }
         fn watch(

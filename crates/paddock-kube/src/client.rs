@@ -1,6 +1,7 @@
-//! The Kubernetes client: in-cluster configuration or a kubeconfig, with client-go's
-//! client-side rate limit (`--kube-api-qps` / `--kube-api-burst`, a token bucket every request
-//! waits on, watches included).
+//! The Kubernetes client: a kubeconfig (`--kubeconfig`, else `KUBECONFIG`, else
+//! `~/.kube/config`) or the in-cluster service account, with client-go's client-side rate limit
+//! (`--kube-api-qps` / `--kube-api-burst`, a token bucket every request waits on, watches
+//! included).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,11 +9,23 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use std::path::PathBuf;
+
 use kube::client::ClientBuilder;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tower::{Layer, Service};
 
-use crate::error::ControllerError;
+use crate::error::KubeError;
+
+/// Which cluster to talk to, as every Kubernetes tool takes it.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ClusterArgs {
+    /// Path to a kubeconfig file. Without it: `KUBECONFIG`, then `~/.kube/config`, then the
+    /// in-cluster service account.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+}
 
 /// A token bucket: `rate` tokens per second, at most `burst` saved up.
 #[derive(Debug)]
@@ -125,17 +138,41 @@ where
     }
 }
 
-/// A client from the in-cluster service account or the kubeconfig (`KUBECONFIG`,
-/// `~/.kube/config`), rate limited when `qps` is set.
+/// The client configuration `cluster` names.
 ///
 /// # Errors
-/// [`ControllerError::KubeConfig`] when neither is available or usable.
-pub async fn connect(qps: Option<f64>, burst: u32) -> Result<Client, ControllerError> {
-    let config = Config::infer()
-        .await
-        .map_err(|e| ControllerError::KubeConfig(e.to_string()))?;
+/// [`KubeError::KubeConfig`] when the named kubeconfig cannot be read, or no configuration is
+/// found at all.
+pub async fn config(cluster: &ClusterArgs) -> Result<Config, KubeError> {
+    match &cluster.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
+                KubeError::KubeConfig(format!("reading --kubeconfig {}: {e}", path.display()))
+            })?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| {
+                    KubeError::KubeConfig(format!("using --kubeconfig {}: {e}", path.display()))
+                })
+        }
+        None => Config::infer()
+            .await
+            .map_err(|e| KubeError::KubeConfig(e.to_string())),
+    }
+}
+
+/// A client for `cluster`, rate limited when `qps` is set.
+///
+/// # Errors
+/// [`KubeError::KubeConfig`] when no configuration is available or usable.
+pub async fn connect(
+    cluster: &ClusterArgs,
+    qps: Option<f64>,
+    burst: u32,
+) -> Result<Client, KubeError> {
+    let config = config(cluster).await?;
     let builder =
-        ClientBuilder::try_from(config).map_err(|e| ControllerError::KubeConfig(e.to_string()))?;
+        ClientBuilder::try_from(config).map_err(|e| KubeError::KubeConfig(e.to_string()))?;
     Ok(match qps {
         Some(qps) => builder.with_layer(&RateLimitLayer::new(qps, burst)).build(),
         None => builder.build(),

@@ -1,24 +1,15 @@
-//! Errors: [`ControllerError`] for start-up and shutdown (what `run` returns), and
-//! [`ReconcileError`] for one reconcile (logged, counted, retried with backoff).
+//! What can go wrong reaching a cluster or binding a port, and how API errors are classified.
 
 use std::net::SocketAddr;
 
-/// Why the controller could not start or stopped abnormally.
+use paddock_plan::outcome::FailureKind;
+
+/// Why a Kubernetes command could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum ControllerError {
-    /// A flag has a value upstream also rejects.
-    #[error("invalid flag {flag}={value:?}: {rule}")]
-    Flag {
-        /// The flag.
-        flag: &'static str,
-        /// What was given.
-        value: String,
-        /// What is allowed.
-        rule: &'static str,
-    },
+pub enum KubeError {
     /// No cluster to talk to.
     #[error(
-        "cannot configure the Kubernetes client: {0}; run inside a cluster (service-account mount) or point KUBECONFIG at a kubeconfig"
+        "cannot configure the Kubernetes client: {0}; pass --kubeconfig FILE, set KUBECONFIG, or run inside a cluster (service-account mount)"
     )]
     KubeConfig(String),
     /// A listener could not be bound.
@@ -32,55 +23,52 @@ pub enum ControllerError {
         #[source]
         source: std::io::Error,
     },
-    /// The leader-election namespace is unknown.
-    #[error(
-        "cannot find the leader-election namespace: not running in a cluster; pass --leader-election-namespace or --leader-elect=false"
-    )]
-    LeaderElectionNamespace,
-    /// Leadership was lost while running (the process must restart to stay safe).
-    #[error("lost the leader-election lease {lease}: {reason}")]
-    LeadershipLost {
-        /// Lease name.
-        lease: String,
-        /// Why.
-        reason: String,
-    },
-    /// Webhook certificates could not be created, loaded or injected.
-    #[error("conversion webhook certificates: {0}")]
-    Certificates(String),
-    /// An API call the start-up depends on failed.
-    #[error("{what}: {source}")]
-    Api {
-        /// What was being done.
-        what: String,
-        /// The client error.
-        #[source]
-        source: kube::Error,
-    },
 }
 
-/// Why one reconcile failed; the error policy retries it with per-object backoff.
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    /// The planner reported a transient problem (the status already says so).
-    #[error("{0}")]
-    Plan(String),
-    /// Applying an action failed.
-    #[error("{action} failed: {message}")]
-    Apply {
-        /// Which action.
-        action: &'static str,
-        /// The API error.
-        message: String,
-    },
-}
-
-impl ReconcileError {
-    /// A short label for the `controller_runtime_reconcile_errors_total` breakdown in logs.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Self::Plan(_) => "plan",
-            Self::Apply { .. } => "apply",
+/// Classifies a client error the way the planners understand failures, with the message the
+/// API server gave.
+pub fn classify(err: &kube::Error) -> (FailureKind, String) {
+    match err {
+        kube::Error::Api(status) => {
+            let kind = match status.code {
+                409 if status.reason == "AlreadyExists" => FailureKind::AlreadyExists,
+                409 => FailureKind::Conflict,
+                404 => FailureKind::NotFound,
+                422 => FailureKind::Invalid,
+                _ => FailureKind::Other,
+            };
+            let message = if status.message.is_empty() {
+                format!("{} ({})", status.reason, status.code)
+            } else {
+                status.message.clone()
+            };
+            (kind, message)
         }
+        other => (FailureKind::Other, other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, reason: &str) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            reason: reason.to_owned(),
+            message: format!("{reason} message"),
+            ..kube::core::Status::default()
+        }))
+    }
+
+    #[test]
+    fn failures_are_classified_like_the_planners_expect() {
+        let kind = |code, reason| classify(&api_error(code, reason)).0;
+        assert_eq!(kind(409, "AlreadyExists"), FailureKind::AlreadyExists);
+        assert_eq!(kind(409, "Conflict"), FailureKind::Conflict);
+        assert_eq!(kind(404, "NotFound"), FailureKind::NotFound);
+        assert_eq!(kind(422, "Invalid"), FailureKind::Invalid);
+        assert_eq!(kind(500, "InternalError"), FailureKind::Other);
+        assert_eq!(classify(&api_error(422, "Invalid")).1, "Invalid message");
     }
 }

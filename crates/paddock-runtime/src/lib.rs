@@ -5,6 +5,7 @@
 //! - [`spec`] — [`WorkloadSpec`], what a sandbox is made of (pure data);
 //! - [`podspec`] — pod template → `WorkloadSpec` plus the fields not honoured locally (pure);
 //! - [`runtime`] — the [`Runtime`] trait, ids, states, errors;
+//! - [`recording`] — a runtime that starts nothing and records calls, for tests without root;
 //! - [`local`] — [`LocalRuntime`], the trait on this host: directories, images, backends;
 //! - [`gvisor`] — OCI bundle and `runsc`; [`bwrap`] — bubblewrap argv and spawn;
 //! - [`seccomp`], [`cgroup`], [`hostview`] — bwrap's filter, cgroup limits, the `host` image;
@@ -20,6 +21,7 @@ pub mod hostview;
 pub mod image;
 pub mod local;
 pub mod podspec;
+pub mod recording;
 pub mod runtime;
 pub mod seccomp;
 pub mod spec;

@@ -20,7 +20,9 @@ use crate::cgroup::{CgroupMode, WorkloadCgroup};
 use crate::gvisor::{self, BundleInput, Gvisor};
 use crate::hostview::HostView;
 use crate::image::{ImageConfig, ImageRef, ImageStore, PulledImage, RegistryConfig};
-use crate::runtime::{Runtime, RuntimeError, Workload, WorkloadId, WorkloadInfo, WorkloadState};
+use crate::runtime::{
+    BoxFuture, Runtime, RuntimeError, Workload, WorkloadId, WorkloadInfo, WorkloadState,
+};
 use crate::spec::{ResourceLimits, RuntimeClass, WorkloadSpec};
 use crate::workdir::{ResolvedMount, WorkloadDir, WorkloadMeta};
 
@@ -773,13 +775,64 @@ fn clean_stale_locks(state_root: &Path) {
 }
 
 impl Runtime for LocalRuntime {
-    async fn create(&self, id: &WorkloadId, spec: &WorkloadSpec) -> Result<Workload, RuntimeError> {
-        let lock = self.lock(id);
-        let _guard = lock.lock().await;
-        self.create_locked(id, spec).await
+    fn create<'a>(
+        &'a self,
+        id: &'a WorkloadId,
+        spec: &'a WorkloadSpec,
+    ) -> BoxFuture<'a, Result<Workload, RuntimeError>> {
+        Box::pin(async move {
+            let lock = self.lock(id);
+            let _guard = lock.lock().await;
+            self.create_locked(id, spec).await
+        })
     }
 
-    async fn state(&self, id: &WorkloadId) -> Result<WorkloadState, RuntimeError> {
+    fn state<'a>(
+        &'a self,
+        id: &'a WorkloadId,
+    ) -> BoxFuture<'a, Result<WorkloadState, RuntimeError>> {
+        Box::pin(self.state_of(id))
+    }
+
+    fn stop<'a>(&'a self, id: &'a WorkloadId) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(self.stop_in_background(id))
+    }
+
+    fn teardown<'a>(&'a self, id: &'a WorkloadId) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let lock = self.lock(id);
+            let _guard = lock.lock().await;
+            self.teardown_unlocked(id).await
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<WorkloadInfo>, RuntimeError>> {
+        Box::pin(self.list_all())
+    }
+
+    fn alive_workloads(&self) -> std::collections::HashSet<String> {
+        LocalRuntime::alive_workloads(self)
+    }
+
+    fn main_log(&self, id: &WorkloadId) -> PathBuf {
+        LocalRuntime::main_log(self, id)
+    }
+
+    fn pull<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        progress: &'a crate::image::ProgressFn,
+    ) -> BoxFuture<'a, Result<PulledImage, RuntimeError>> {
+        Box::pin(async move { Ok(self.images().pull(image, progress).await?) })
+    }
+
+    fn close(&self) {
+        self.close_pool();
+    }
+}
+
+impl LocalRuntime {
+    async fn state_of(&self, id: &WorkloadId) -> Result<WorkloadState, RuntimeError> {
         let dir = self.dir(id);
         if !dir.path.exists() {
             return Ok(WorkloadState::Missing);
@@ -803,7 +856,7 @@ impl Runtime for LocalRuntime {
         Ok(with_main_status(&dir, state))
     }
 
-    async fn stop(&self, id: &WorkloadId) -> Result<(), RuntimeError> {
+    async fn stop_in_background(&self, id: &WorkloadId) -> Result<(), RuntimeError> {
         let dir = self.dir(id);
         if !dir.path.exists() {
             return Ok(());
@@ -820,13 +873,7 @@ impl Runtime for LocalRuntime {
         Ok(())
     }
 
-    async fn teardown(&self, id: &WorkloadId) -> Result<(), RuntimeError> {
-        let lock = self.lock(id);
-        let _guard = lock.lock().await;
-        self.teardown_unlocked(id).await
-    }
-
-    async fn list(&self) -> Result<Vec<WorkloadInfo>, RuntimeError> {
+    async fn list_all(&self) -> Result<Vec<WorkloadInfo>, RuntimeError> {
         let entries = std::fs::read_dir(&self.inner.workloads)
             .map_err(RuntimeError::io("list", &self.inner.workloads))?;
         let gvisor_states: HashMap<String, WorkloadState> = match &self.inner.gvisor {

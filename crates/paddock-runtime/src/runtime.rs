@@ -1,8 +1,10 @@
 //! The [`Runtime`] trait the engine drives, its identifiers, states and errors.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
@@ -149,34 +151,55 @@ impl RuntimeError {
     }
 }
 
+/// A boxed future, so the runtime can be used as `Arc<dyn Runtime>`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// Runs isolated workloads on this host. Implemented by [`crate::LocalRuntime`] (gVisor and
-/// bubblewrap); tests of the engine may implement it with a recording fake.
-pub trait Runtime: Send + Sync {
+/// bubblewrap) and, for tests that need no root, [`crate::recording::RecordingRuntime`].
+pub trait Runtime: Send + Sync + fmt::Debug {
     /// Creates and starts a workload; returns once its agent answers `GET /v1/health`.
     /// On failure nothing of it is left behind.
-    fn create(
-        &self,
-        id: &WorkloadId,
-        spec: &crate::WorkloadSpec,
-    ) -> impl Future<Output = Result<Workload, RuntimeError>> + Send;
+    fn create<'a>(
+        &'a self,
+        id: &'a WorkloadId,
+        spec: &'a crate::WorkloadSpec,
+    ) -> BoxFuture<'a, Result<Workload, RuntimeError>>;
 
     /// The workload's current state.
-    fn state(
-        &self,
-        id: &WorkloadId,
-    ) -> impl Future<Output = Result<WorkloadState, RuntimeError>> + Send;
+    fn state<'a>(
+        &'a self,
+        id: &'a WorkloadId,
+    ) -> BoxFuture<'a, Result<WorkloadState, RuntimeError>>;
 
     /// Stops a workload and returns at once; killing and teardown continue in the background
     /// (runsc needs ~1.4 s to die). Emptydir volumes go with it; host directories (claims) stay.
     /// Stopping a missing workload is not an error.
-    fn stop(&self, id: &WorkloadId) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn stop<'a>(&'a self, id: &'a WorkloadId) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
     /// Kills the workload if needed and waits until no process, mount or directory of it is
     /// left. Idempotent.
-    fn teardown(&self, id: &WorkloadId) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn teardown<'a>(&'a self, id: &'a WorkloadId) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
     /// Every workload on this host, running or not, to re-attach after a restart.
-    fn list(&self) -> impl Future<Output = Result<Vec<WorkloadInfo>, RuntimeError>> + Send;
+    fn list(&self) -> BoxFuture<'_, Result<Vec<WorkloadInfo>, RuntimeError>>;
+
+    /// Workloads (by id) that are running or stopping, cheaply (no call into a backend's CLI):
+    /// for the periodic check that notices sandboxes dying on their own.
+    fn alive_workloads(&self) -> HashSet<String>;
+
+    /// Where the workload's main process writes its output on this host (whether or not it
+    /// exists: a sandbox without a main process has none).
+    fn main_log(&self, id: &WorkloadId) -> PathBuf;
+
+    /// Pulls an image into the local cache, reporting progress.
+    fn pull<'a>(
+        &'a self,
+        image: &'a crate::ImageRef,
+        progress: &'a crate::image::ProgressFn,
+    ) -> BoxFuture<'a, Result<crate::image::PulledImage, RuntimeError>>;
+
+    /// Ends what the runtime keeps pre-started (before the process exits; workloads stay).
+    fn close(&self) {}
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! gateway on a free loopback port, torn down (sandboxes included) when dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
+pub mod kube;
 pub mod registry;
 pub mod serve;
 
@@ -13,7 +14,6 @@ use paddock_client::Client;
 use paddock_engine::{Engine, EngineConfig};
 use paddock_gateway::auth::Token;
 use paddock_gateway::{AppState, Auth, GatewayOptions};
-use paddock_runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
 /// The static agent: `PADDOCK_AGENT_BIN`, or built once with `scripts/build-agent.sh` into a

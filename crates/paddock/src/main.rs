@@ -195,7 +195,7 @@ enum Command {
     /// Runs in-cluster (deploy/) or from a kubeconfig. Also shipped alone as the static
     /// `paddock-controller` binary of deploy/Dockerfile.
     #[cfg(feature = "kubernetes")]
-    Controller(Box<paddock_kube::ControllerArgs>),
+    Controller(Box<paddock_controller::ControllerArgs>),
     /// Serve the REST API on a cluster: the same API as `paddock serve`, backed by the
     /// Kubernetes API, and a drop-in for upstream's sandbox-router (X-Sandbox-* headers).
     ///
@@ -207,7 +207,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  PADDOCK_GATEWAY_TOKEN=$(cat token) paddock gateway     # shared token on 127.0.0.1:8080\n  paddock gateway --auth tokenreview --authz-tokenreview-audiences sandbox-router\n  kubectl port-forward svc/sandbox-router-svc 8080:8080 -n agent-sandbox-system  # in-cluster"
     )]
-    Gateway(Box<paddock_kube::GatewayArgs>),
+    Gateway(Box<paddock_router::GatewayArgs>),
 }
 
 /// An API version.
@@ -306,12 +306,12 @@ fn main() -> ExitCode {
         Command::Agent(args) => run_agent(&args),
         #[cfg(feature = "kubernetes")]
         Command::Controller(args) => run_async(async move {
-            paddock_kube::run(*args).await?;
+            paddock_controller::run(*args).await?;
             Ok(ExitCode::SUCCESS)
         }),
         #[cfg(feature = "kubernetes")]
         Command::Gateway(args) => run_async(async move {
-            paddock_kube::gateway::run(*args).await?;
+            paddock_router::run(*args).await?;
             Ok(ExitCode::SUCCESS)
         }),
     };

@@ -22,7 +22,7 @@ pub use auth::Credentials;
 pub use manifest::Platform;
 pub use reference::{ImageRef, InvalidImageRef, RegistryRef, valid_digest};
 pub(crate) use registry::hex;
-pub use registry::{PullProgress, RegistryClient, RegistryConfig};
+pub use registry::{ProgressFn, PullProgress, RegistryClient, RegistryConfig};
 pub use store::{ImageStore, PulledImage};
 pub use unpack::{UnpackError, UnpackLimits, UnpackStats, unpack_layer};
 

@@ -1,0 +1,239 @@
+//! The SandboxWarmPool loop (contract §2.4). The pool's expectations live here, in memory, as
+//! ReplicaSet's do: the planner gets them back on every reconcile, each created member's name is
+//! recorded from the create response, and a delete that lost a race to a claim is forgotten.
+//! Creates run in slow-start batches (1, 2, 4, … in parallel, stopping after the first failed
+//! batch); the refill rate limit and the replenish hold become the planner's `create_allowance`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use paddock_api::kinds::Kind;
+use paddock_api::stored::Object;
+use paddock_api::v1beta1::{Sandbox, SandboxTemplate, SandboxWarmPool};
+use paddock_plan::outcome::{ErrorClass, FailureKind};
+use paddock_plan::patch::merge_patch_between;
+use paddock_plan::pool::{PoolAction, PoolExpectations, PoolInput, plan_pool};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::cache::Key;
+use crate::core::{Core, Outcome, lock};
+use crate::ports::{Controller, Part, object_reference};
+
+/// What the loop remembers about one pool between reconciles.
+#[derive(Clone, Debug, Default)]
+pub struct PoolState {
+    /// The planner's expectations plus the names of members created since.
+    pub expectations: PoolExpectations,
+    /// Whether the last plan held unschedulable members.
+    pub not_progressing: bool,
+    /// Active members at the last reconcile (a drop arms the replenish hold).
+    pub last_replicas: Option<i32>,
+    /// Refills are held until then.
+    pub hold_until: Option<Instant>,
+    /// Refill token bucket: tokens and when it was last topped up.
+    pub tokens: Option<(f64, Instant)>,
+}
+
+/// The create allowance from the refill bucket and the replenish hold, and when to look again
+/// if it holds creates back.
+fn allowance(core: &Core, state: &mut PoolState, now: Instant) -> (Option<u32>, Option<Duration>) {
+    let mut allowance: Option<u32> = None;
+    let mut wake = None;
+    if let Some(until) = state.hold_until {
+        if now < until {
+            allowance = Some(0);
+            wake = Some(until - now);
+        } else {
+            state.hold_until = None;
+        }
+    }
+    if let Some(rate) = core.config.refill_rate {
+        let capacity = rate.max(1.0);
+        let (tokens, last) = state.tokens.unwrap_or((capacity, now));
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(capacity);
+        state.tokens = Some((tokens, now));
+        // Whole tokens only; the bucket holds at most max(1, rate) of them, clamped to u32.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let whole = tokens.floor().clamp(0.0, f64::from(u32::MAX)) as u32;
+        allowance = Some(allowance.map_or(whole, |a| a.min(whole)));
+        if whole == 0 {
+            let need = (1.0 - tokens) / rate;
+            let d = Duration::from_secs_f64(need.max(0.001));
+            wake = Some(wake.map_or(d, |w: Duration| w.max(d)));
+        }
+    }
+    (allowance, wake)
+}
+
+fn with_state(core: &Core, key: &Key, f: impl FnOnce(&mut PoolState)) {
+    if let Some(s) = lock(&core.pools).get_mut(key) {
+        f(s);
+    }
+}
+
+/// One pool reconcile.
+pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
+    let cache = core.cache();
+    let Some(pool) = cache.get::<SandboxWarmPool>(&key.namespace, &key.name) else {
+        lock(&core.pools).remove(key);
+        return Outcome::Done;
+    };
+    let ns = key.namespace.as_str();
+    let now = core.ports.clock.now();
+    let template = cache.get::<SandboxTemplate>(ns, &pool.spec.sandbox_template_ref.name);
+    let members = cache.pool_members(ns, &key.name);
+    let mut state = lock(&core.pools).get(key).cloned().unwrap_or_default();
+    let seen_created: BTreeSet<String> = state
+        .expectations
+        .creates
+        .iter()
+        .filter(|n| cache.get::<Sandbox>(ns, n).is_some())
+        .cloned()
+        .collect();
+    let (create_allowance, hold_wake) = allowance(core, &mut state, Instant::now());
+    let input = PoolInput {
+        pool: &pool,
+        template: template.as_deref(),
+        members: members.iter().map(AsRef::as_ref).collect(),
+        expectations: &state.expectations,
+        seen_created,
+        create_allowance,
+        was_not_progressing: state.not_progressing,
+        now: &now,
+        config: &core.config.pool,
+    };
+    let plan = plan_pool(&input);
+    state.expectations = plan.expectations.clone();
+    state.not_progressing = plan.not_progressing;
+    let replicas = plan.status.replicas;
+    if let (Some(before), Some(after)) = (state.last_replicas, replicas)
+        && after < before
+        && !core.config.replenish_delay.is_zero()
+    {
+        state.hold_until = Some(Instant::now() + core.config.replenish_delay);
+    }
+    state.last_replicas = replicas;
+    lock(&core.pools).insert(key.clone(), state);
+
+    let mut failures: Vec<String> = Vec::new();
+    let mut creates: Vec<&Sandbox> = Vec::new();
+    for action in &plan.actions {
+        match action {
+            PoolAction::CreateMember { sandbox } => creates.push(sandbox),
+            PoolAction::PatchMember {
+                name: member,
+                patch,
+            } => {
+                if let Err(e) = core
+                    .patch(
+                        Kind::Sandbox,
+                        ns,
+                        member,
+                        Part::Main,
+                        &patch.to_merge_patch(),
+                    )
+                    .await
+                {
+                    failures.push(format!("patch member {member:?}: {e}"));
+                }
+            }
+            PoolAction::DeleteMember { target, reason } => {
+                match core.delete(Kind::Sandbox, ns, target, None).await {
+                    Ok(()) => {
+                        tracing::debug!(pool = %key, member = %target.name, ?reason, "deleted member");
+                    }
+                    Err(e) if e.kind == FailureKind::Conflict => {
+                        with_state(core, key, |s| s.expectations.forget_delete(&target.name));
+                    }
+                    Err(e) => failures.push(format!("delete member {:?}: {e}", target.name)),
+                }
+            }
+            PoolAction::Event { event } => {
+                core.record(Controller::Pool, &object_reference(pool.as_ref()), event)
+                    .await;
+            }
+        }
+    }
+    let created = create_members(core, key, &creates, &mut failures).await;
+    if core.config.refill_rate.is_some() && created > 0 {
+        with_state(core, key, |s| {
+            if let Some((tokens, at)) = s.tokens {
+                s.tokens = Some(((tokens - f64::from(created)).max(0.0), at));
+            }
+        });
+    }
+    if plan.write_status {
+        let old =
+            serde_json::to_value(pool.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
+        let new = serde_json::to_value(&plan.status).unwrap_or(Value::Null);
+        let patch = json!({ "status": merge_patch_between(&old, &new) });
+        if let Err(e) = core
+            .patch(Kind::SandboxWarmPool, ns, &key.name, Part::Status, &patch)
+            .await
+            && e.kind != FailureKind::NotFound
+        {
+            failures.push(format!("status update: {e}"));
+        }
+    }
+    if !failures.is_empty() {
+        return Outcome::Retry(failures.join("; "));
+    }
+    if let Some(e) = plan.error
+        && e.class == ErrorClass::Transient
+    {
+        return Outcome::Retry(e.message);
+    }
+    let wants_more = plan.wanted_creates > u32::try_from(creates.len()).unwrap_or(u32::MAX);
+    let requeue = match (plan.requeue_after, hold_wake.filter(|_| wants_more)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Outcome::after(requeue)
+}
+
+/// Creates members in slow-start batches (1, 2, 4, …), recording each created name in the
+/// pool's expectations; stops after a batch with a failure. Returns how many were created.
+async fn create_members(
+    core: &Core,
+    key: &Key,
+    creates: &[&Sandbox],
+    failures: &mut Vec<String>,
+) -> u32 {
+    let mut created = 0u32;
+    let mut batch = 1usize;
+    let mut rest = creates;
+    while !rest.is_empty() {
+        let n = batch.min(rest.len());
+        let (now, later) = rest.split_at(n);
+        rest = later;
+        let results = join_all(
+            now.iter()
+                .map(|sb| core.create(Object::Sandbox((*sb).clone()))),
+        )
+        .await;
+        let mut failed = false;
+        for r in results {
+            match r {
+                Ok(sb) => {
+                    created += 1;
+                    let name = sb.name().to_owned();
+                    with_state(core, key, |s| s.expectations.record_created(&name));
+                }
+                Err(e) => {
+                    failed = true;
+                    failures.push(format!("create member: {e}"));
+                }
+            }
+        }
+        if failed {
+            if !rest.is_empty() {
+                tracing::info!(pool = %key, skipped = rest.len(), "skipping further creates after a failure");
+            }
+            break;
+        }
+        batch = batch.saturating_mul(2);
+    }
+    created
+}

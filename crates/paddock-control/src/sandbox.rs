@@ -1,0 +1,243 @@
+//! The Sandbox loop (contract §2.2): observe the Sandbox's children through the
+//! [`Workloads`](crate::ports::Workloads) port, run `plan_sandbox`, apply PVC → pod →
+//! annotation → Service → delete → Event in order (stop at the first failure), and merge-patch
+//! the status. A terminating or deleted Sandbox releases its workload (on a cluster the garbage
+//! collector does that, and the port does nothing).
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use paddock_api::conditions::{self as conds, types};
+use paddock_api::kinds::Kind;
+use paddock_api::v1beta1::{Sandbox, SandboxStatus};
+use paddock_plan::outcome::{ApplyFailure, ErrorClass, FailureKind};
+use paddock_plan::patch::merge_patch_between;
+use paddock_plan::sandbox::{SandboxAction, SandboxInput, plan_sandbox, status_after_failure};
+use serde_json::{Value, json};
+
+use crate::cache::Key;
+use crate::core::{Core, Outcome};
+use crate::metrics::{
+    CreationLatencyLabels, UNKNOWN_CLAIM_TEMPLATE, launch_type, sandbox_template,
+};
+use crate::ports::{Controller, Part, Release, WriteError, object_reference};
+
+fn action_name(action: Option<&SandboxAction>) -> &'static str {
+    match action {
+        Some(SandboxAction::CreatePvc { .. }) => "create PVC",
+        Some(SandboxAction::AdoptPvc { .. }) => "adopt PVC",
+        Some(SandboxAction::CreatePod { .. }) => "create pod",
+        Some(SandboxAction::PatchPod { .. }) => "patch pod",
+        Some(SandboxAction::DeletePod { .. }) => "delete pod",
+        Some(SandboxAction::PatchSandbox { .. }) => "patch sandbox",
+        Some(SandboxAction::CreateService { .. }) => "create service",
+        Some(SandboxAction::AdoptService { .. }) => "adopt service",
+        Some(SandboxAction::PatchService { .. }) => "patch service",
+        Some(SandboxAction::DeleteService { .. }) => "delete service",
+        Some(SandboxAction::DeleteSandbox { .. }) => "delete sandbox",
+        Some(SandboxAction::Event { .. }) => "record event",
+        None => "apply",
+    }
+}
+
+/// One Sandbox reconcile.
+pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
+    let workloads = &core.ports.workloads;
+    let Some(sb) = core.cache().get::<Sandbox>(&key.namespace, &key.name) else {
+        workloads.release(&key.namespace, &key.name, Release::Gone);
+        return Outcome::Done;
+    };
+    if sb.metadata.deletion_timestamp.is_some() {
+        workloads.release(&key.namespace, &key.name, Release::Terminating);
+        return Outcome::Done;
+    }
+    let now = core.ports.clock.now();
+    let children = workloads.observe(&sb);
+    let input = SandboxInput {
+        sandbox: &sb,
+        pods: children.pods,
+        service: children.service,
+        pvcs: children.pvcs,
+        cluster_domain: &core.config.cluster_domain,
+        now: &now,
+    };
+    let plan = plan_sandbox(&input);
+    let mut failure = None;
+    for (i, action) in plan.actions.iter().enumerate() {
+        if let Err(e) = apply(core, &sb, key, action).await {
+            failure = Some(ApplyFailure {
+                action_index: i,
+                kind: e.kind,
+                message: e.message,
+            });
+            break;
+        }
+    }
+    let old = sb.status.clone().unwrap_or_default();
+    let (mut status, planned_write, error, requeue_after) = match &failure {
+        None => (
+            plan.status.clone(),
+            plan.write_status,
+            plan.error.clone(),
+            plan.requeue_after,
+        ),
+        Some(f) => {
+            let (status, error) = status_after_failure(&sb, &plan, f, &now);
+            // A pod that already exists (a stale cache) is seen by the next plan: look again now.
+            let pod_exists = f.kind == FailureKind::AlreadyExists
+                && matches!(
+                    plan.actions.get(f.action_index),
+                    Some(SandboxAction::CreatePod { .. })
+                );
+            (
+                status,
+                true,
+                Some(error),
+                pod_exists.then_some(Duration::ZERO),
+            )
+        }
+    };
+    let tier_changed = add_tier_conditions(&mut status, &old, workloads.conditions(&sb, &now));
+    if status != old && (planned_write || tier_changed) {
+        if let Err(e) = write_status(core, key, &old, &status).await {
+            return Outcome::Retry(format!("writing the Sandbox's status: {e}"));
+        }
+        record_creation_latency(core, &sb, &old, &status);
+    }
+    match error {
+        Some(e) if e.class == ErrorClass::Transient => match requeue_after {
+            Some(d) if d.is_zero() => Outcome::RequeueAfter(d),
+            _ => Outcome::Retry(match &failure {
+                Some(f) => format!(
+                    "{}: {}",
+                    action_name(plan.actions.get(f.action_index)),
+                    f.message
+                ),
+                None => e.message,
+            }),
+        },
+        Some(e) => {
+            tracing::info!(sandbox = %key, error = %e.message, "permanent error; not retrying until the Sandbox changes");
+            Outcome::Done
+        }
+        None => Outcome::after(requeue_after),
+    }
+}
+
+/// Sets the tier's own conditions on `status` (keeping a condition's transition time while its
+/// status holds); returns whether any of them differs from `old`.
+fn add_tier_conditions(
+    status: &mut SandboxStatus,
+    old: &SandboxStatus,
+    extra: Vec<Condition>,
+) -> bool {
+    if extra.is_empty() {
+        return false;
+    }
+    let old_conditions = old.conditions.clone().unwrap_or_default();
+    let mut conditions = status.conditions.take().unwrap_or_default();
+    let mut changed = false;
+    for condition in extra {
+        let type_ = condition.type_.clone();
+        if conds::find(&conditions, &type_).is_none()
+            && let Some(before) = conds::find(&old_conditions, &type_)
+        {
+            conditions.push(before.clone());
+        }
+        conds::set(&mut conditions, condition);
+        changed |= conds::find(&conditions, &type_) != conds::find(&old_conditions, &type_);
+    }
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    status.conditions = Some(conditions);
+    changed
+}
+
+async fn write_status(
+    core: &Core,
+    key: &Key,
+    old: &SandboxStatus,
+    new: &SandboxStatus,
+) -> Result<(), WriteError> {
+    let old_v = serde_json::to_value(old).unwrap_or(Value::Null);
+    let new_v = serde_json::to_value(new).unwrap_or(Value::Null);
+    let patch = json!({ "status": merge_patch_between(&old_v, &new_v) });
+    match core
+        .patch(
+            Kind::Sandbox,
+            &key.namespace,
+            &key.name,
+            Part::Status,
+            &patch,
+        )
+        .await
+    {
+        Err(e) if e.kind != FailureKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn ready_since(status: &SandboxStatus) -> Option<&Time> {
+    status
+        .conditions
+        .as_deref()
+        .and_then(|c| conds::find(c, types::READY))
+        .filter(|c| c.status == conds::status::TRUE)
+        .map(|c| &c.last_transition_time)
+}
+
+/// `agent_sandbox_creation_latency_ms` on the first transition to Ready.
+fn record_creation_latency(core: &Core, sb: &Sandbox, old: &SandboxStatus, new: &SandboxStatus) {
+    if ready_since(old).is_some() {
+        return;
+    }
+    let (Some(ready_at), Some(created)) =
+        (ready_since(new), sb.metadata.creation_timestamp.as_ref())
+    else {
+        return;
+    };
+    let ms = ready_at
+        .0
+        .duration_since(created.0)
+        .as_millis_f64()
+        .max(0.0);
+    core.metrics()
+        .creation_latency
+        .get_or_create(&CreationLatencyLabels {
+            namespace: sb.metadata.namespace.clone().unwrap_or_default(),
+            launch_type: launch_type(sb).to_owned(),
+            sandbox_template: sandbox_template(sb)
+                .unwrap_or(UNKNOWN_CLAIM_TEMPLATE)
+                .to_owned(),
+        })
+        .observe(ms);
+}
+
+async fn apply(
+    core: &Core,
+    sb: &Sandbox,
+    key: &Key,
+    action: &SandboxAction,
+) -> Result<(), WriteError> {
+    match action {
+        SandboxAction::PatchSandbox { patch } => core
+            .patch(
+                Kind::Sandbox,
+                &key.namespace,
+                &key.name,
+                Part::Main,
+                &patch.to_merge_patch(),
+            )
+            .await
+            .map(drop),
+        SandboxAction::DeleteSandbox { target } => {
+            core.delete(Kind::Sandbox, &key.namespace, target, None)
+                .await
+        }
+        SandboxAction::Event { event } => {
+            core.record(Controller::Sandbox, &object_reference(sb), event)
+                .await;
+            Ok(())
+        }
+        child => core.ports.workloads.apply(sb, child).await,
+    }
+}

@@ -1,5 +1,0 @@
-//! The conversion webhook: ConversionReview handling ([`convert`]) and its certificates
-//! ([`certs`]). The HTTPS server itself is in [`crate::http`].
-
-pub mod certs;
-pub mod convert;

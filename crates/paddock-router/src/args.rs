@@ -1,0 +1,502 @@
+//! The `paddock gateway` command line, and its start-up validation into [`GatewaySettings`].
+//! Names follow upstream's Go sandbox-router where there is one (`--cluster-domain`,
+//! `--proxy-timeout`, `--allow-loopback-pod-ip`, `--authz-tokenreview-*`), with its spellings
+//! `--http-bind-address` and `--authz-mode` accepted as aliases.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::ValueEnum;
+use paddock_gateway::auth::{ScopedTokens, Token};
+
+use paddock_kube::flags::parse_duration;
+use paddock_kube::{ClusterArgs, LogArgs};
+use paddock_kube_backend::BackendConfig;
+use paddock_kube_backend::tokenreview::CacheConfig;
+
+/// Flags of `paddock gateway`.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Gateway")]
+pub struct GatewayArgs {
+    /// Serve the API (and /healthz, /metrics) on this address. Loopback by default; in a pod,
+    /// pass 0.0.0.0:8080 (deploy/ does).
+    #[arg(
+        long,
+        alias = "http-bind-address",
+        env = "PADDOCK_GATEWAY_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: SocketAddr,
+
+    /// Who may call: `token` (one shared bearer token), `tokenreview` (any token the cluster's
+    /// TokenReview API accepts), `scoped` (upstream's HMAC tokens bound to one sandbox, plus an
+    /// optional admin token) or `none` (nobody is checked; only with another guard in front).
+    #[arg(long, alias = "authz-mode", value_enum, value_name = "MODE", default_value_t = AuthMode::Token)]
+    pub auth: AuthMode,
+
+    /// File holding the shared token (`--auth token`) or the admin token (`--auth scoped`).
+    /// The token may instead be given in PADDOCK_GATEWAY_TOKEN. It is never logged.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// File holding the HMAC secret of scoped tokens (at least 32 bytes), for `--auth scoped`.
+    #[arg(long, alias = "authz-scoped-token-secret-file", value_name = "PATH")]
+    pub scoped_token_secret_file: Option<PathBuf>,
+
+    /// With `--auth tokenreview`: tokens must be valid for one of these audiences
+    /// (comma-separated; e.g. tokens from `kubectl create token SA --audience=sandbox-router`).
+    /// Empty: the API server's own audiences.
+    #[arg(long, value_name = "AUDIENCES", value_delimiter = ',')]
+    pub authz_tokenreview_audiences: Vec<String>,
+
+    /// With `--auth tokenreview`: how long a decision is reused (failed reviews: a third of it).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub authz_tokenreview_ttl: Duration,
+
+    /// With `--auth tokenreview`: most decisions kept (least recently used go first).
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub authz_tokenreview_cache_size: usize,
+
+    /// Cluster DNS domain, for reaching a sandbox through its headless Service when its
+    /// status has no pod IP.
+    #[arg(
+        long,
+        env = "CLUSTER_DOMAIN",
+        value_name = "DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
+
+    /// Port the agent listens on inside every sandbox (upstream's runtime port).
+    #[arg(long, value_name = "PORT", default_value_t = 8888)]
+    pub agent_port: u16,
+
+    /// Image holding the static agent at /paddock-agent and a `cp` (deploy/Dockerfile.agent).
+    /// With it, `POST /v1/sandboxes` with `image` puts the agent into the pod (an init
+    /// container copies it into an emptyDir); without it, only templates and warm pools whose
+    /// image serves the agent API can be used.
+    #[arg(long, value_name = "IMAGE")]
+    pub agent_image: Option<String>,
+
+    /// Upper bound of a forwarded request's wait for the sandbox (Go duration: 30s, 3m).
+    #[arg(long, value_name = "DURATION", default_value = "180s", value_parser = parse_duration)]
+    pub proxy_timeout: Duration,
+
+    /// Accept loopback pod IPs (in X-Sandbox-Pod-IP and in Sandbox status); for tests and
+    /// single-node setups only.
+    #[arg(long)]
+    pub allow_loopback_pod_ip: bool,
+
+    /// Client-side limit on Kubernetes API requests per second; negative = no limit.
+    #[arg(long, value_name = "QPS", default_value_t = -1.0, allow_negative_numbers = true)]
+    pub kube_api_qps: f64,
+
+    /// Requests that may be sent at once above --kube-api-qps (must be > 0).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub kube_api_burst: u32,
+
+    /// Logging.
+    #[command(flatten)]
+    pub logging: LogArgs,
+
+    /// Which cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// How clients authenticate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// One shared bearer token.
+    Token,
+    /// Tokens checked with the cluster's TokenReview API.
+    Tokenreview,
+    /// Upstream's HMAC scoped tokens (and an optional admin token).
+    #[value(alias = "scoped-token")]
+    Scoped,
+    /// Nobody is checked.
+    #[value(alias = "allow-all")]
+    None,
+}
+
+impl Default for GatewayArgs {
+    /// The defaults of every flag.
+    fn default() -> Self {
+        use clap::{Args, Command, FromArgMatches};
+        let cmd = Self::augment_args(Command::new("gateway"));
+        cmd.try_get_matches_from(["gateway"])
+            .ok()
+            .and_then(|m| Self::from_arg_matches(&m).ok())
+            .unwrap_or_else(|| unreachable!("the flag defaults parse"))
+    }
+}
+
+/// Why `paddock gateway` cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A flag has a value that cannot work.
+    #[error("invalid flag {flag}={value:?}: {rule}")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// What was given.
+        value: String,
+        /// What is allowed.
+        rule: &'static str,
+    },
+    /// The auth mode needs a secret that was not given.
+    #[error("{0}")]
+    MissingSecret(&'static str),
+    /// A secret file cannot be read.
+    #[error("cannot read {what} from {path}: {source}")]
+    SecretFile {
+        /// Which secret.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A secret file is unusable.
+    #[error("{what} in {path} is unusable: {rule}")]
+    BadSecret {
+        /// Which secret.
+        what: &'static str,
+        /// The file (or the environment variable).
+        path: String,
+        /// What is required.
+        rule: &'static str,
+    },
+    /// The client or a listener could not be set up.
+    #[error(transparent)]
+    Setup(#[from] paddock_kube::KubeError),
+    /// The server failed.
+    #[error("the gateway server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// How the gateway authenticates, resolved from the flags (secrets read).
+#[derive(Clone, Debug)]
+pub enum AuthSettings {
+    /// No check.
+    None,
+    /// One shared token.
+    Token(Token),
+    /// TokenReview with these audiences and cache.
+    TokenReview {
+        /// Audiences a token must be valid for (empty: the API server's).
+        audiences: Vec<String>,
+        /// Cache tunables.
+        cache: CacheConfig,
+    },
+    /// Scoped tokens and an optional admin token.
+    Scoped {
+        /// Verifies scoped tokens.
+        tokens: ScopedTokens,
+        /// A token that may do everything.
+        admin: Option<Token>,
+    },
+}
+
+/// Validated settings, derived from [`GatewayArgs`].
+#[derive(Clone, Debug)]
+pub struct GatewaySettings {
+    /// Listener address.
+    pub listen: SocketAddr,
+    /// Authentication.
+    pub auth: AuthSettings,
+    /// Backend settings.
+    pub backend: BackendConfig,
+    /// Proxy timeout.
+    pub proxy_timeout: Duration,
+    /// Requests per second (None = unlimited).
+    pub qps: Option<f64>,
+    /// Burst above the rate.
+    pub burst: u32,
+}
+
+const TOKEN_ENV: &str = "PADDOCK_GATEWAY_TOKEN";
+
+fn read_secret(what: &'static str, path: &Path) -> Result<Vec<u8>, GatewayError> {
+    std::fs::read(path).map_err(|source| GatewayError::SecretFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl GatewayArgs {
+    /// The shared/admin token from --token-file or PADDOCK_GATEWAY_TOKEN, if any.
+    fn token(&self, env_token: Option<String>) -> Result<Option<Token>, GatewayError> {
+        let (text, source) = match (&self.token_file, env_token) {
+            (Some(path), _) => {
+                let bytes = read_secret("the token", path)?;
+                let text = String::from_utf8(bytes).map_err(|_| GatewayError::BadSecret {
+                    what: "the token",
+                    path: path.display().to_string(),
+                    rule: "it must be text",
+                })?;
+                (text, path.display().to_string())
+            }
+            (None, Some(t)) => (t, format!("${TOKEN_ENV}")),
+            (None, None) => return Ok(None),
+        };
+        if text.trim().is_empty() {
+            return Err(GatewayError::BadSecret {
+                what: "the token",
+                path: source,
+                rule: "it is empty",
+            });
+        }
+        Ok(Some(Token::new(&text)))
+    }
+
+    /// Checks the flags, reads the secrets, and derives the settings.
+    ///
+    /// # Errors
+    /// A flag that cannot work, or a missing, unreadable or weak secret.
+    pub fn validate(&self) -> Result<GatewaySettings, GatewayError> {
+        self.validate_with_env(std::env::var(TOKEN_ENV).ok())
+    }
+
+    /// As [`GatewayArgs::validate`], with the token variable given (tests).
+    ///
+    /// # Errors
+    /// As [`GatewayArgs::validate`].
+    pub fn validate_with_env(
+        &self,
+        env_token: Option<String>,
+    ) -> Result<GatewaySettings, GatewayError> {
+        let flag = |flag, value: &dyn std::fmt::Display, rule| GatewayError::Flag {
+            flag,
+            value: value.to_string(),
+            rule,
+        };
+        if self.cluster_domain.is_empty() {
+            return Err(flag("--cluster-domain", &"", "must not be empty"));
+        }
+        if self.agent_port == 0 {
+            return Err(flag("--agent-port", &0, "must be a port number 1-65535"));
+        }
+        if self.proxy_timeout.is_zero() {
+            return Err(flag("--proxy-timeout", &"0", "must be greater than 0"));
+        }
+        if self.kube_api_burst == 0 {
+            return Err(flag("--kube-api-burst", &0, "must be greater than 0"));
+        }
+        if !self.kube_api_qps.is_finite() {
+            return Err(flag(
+                "--kube-api-qps",
+                &self.kube_api_qps,
+                "must be a finite number (negative = no limit)",
+            ));
+        }
+        if self.agent_image.as_deref().is_some_and(str::is_empty) {
+            return Err(flag("--agent-image", &"", "must name an image"));
+        }
+        let token = self.token(env_token)?;
+        let auth = match self.auth {
+            AuthMode::None => AuthSettings::None,
+            AuthMode::Token => AuthSettings::Token(token.ok_or(GatewayError::MissingSecret(
+                "--auth token needs the shared token: pass --token-file PATH or set PADDOCK_GATEWAY_TOKEN (or choose --auth tokenreview, scoped or none)",
+            ))?),
+            AuthMode::Tokenreview => {
+                if self.authz_tokenreview_ttl.is_zero() {
+                    return Err(flag(
+                        "--authz-tokenreview-ttl",
+                        &"0",
+                        "must be greater than 0",
+                    ));
+                }
+                AuthSettings::TokenReview {
+                    audiences: self
+                        .authz_tokenreview_audiences
+                        .iter()
+                        .map(|a| a.trim().to_owned())
+                        .filter(|a| !a.is_empty())
+                        .collect(),
+                    cache: CacheConfig {
+                        ttl: self.authz_tokenreview_ttl,
+                        size: self.authz_tokenreview_cache_size,
+                    },
+                }
+            }
+            AuthMode::Scoped => {
+                let path = self
+                    .scoped_token_secret_file
+                    .as_deref()
+                    .ok_or(GatewayError::MissingSecret(
+                        "--auth scoped needs the HMAC secret: pass --scoped-token-secret-file PATH (at least 32 bytes)",
+                    ))?;
+                let secret = read_secret("the scoped-token secret", path)?;
+                let tokens = ScopedTokens::new(&secret).map_err(|_| GatewayError::BadSecret {
+                    what: "the scoped-token secret",
+                    path: path.display().to_string(),
+                    rule: "it must hold at least 32 bytes (surrounding whitespace is ignored)",
+                })?;
+                AuthSettings::Scoped {
+                    tokens,
+                    admin: token,
+                }
+            }
+        };
+        Ok(GatewaySettings {
+            listen: self.listen,
+            auth,
+            backend: BackendConfig {
+                cluster_domain: self.cluster_domain.clone(),
+                agent_port: self.agent_port,
+                agent_image: self.agent_image.clone(),
+                allow_loopback_pod_ip: self.allow_loopback_pod_ip,
+            },
+            proxy_timeout: self.proxy_timeout,
+            qps: (self.kube_api_qps >= 0.0).then_some(self.kube_api_qps),
+            burst: self.kube_api_burst,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, Command, FromArgMatches};
+
+    fn parse(args: &[&str]) -> GatewayArgs {
+        let cmd = GatewayArgs::augment_args(Command::new("gateway"));
+        let m = cmd
+            .try_get_matches_from(std::iter::once("gateway").chain(args.iter().copied()))
+            .expect("parses");
+        GatewayArgs::from_arg_matches(&m).expect("args")
+    }
+
+    #[test]
+    fn defaults_are_loopback_token_auth_and_upstreams_ports() {
+        let a = GatewayArgs::default();
+        assert_eq!(a.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(a.auth, AuthMode::Token);
+        assert_eq!(a.agent_port, 8888);
+        assert_eq!(a.proxy_timeout, Duration::from_secs(180));
+        assert_eq!(a.cluster_domain, "cluster.local");
+        assert_eq!(a.authz_tokenreview_ttl, Duration::from_secs(30));
+        assert_eq!(a.authz_tokenreview_cache_size, 2048);
+    }
+
+    #[test]
+    fn token_auth_without_a_token_says_how_to_give_one() {
+        let err = GatewayArgs::default()
+            .validate_with_env(None)
+            .expect_err("no token")
+            .to_string();
+        assert!(err.contains("--token-file"), "{err}");
+        assert!(err.contains("PADDOCK_GATEWAY_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn token_comes_from_the_file_or_the_environment() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "from-file\n").expect("write");
+        let a = GatewayArgs {
+            token_file: Some(path),
+            ..GatewayArgs::default()
+        };
+        match a
+            .validate_with_env(Some("from-env".into()))
+            .expect("valid")
+            .auth
+        {
+            AuthSettings::Token(t) => assert_eq!(t.expose(), "from-file"),
+            other => panic!("{other:?}"),
+        }
+        let a = GatewayArgs::default();
+        match a
+            .validate_with_env(Some("from-env".into()))
+            .expect("valid")
+            .auth
+        {
+            AuthSettings::Token(t) => assert_eq!(t.expose(), "from-env"),
+            other => panic!("{other:?}"),
+        }
+        let err = a.validate_with_env(Some("  ".into())).expect_err("empty");
+        assert!(err.to_string().contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn scoped_auth_requires_a_32_byte_secret() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "short").expect("write");
+        let a = parse(&[
+            "--auth=scoped",
+            "--scoped-token-secret-file",
+            path.to_str().expect("utf-8"),
+        ]);
+        let err = a.validate_with_env(None).expect_err("weak").to_string();
+        assert!(err.contains("at least 32 bytes"), "{err}");
+        std::fs::write(&path, "0123456789abcdef0123456789abcdef").expect("write");
+        assert!(matches!(
+            a.validate_with_env(None).expect("valid").auth,
+            AuthSettings::Scoped { admin: None, .. }
+        ));
+        let missing = parse(&["--auth", "scoped"]).validate_with_env(None);
+        assert!(
+            missing
+                .expect_err("no secret")
+                .to_string()
+                .contains("--scoped-token-secret-file")
+        );
+    }
+
+    #[test]
+    fn upstream_spellings_are_accepted() {
+        let a = parse(&[
+            "--http-bind-address",
+            "0.0.0.0:8080",
+            "--authz-mode",
+            "allow-all",
+            "--authz-tokenreview-audiences",
+            "a,b",
+        ]);
+        assert_eq!(a.auth, AuthMode::None);
+        assert_eq!(a.listen.port(), 8080);
+        assert_eq!(a.authz_tokenreview_audiences, vec!["a", "b"]);
+        let s = parse(&[
+            "--auth",
+            "tokenreview",
+            "--authz-tokenreview-audiences",
+            "sandbox-router",
+        ])
+        .validate_with_env(None)
+        .expect("valid");
+        assert!(
+            matches!(s.auth, AuthSettings::TokenReview { ref audiences, .. } if audiences == &["sandbox-router"])
+        );
+    }
+
+    #[test]
+    fn impossible_values_are_refused_with_the_flag_name() {
+        for (args, name) in [
+            (vec!["--auth=none", "--agent-port", "0"], "--agent-port"),
+            (
+                vec!["--auth=none", "--proxy-timeout", "0"],
+                "--proxy-timeout",
+            ),
+            (
+                vec!["--auth=none", "--kube-api-burst", "0"],
+                "--kube-api-burst",
+            ),
+            (
+                vec!["--auth=none", "--cluster-domain", ""],
+                "--cluster-domain",
+            ),
+        ] {
+            let err = parse(&args)
+                .validate_with_env(None)
+                .expect_err("invalid")
+                .to_string();
+            assert!(err.contains(name), "{err}");
+        }
+    }
+}

@@ -1,0 +1,954 @@
+//! `paddock gateway` on a cluster: the real gateway server on a real port, backed by
+//! [`KubeBackend`](paddock_kube_backend::KubeBackend) over the in-memory API server, with the
+//! test playing the controller and the kubelet, and the real static agent as a plain process on
+//! loopback standing in for a pod (its "pod IP" is 127.0.0.1, admitted by
+//! `--allow-loopback-pod-ip`). Every API call the gateway makes is checked against its RBAC.
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use paddock_client::{CreateSandbox, ErrorCode, ProcessRequest};
+use paddock_router::args::{AuthMode, GatewayArgs};
+use paddock_testkit::kube::FakeApiServer;
+use paddock_testkit::kube::scripted::authz;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const SANDBOXES: &str = "agents.x-k8s.io/sandboxes";
+const CLAIMS: &str = "extensions.agents.x-k8s.io/sandboxclaims";
+const TEMPLATES: &str = "extensions.agents.x-k8s.io/sandboxtemplates";
+const PODS: &str = "/pods";
+const NS: &str = "team-a";
+const TOKEN: &str = "shared-test-token";
+
+async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The real static agent, listening on loopback as a sandbox's pod would on its pod IP.
+struct Agent {
+    child: Child,
+    port: u16,
+    root: tempfile::TempDir,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    async fn start() -> Agent {
+        let root = tempfile::tempdir().expect("tempdir");
+        let port = paddock_testkit::registry::free_port();
+        let grpc = paddock_testkit::registry::free_port();
+        let child = Command::new(paddock_testkit::agent_binary())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
+            .arg("--root-dir")
+            .arg(root.path())
+            .arg("--base-dir")
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the agent");
+        let agent = Agent { child, port, root };
+        wait_for("the agent to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .await;
+        agent
+    }
+}
+
+/// A gateway on a free loopback port over a (recording) fake API server.
+struct Gateway {
+    api: FakeApiServer,
+    url: String,
+    shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn args(agent_port: u16) -> GatewayArgs {
+    GatewayArgs {
+        allow_loopback_pod_ip: true,
+        agent_port,
+        ..GatewayArgs::default()
+    }
+}
+
+impl Gateway {
+    async fn start(args: GatewayArgs) -> Gateway {
+        let api = FakeApiServer::new().recording();
+        let settings = args
+            .validate_with_env(Some(TOKEN.to_owned()))
+            .expect("valid flags");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let shutdown = CancellationToken::new();
+        let client = api.client();
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move {
+            paddock_router::run::run_with(client, &settings, listener, stop)
+                .await
+                .expect("gateway runs");
+        });
+        Gateway {
+            api,
+            url,
+            shutdown,
+            server: Some(server),
+        }
+    }
+
+    fn sdk(&self) -> paddock_client::Client {
+        paddock_client::Client::new(&self.url, Some(TOKEN.to_owned())).expect("client")
+    }
+
+    /// Checks that every API call so far is one deploy/router/rbac.yaml grants, then stops the
+    /// gateway and checks it stops promptly.
+    async fn finish(mut self) {
+        let declared = declared_calls();
+        for request in self.api.requests() {
+            let Some((group, resource, verb, _)) = authz(&request) else {
+                continue;
+            };
+            let call = (group, resource, verb);
+            assert!(
+                declared.contains(&call),
+                "{request} needs {call:?}, which the gateway's RBAC (gateway::API_CALLS) does not grant"
+            );
+        }
+        self.shutdown.cancel();
+        let server = self.server.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the gateway stops within 5 s of shutdown")
+            .expect("join");
+    }
+}
+
+fn declared_calls() -> BTreeSet<(String, String, String)> {
+    paddock_kube_backend::API_CALLS
+        .iter()
+        .flat_map(|(g, r, verbs)| {
+            verbs
+                .iter()
+                .map(move |v| ((*g).to_owned(), (*r).to_owned(), (*v).to_owned()))
+        })
+        .collect()
+}
+
+/// A raw HTTP call (for headers the SDK does not send, and streams).
+async fn call(
+    url: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> http::Response<hyper::body::Incoming> {
+    let client: HttpClient<HttpConnector, Full<Bytes>> =
+        HttpClient::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("{url}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    client
+        .request(req.body(Full::new(body)).expect("request"))
+        .await
+        .expect("the gateway answers")
+}
+
+async fn call_json(
+    url: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Value) {
+    let resp = call(url, method, path, headers, body).await;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, value)
+}
+
+/// The next `n` NDJSON events of a watch (at most 5 s).
+async fn next_events(body: &mut hyper::body::Incoming, n: usize) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut pending = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while events.len() < n {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .expect("watch events in time")
+            .expect("stream open")
+            .expect("frame");
+        if let Ok(data) = frame.into_data() {
+            pending.push_str(&String::from_utf8_lossy(&data));
+            while let Some(i) = pending.find('\n') {
+                let line: Value = serde_json::from_str(&pending[..i]).expect("event json");
+                pending.drain(..=i);
+                events.push(line);
+            }
+        }
+    }
+    events
+}
+
+fn template() -> Value {
+    json!({
+        "apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxTemplate",
+        "metadata": {"name": "python", "namespace": NS},
+        "spec": {"podTemplate": {"spec": {"containers": [{"name": "main", "image": "python:3.12"}]}}}
+    })
+}
+
+/// A Ready Sandbox as the controller and kubelet leave it, reachable at `ip`.
+fn ready_sandbox(name: &str, ip: Option<&str>, owner: Option<&Value>) -> Value {
+    let mut sandbox = json!({
+        "apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+        "metadata": {"name": name, "namespace": NS,
+                     "annotations": {"agents.x-k8s.io/pod-name": name}},
+        "spec": {"podTemplate": {"spec": {"containers": [{"name": "main", "image": "python:3.12"}]}},
+                 "operatingMode": "Running"},
+        "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "DependenciesReady",
+                                   "message": "Pod is Ready", "lastTransitionTime": "2026-09-01T12:00:00Z"}]}
+    });
+    if let Some(ip) = ip {
+        sandbox["status"]["podIPs"] = json!([ip]);
+    }
+    if let Some(claim) = owner {
+        sandbox["metadata"]["ownerReferences"] = json!([{
+            "apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxClaim",
+            "name": claim["metadata"]["name"], "uid": claim["metadata"]["uid"],
+            "controller": true, "blockOwnerDeletion": true
+        }]);
+    }
+    sandbox
+}
+
+/// Plays the claim controller and the kubelet for one claim: a cold-start Sandbox of the claim's
+/// name, Ready at `ip`, and the claim's status pointing at it.
+async fn bind_claim_when_created(api: FakeApiServer, name: &str, ip: &str) -> Value {
+    let claim = wait_for("the SandboxClaim", || api.get(CLAIMS, NS, name)).await;
+    api.insert(SANDBOXES, ready_sandbox(name, Some(ip), Some(&claim)));
+    let status = json!({"status": {
+        "sandbox": {"name": name, "podIPs": [ip]},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "SandboxReady",
+                        "message": "Sandbox is ready", "lastTransitionTime": "2026-09-01T12:00:01Z"}]
+    }});
+    assert!(api.merge(CLAIMS, NS, name, &status, true).is_success());
+    claim
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_creates_a_template_sandbox_through_a_claim_and_runs_commands_and_files_in_it() {
+    let agent = Agent::start().await;
+    let gw = Gateway::start(args(agent.port)).await;
+    gw.api.insert(TEMPLATES, template());
+    let binder = tokio::spawn(bind_claim_when_created(
+        gw.api.clone(),
+        "sb-tpl",
+        "127.0.0.1",
+    ));
+
+    let sdk = gw.sdk();
+    let mut create = CreateSandbox::template("python");
+    create.name = Some("sb-tpl".into());
+    create.namespace = Some(NS.into());
+    create.labels.insert("team".into(), "a".into());
+    let info = sdk
+        .create_sandbox(&create)
+        .await
+        .expect("created and Ready");
+    assert_eq!(info.name, "sb-tpl");
+    assert!(info.ready, "{info:?}");
+    assert_eq!(info.claim.as_deref(), Some("sb-tpl"));
+
+    // The claim the controller saw has upstream's v1beta1 shape.
+    let claim = binder.await.expect("binder");
+    assert_eq!(claim["apiVersion"], "extensions.agents.x-k8s.io/v1beta1");
+    assert_eq!(claim["kind"], "SandboxClaim");
+    assert_eq!(claim["spec"]["warmPoolRef"]["name"], "shadow-pool-python");
+    assert_eq!(
+        claim["metadata"]["labels"]["agents.x-k8s.io/created-by"],
+        "paddock"
+    );
+    assert_eq!(claim["metadata"]["labels"]["team"], "a");
+    assert!(
+        claim["metadata"]["annotations"]["agents.x-k8s.io/client-first-requested-at"].is_string()
+    );
+
+    // Exec and files reach the agent at the Sandbox's pod IP.
+    let sandbox = sdk.sandbox("sb-tpl", NS);
+    let out = sandbox
+        .exec(&ProcessRequest::shell("echo hello from the pod"))
+        .await
+        .expect("exec");
+    assert_eq!(out.exit_code, Some(0));
+    assert_eq!(out.stdout_text(), "hello from the pod\n");
+    sandbox
+        .write_file("notes/hello.txt", b"round trip".to_vec(), None)
+        .await
+        .expect("write");
+    assert_eq!(
+        std::fs::read(agent.root.path().join("notes/hello.txt")).expect("on the agent's disk"),
+        b"round trip"
+    );
+    let back = sandbox.read_file("notes/hello.txt").await.expect("read");
+    assert_eq!(&back[..], b"round trip");
+
+    // Deleting removes the claim (its Sandbox goes with it by garbage collection).
+    sandbox.delete().await.expect("delete");
+    assert!(gw.api.get(CLAIMS, NS, "sb-tpl").is_none());
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_contract_headers_reach_the_agent_and_metadata_pod_ips_are_refused() {
+    let agent = Agent::start().await;
+    let gw = Gateway::start(args(agent.port)).await;
+    gw.api.insert(
+        SANDBOXES,
+        ready_sandbox("sb-router", Some("127.0.0.1"), None),
+    );
+    let port = agent.port.to_string();
+    let bearer = format!("Bearer {TOKEN}");
+    let execute = json!({"command": "echo routed"});
+
+    // By name: the gateway finds the pod IP in the Sandbox's status.
+    for headers in [
+        vec![
+            ("x-sandbox-id", "sb-router"),
+            ("x-sandbox-namespace", NS),
+            ("x-sandbox-port", port.as_str()),
+        ],
+        // Upstream's default port stands for the agent's port.
+        vec![
+            ("x-sandbox-id", "sb-router"),
+            ("x-sandbox-namespace", NS),
+            ("x-sandbox-port", "8888"),
+        ],
+        // The client names the pod IP itself (loopback admitted by --allow-loopback-pod-ip).
+        vec![
+            ("x-sandbox-id", "sb-router"),
+            ("x-sandbox-namespace", NS),
+            ("x-sandbox-port", port.as_str()),
+            ("x-sandbox-pod-ip", "127.0.0.1"),
+        ],
+    ] {
+        let mut h = headers.clone();
+        h.push(("authorization", &bearer));
+        let (status, body) =
+            call_json(&gw.url, Method::POST, "/execute", &h, Some(execute.clone())).await;
+        assert_eq!(status, 200, "{headers:?}: {body}");
+        assert_eq!(body["stdout"], "routed\n", "{body}");
+        assert_eq!(body["exit_code"], 0);
+    }
+
+    // The SSRF guard: cloud metadata is never a pod.
+    let (status, body) = call_json(
+        &gw.url,
+        Method::POST,
+        "/execute",
+        &[
+            ("x-sandbox-id", "sb-router"),
+            ("x-sandbox-namespace", NS),
+            ("x-sandbox-pod-ip", "169.254.169.254"),
+            ("authorization", &bearer),
+        ],
+        Some(execute.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (400, json!({"detail": "Invalid target IP address."}))
+    );
+
+    // Unknown sandbox: upstream's 502; no token: upstream's 401.
+    let (status, body) = call_json(
+        &gw.url,
+        Method::POST,
+        "/execute",
+        &[
+            ("x-sandbox-id", "nope"),
+            ("x-sandbox-namespace", NS),
+            ("authorization", &bearer),
+        ],
+        Some(execute.clone()),
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert_eq!(
+        body["detail"],
+        "Could not connect to the backend sandbox: nope"
+    );
+    let (status, body) = call_json(
+        &gw.url,
+        Method::POST,
+        "/execute",
+        &[("x-sandbox-id", "sb-router"), ("x-sandbox-namespace", NS)],
+        Some(execute),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(body["detail"], "Missing or invalid Authorization header.");
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_api_stores_v1beta1_while_the_client_speaks_v1alpha1_and_watches_changes() {
+    let gw = Gateway::start(args(8888)).await;
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("authorization", bearer.as_str())];
+    let base = format!("/apis/agents.x-k8s.io/v1alpha1/namespaces/{NS}/sandboxes");
+    let v1alpha1 = json!({
+        "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+        "metadata": {"name": "obj"},
+        "spec": {"replicas": 1, "podTemplate": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}}
+    });
+    let (status, created) = call_json(&gw.url, Method::POST, &base, &auth, Some(v1alpha1)).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["apiVersion"], "agents.x-k8s.io/v1alpha1");
+    assert_eq!(created["spec"]["replicas"], 1);
+
+    // The API server holds the storage version.
+    let stored = gw.api.get(SANDBOXES, NS, "obj").expect("stored");
+    assert_eq!(stored["apiVersion"], "agents.x-k8s.io/v1beta1");
+    assert_eq!(stored["spec"]["operatingMode"], "Running");
+    assert!(stored["spec"].get("replicas").is_none(), "{stored}");
+
+    let (status, got) = call_json(&gw.url, Method::GET, &format!("{base}/obj"), &auth, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got["spec"]["replicas"], 1);
+    assert_eq!(got["metadata"]["uid"], stored["metadata"]["uid"]);
+
+    let (status, list) = call_json(&gw.url, Method::GET, &base, &auth, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["kind"], "SandboxList");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_owned();
+    assert_eq!(
+        rv, stored["metadata"]["resourceVersion"],
+        "the list's resourceVersion is the apiserver's"
+    );
+
+    // Watch from the list's resourceVersion: the status update and the delete arrive, in v1alpha1.
+    let watch = call(
+        &gw.url,
+        Method::GET,
+        &format!("{base}?watch=true&resourceVersion={rv}"),
+        &auth,
+        None,
+    )
+    .await;
+    assert_eq!(watch.status(), 200);
+    let mut body = watch.into_body();
+    let mut with_status = got.clone();
+    with_status["status"] = json!({"replicas": 1, "conditions": [{"type": "Ready", "status": "True",
+        "reason": "DependenciesReady", "message": "", "lastTransitionTime": "2026-09-01T12:00:00Z"}]});
+    let (status, updated) = call_json(
+        &gw.url,
+        Method::PUT,
+        &format!("{base}/obj/status"),
+        &auth,
+        Some(with_status),
+    )
+    .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(
+        gw.api.get(SANDBOXES, NS, "obj").expect("stored")["status"]["conditions"][0]["status"],
+        "True"
+    );
+    let (status, _) = call_json(&gw.url, Method::DELETE, &format!("{base}/obj"), &auth, None).await;
+    assert_eq!(status, 200);
+    assert!(gw.api.get(SANDBOXES, NS, "obj").is_none());
+
+    let events = next_events(&mut body, 2).await;
+    assert_eq!(events[0]["type"], "MODIFIED");
+    assert_eq!(
+        events[0]["object"]["apiVersion"],
+        "agents.x-k8s.io/v1alpha1"
+    );
+    assert_eq!(
+        events[0]["object"]["status"]["conditions"][0]["status"],
+        "True"
+    );
+    assert_eq!(events[1]["type"], "DELETED");
+    drop(body);
+
+    // Writes the apiserver refuses keep its code: a second create is ALREADY_EXISTS.
+    gw.api.insert(TEMPLATES, template());
+    let (status, err) = call_json(
+        &gw.url,
+        Method::POST,
+        &format!("/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/{NS}/sandboxtemplates"),
+        &auth,
+        Some(template()),
+    )
+    .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (409, Some("ALREADY_EXISTS")),
+        "{err}"
+    );
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_that_is_not_ready_gets_an_error_naming_its_state() {
+    let gw = Gateway::start(args(8888)).await;
+    let mut pending = ready_sandbox("sb-pending", None, None);
+    pending["status"]["conditions"][0] = json!({"type": "Ready", "status": "False",
+        "reason": "DependenciesNotReady", "message": "Pod exists with phase: Pending",
+        "lastTransitionTime": "2026-09-01T12:00:00Z"});
+    gw.api.insert(SANDBOXES, pending);
+    let err = gw
+        .sdk()
+        .sandbox("sb-pending", NS)
+        .exec(&ProcessRequest::shell("true"))
+        .await
+        .expect_err("not ready");
+    assert_eq!(err.code, ErrorCode::SandboxNotReady, "{err:?}");
+    assert_eq!(err.status, Some(503));
+    assert!(
+        err.message
+            .contains("not Ready (DependenciesNotReady: Pod exists with phase: Pending)"),
+        "{}",
+        err.message
+    );
+
+    let mut suspended = ready_sandbox("sb-paused", Some("10.0.0.9"), None);
+    suspended["spec"]["operatingMode"] = json!("Suspended");
+    gw.api.insert(SANDBOXES, suspended);
+    let err = gw
+        .sdk()
+        .sandbox("sb-paused", NS)
+        .exec(&ProcessRequest::shell("true"))
+        .await
+        .expect_err("suspended");
+    assert_eq!(err.code, ErrorCode::SandboxNotReady);
+    assert!(
+        err.message.contains("suspended; resume it first"),
+        "{}",
+        err.message
+    );
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_without_status_ips_is_reached_through_its_pod() {
+    let agent = Agent::start().await;
+    let gw = Gateway::start(args(agent.port)).await;
+    let mut sandbox = ready_sandbox("sb-old", None, None);
+    sandbox["metadata"]["annotations"]["agents.x-k8s.io/pod-name"] = json!("sb-old-pod");
+    gw.api.insert(SANDBOXES, sandbox);
+    gw.api.insert(
+        PODS,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sb-old-pod", "namespace": NS},
+               "status": {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}}),
+    );
+    let out = gw
+        .sdk()
+        .sandbox("sb-old", NS)
+        .exec(&ProcessRequest::shell("echo via pod"))
+        .await
+        .expect("exec");
+    assert_eq!(out.stdout_text(), "via pod\n");
+    assert!(
+        gw.api
+            .requests()
+            .iter()
+            .any(|r| r == &format!("GET /api/v1/namespaces/{NS}/pods/sb-old-pod")),
+        "the Pod named in the annotation was read"
+    );
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_the_pod_log_of_the_sandbox_main_container() {
+    let gw = Gateway::start(args(8888)).await;
+    let mut sandbox = ready_sandbox("sb-log", Some("10.0.0.7"), None);
+    sandbox["metadata"]["annotations"]["agents.x-k8s.io/pod-name"] = json!("sb-log-pod");
+    gw.api.insert(SANDBOXES, sandbox);
+    gw.api.insert(
+        PODS,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sb-log-pod", "namespace": NS}}),
+    );
+    gw.api
+        .set_pod_log(NS, "sb-log-pod", "serving on :8000\nGET / 200\n");
+    let mut log = Vec::new();
+    let n = gw
+        .sdk()
+        .sandbox("sb-log", NS)
+        .logs(true, &mut log)
+        .await
+        .expect("logs");
+    assert_eq!(
+        String::from_utf8_lossy(&log),
+        "serving on :8000\nGET / 200\n"
+    );
+    assert_eq!(n, log.len() as u64);
+    assert!(
+        gw.api
+            .requests()
+            .iter()
+            .any(|r| r == &format!("GET /api/v1/namespaces/{NS}/pods/sb-log-pod/log")),
+        "the log of the Pod named in the annotation was read: {:?}",
+        gw.api.requests()
+    );
+
+    // No pod (suspended, unscheduled): not ready, said so; no sandbox: not found.
+    gw.api
+        .insert(SANDBOXES, ready_sandbox("sb-nopod", None, None));
+    let err = gw
+        .sdk()
+        .sandbox("sb-nopod", NS)
+        .logs(false, &mut Vec::new())
+        .await
+        .expect_err("no pod");
+    assert_eq!(err.code, ErrorCode::SandboxNotReady, "{err:?}");
+    assert!(err.message.contains("no pod"), "{}", err.message);
+    let err = gw
+        .sdk()
+        .sandbox("sb-missing", NS)
+        .logs(false, &mut Vec::new())
+        .await
+        .expect_err("no sandbox");
+    assert_eq!(err.code, ErrorCode::NotFound, "{err:?}");
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenreview_admits_accepted_tokens_refuses_others_and_caches_decisions() {
+    let agent = Agent::start().await;
+    let gw = Gateway::start(GatewayArgs {
+        auth: AuthMode::Tokenreview,
+        authz_tokenreview_audiences: vec!["sandbox-router".into()],
+        ..args(agent.port)
+    })
+    .await;
+    gw.api.accept_token(
+        "good-token",
+        "system:serviceaccount:team-a:agent",
+        &["sandbox-router"],
+    );
+    gw.api.accept_token(
+        "apiserver-only-token",
+        "system:serviceaccount:team-a:default",
+        &[],
+    );
+    gw.api
+        .insert(SANDBOXES, ready_sandbox("sb-auth", Some("127.0.0.1"), None));
+    let reviews = |api: &FakeApiServer| {
+        api.requests()
+            .iter()
+            .filter(|r| *r == "POST /apis/authentication.k8s.io/v1/tokenreviews")
+            .count()
+    };
+    let client = |token: Option<&str>| {
+        paddock_client::Client::new(&gw.url, token.map(str::to_owned)).expect("client")
+    };
+
+    for _ in 0..3 {
+        client(Some("good-token"))
+            .info()
+            .await
+            .expect("an accepted token passes");
+    }
+    assert_eq!(
+        reviews(&gw.api),
+        1,
+        "one TokenReview, then the cached decision"
+    );
+
+    for token in [Some("apiserver-only-token"), Some("made-up"), None] {
+        let err = client(token).info().await.expect_err("refused");
+        assert_eq!(err.code, ErrorCode::Unauthenticated, "{token:?}: {err:?}");
+        assert_eq!(err.status, Some(401));
+    }
+    let (status, body) = call_json(
+        &gw.url,
+        Method::GET,
+        "/v1/info",
+        &[("authorization", "Bearer made-up")],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            401,
+            json!({"code": "UNAUTHENTICATED", "message": "invalid token"})
+        )
+    );
+    assert_eq!(reviews(&gw.api), 3, "refusals are cached too");
+
+    // Routed (upstream router) traffic is checked the same way.
+    let port = agent.port.to_string();
+    let routed = |auth: &'static str| {
+        let port = port.clone();
+        let url = gw.url.clone();
+        async move {
+            call_json(
+                &url,
+                Method::POST,
+                "/execute",
+                &[
+                    ("x-sandbox-id", "sb-auth"),
+                    ("x-sandbox-namespace", NS),
+                    ("x-sandbox-port", &port),
+                    ("authorization", auth),
+                ],
+                Some(json!({"command": "echo ok"})),
+            )
+            .await
+        }
+    };
+    let (status, body) = routed("Bearer good-token").await;
+    assert_eq!((status, &body["stdout"]), (200, &json!("ok\n")), "{body}");
+    let (status, body) = routed("Bearer made-up").await;
+    assert_eq!((status, body), (401, json!({"detail": "Invalid token."})));
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_sandbox_without_agent_image_is_refused_with_the_remedy() {
+    let gw = Gateway::start(args(8888)).await;
+    let mut create = CreateSandbox::image("python:3.12");
+    create.namespace = Some(NS.into());
+    let err = gw.sdk().create_sandbox(&create).await.expect_err("refused");
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert!(err.message.contains("--agent-image"), "{}", err.message);
+    assert!(err.message.contains("template"), "{}", err.message);
+    assert!(gw.api.list(SANDBOXES).is_empty(), "nothing was created");
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_sandbox_with_agent_image_runs_the_agent_as_the_pods_main_process() {
+    let gw = Gateway::start(GatewayArgs {
+        agent_image: Some("registry.example/paddock-agent:0.1".into()),
+        ..args(8888)
+    })
+    .await;
+    let sdk = gw.sdk();
+    let mut create = CreateSandbox::image("python:3.12");
+    create.name = Some("sb-image".into());
+    create.namespace = Some(NS.into());
+    create.command = Some(vec!["python3".into(), "-m".into(), "http.server".into()]);
+    create.working_dir = Some("/srv".into());
+    create.wait = Some(false);
+    let info = sdk.create_sandbox(&create).await.expect("created");
+    assert_eq!(info.name, "sb-image");
+
+    let stored = gw.api.get(SANDBOXES, NS, "sb-image").expect("stored");
+    let pod = &stored["spec"]["podTemplate"]["spec"];
+    let init = &pod["initContainers"][0];
+    assert_eq!(init["image"], "registry.example/paddock-agent:0.1");
+    assert_eq!(
+        init["command"],
+        json!(["cp", "/paddock-agent", "/.paddock/bin/paddock-agent"])
+    );
+    assert_eq!(
+        init["volumeMounts"][0],
+        json!({"name": "paddock-agent", "mountPath": "/.paddock/bin"})
+    );
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "paddock-agent", "emptyDir": {}}])
+    );
+    let main = &pod["containers"][0];
+    assert_eq!(main["image"], "python:3.12");
+    assert_eq!(
+        main["command"],
+        json!([
+            "/.paddock/bin/paddock-agent",
+            "--listen",
+            "0.0.0.0:8888",
+            "--root-dir",
+            "/srv",
+            "--base-dir",
+            "/srv",
+            "--",
+            "python3",
+            "-m",
+            "http.server"
+        ])
+    );
+    assert!(main.get("args").is_none());
+    assert_eq!(
+        main["volumeMounts"],
+        json!([{"name": "paddock-agent", "mountPath": "/.paddock/bin", "readOnly": true}])
+    );
+    assert_eq!(main["ports"][0]["name"], "agent");
+    assert_eq!(main["ports"][0]["containerPort"], 8888);
+    assert_eq!(
+        main["readinessProbe"]["httpGet"],
+        json!({"path": "/v1/health", "port": 8888})
+    );
+
+    // Without a command the agent runs alone (an idle sandbox waiting for exec).
+    let mut idle = CreateSandbox::image("busybox");
+    idle.name = Some("sb-idle".into());
+    idle.namespace = Some(NS.into());
+    idle.wait = Some(false);
+    sdk.create_sandbox(&idle).await.expect("created");
+    let stored = gw.api.get(SANDBOXES, NS, "sb-idle").expect("stored");
+    assert_eq!(
+        stored["spec"]["podTemplate"]["spec"]["containers"][0]["command"],
+        json!(["/.paddock/bin/paddock-agent", "--listen", "0.0.0.0:8888"])
+    );
+
+    // Host directories are node directories on a cluster: refused.
+    let mut host = CreateSandbox::image("busybox");
+    host.namespace = Some(NS.into());
+    host.volumes.push(paddock_client::HostVolume {
+        host_path: "/etc".into(),
+        mount_path: "/host".into(),
+        read_only: true,
+    });
+    let err = sdk.create_sandbox(&host).await.expect_err("refused");
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert!(
+        err.message.contains("volumeClaimTemplates"),
+        "{}",
+        err.message
+    );
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_api_calls_name_the_missing_permission() {
+    let gw = Gateway::start(args(8888)).await;
+    gw.api.insert(TEMPLATES, template());
+    gw.api
+        .forbid("list", "extensions.agents.x-k8s.io/sandboxwarmpools");
+    let mut create = CreateSandbox::template("python");
+    create.namespace = Some(NS.into());
+    let err = gw
+        .sdk()
+        .create_sandbox(&create)
+        .await
+        .expect_err("forbidden");
+    assert_eq!(err.code, ErrorCode::PermissionDenied, "{err:?}");
+    assert_eq!(err.status, Some(403));
+    assert!(
+        err.message.contains(
+            "cannot list resource \"sandboxwarmpools\" in API group \"extensions.agents.x-k8s.io\""
+        ),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains("service account"), "{}", err.message);
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_says_kubernetes_and_health_needs_no_token() {
+    let gw = Gateway::start(args(8888)).await;
+    let info = gw.sdk().info().await.expect("info");
+    assert_eq!(info["backend"], "kubernetes");
+    assert_eq!(info["details"]["runtimes"], json!(["cluster"]));
+    assert_eq!(info["details"]["imageSandboxes"], false);
+    let (status, body) = call_json(&gw.url, Method::GET, "/healthz", &[], None).await;
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resumes_from_its_last_resource_version_when_the_api_server_ends_it() {
+    let gw = Gateway::start(args(8888)).await;
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("authorization", bearer.as_str())];
+    gw.api.insert(SANDBOXES, ready_sandbox("w1", None, None));
+    let base = format!("/apis/agents.x-k8s.io/v1beta1/namespaces/{NS}/sandboxes");
+    let (_, list) = call_json(&gw.url, Method::GET, &base, &auth, None).await;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_owned();
+    let watch = call(
+        &gw.url,
+        Method::GET,
+        &format!("{base}?watch=true&resourceVersion={rv}"),
+        &auth,
+        None,
+    )
+    .await;
+    let mut body = watch.into_body();
+
+    // The apiserver ends the watch (its timeout); changes made meanwhile still arrive, once.
+    gw.api.end_watches();
+    gw.api.insert(SANDBOXES, ready_sandbox("w2", None, None));
+    let first = next_events(&mut body, 1).await;
+    gw.api.end_watches();
+    let patch = json!({"metadata": {"labels": {"seen": "yes"}}});
+    assert!(
+        gw.api
+            .merge(SANDBOXES, NS, "w1", &patch, false)
+            .is_success()
+    );
+    let second = next_events(&mut body, 1).await;
+    assert_eq!(
+        (
+            first[0]["type"].as_str(),
+            first[0]["object"]["metadata"]["name"].as_str()
+        ),
+        (Some("ADDED"), Some("w2"))
+    );
+    assert_eq!(
+        (
+            second[0]["type"].as_str(),
+            second[0]["object"]["metadata"]["name"].as_str()
+        ),
+        (Some("MODIFIED"), Some("w1"))
+    );
+    let watches = gw
+        .api
+        .requests()
+        .iter()
+        .filter(|r| {
+            *r == &format!("GET /apis/agents.x-k8s.io/v1beta1/namespaces/{NS}/sandboxes?watch")
+        })
+        .count();
+    assert_eq!(watches, 3, "the gateway re-opened the watch after each end");
+    drop(body);
+    gw.finish().await;
+}
