@@ -16,9 +16,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::hostview::HostView;
-use crate::runtime::{RuntimeError, WorkloadId, WorkloadState};
+use crate::isolation::{Found, Isolation, Launch};
+use crate::runtime::{BoxFuture, RuntimeError, WorkloadId, WorkloadState};
 use crate::spec::{ResourceLimits, RuntimeClass, WorkloadSpec};
-use crate::workdir::{ResolvedMount, WorkloadDir};
+use crate::workdir::{ResolvedMount, WorkloadDir, WorkloadMeta};
 
 /// Capabilities granted (inside gVisor) to a workload running as uid 0.
 const ROOT_CAPABILITIES: &[&str] = &[
@@ -401,6 +402,117 @@ impl Gvisor {
             }
         }
         out
+    }
+}
+
+impl Gvisor {
+    /// Builds the bundle for a prepared workload, starts it and waits for its agent.
+    async fn launch_workload(&self, launch: Launch<'_>) -> Result<(), RuntimeError> {
+        let Launch {
+            id,
+            dir,
+            spec,
+            image,
+            volumes,
+            limits,
+            host,
+            ..
+        } = launch;
+        let (rootfs, read_only_root, host_view) = match image {
+            None => (
+                dir.host_skeleton(&host.host_view)?,
+                true,
+                Some(&host.host_view),
+            ),
+            Some(image) => (
+                dir.mount_overlay(&image.rootfs)?,
+                spec.read_only_rootfs,
+                None,
+            ),
+        };
+        let run_dir = dir.run_dir();
+        let config = oci_config(&BundleInput {
+            spec,
+            rootfs: &rootfs,
+            read_only_root,
+            host_view,
+            mask_file: &host.mask_file,
+            mask_dir: &host.mask_dir,
+            agent_binary: &host.agent_binary,
+            run_dir: &run_dir,
+            volumes,
+            limits,
+            cgroups_path: Some(format!("/{}/{}", host.cgroup_parent, id)),
+        });
+        self.start(id, dir, &config).await?;
+        let g = self.clone();
+        let watched = id.clone();
+        crate::agent::wait_ready(&dir.socket(), host.ready_timeout, move || {
+            !g.processes(&watched).is_empty()
+        })
+        .await
+        .map_err(|e| RuntimeError::NotReady {
+            id: id.clone(),
+            message: e.to_string(),
+        })
+    }
+}
+
+impl Isolation for Gvisor {
+    fn class(&self) -> RuntimeClass {
+        RuntimeClass::Gvisor
+    }
+
+    fn dir_owner(&self, uid: u32, gid: u32) -> Option<(u32, u32)> {
+        Some((uid, gid))
+    }
+
+    fn launch<'a>(&'a self, launch: Launch<'a>) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(self.launch_workload(launch))
+    }
+
+    fn states<'a>(&'a self, found: &'a [&'a Found]) -> BoxFuture<'a, Vec<WorkloadState>> {
+        Box::pin(async move {
+            let forgotten = |s: WorkloadState| match s {
+                WorkloadState::Missing => WorkloadState::Exited { code: None },
+                other => other,
+            };
+            // One workload: `runsc state`; several: one `runsc list` for all.
+            if let [one] = found {
+                return vec![forgotten(self.state(&one.id).await)];
+            }
+            let all: std::collections::HashMap<String, WorkloadState> =
+                self.states().await.into_iter().collect();
+            found
+                .iter()
+                .map(|f| {
+                    all.get(f.id.as_str())
+                        .copied()
+                        .unwrap_or(WorkloadState::Exited { code: None })
+                })
+                .collect()
+        })
+    }
+
+    fn alive(&self, found: &[&Found]) -> Vec<bool> {
+        let live = self.live_ids();
+        found.iter().map(|f| live.contains(f.id.as_str())).collect()
+    }
+
+    fn destroy<'a>(
+        &'a self,
+        id: &'a WorkloadId,
+        _meta: Option<&'a WorkloadMeta>,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(Gvisor::destroy(self, id))
+    }
+
+    fn holds(&self, id: &WorkloadId) -> bool {
+        Gvisor::holds(self, id)
+    }
+
+    fn host_processes(&self, id: &WorkloadId) -> Vec<i32> {
+        self.processes(id)
     }
 }
 

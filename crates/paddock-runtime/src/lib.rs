@@ -7,7 +7,8 @@
 //! - [`runtime`] — the [`Runtime`] trait, ids, states, errors;
 //! - [`recording`] — a runtime that starts nothing and records calls, for tests without root;
 //! - [`local`] — [`LocalRuntime`], the trait on this host: directories, images, backends;
-//! - [`gvisor`] — OCI bundle and `runsc`; [`bwrap`] — bubblewrap argv and spawn;
+//! - `isolation` — the backend trait; [`gvisor`] — OCI bundle and `runsc`; [`bwrap`] —
+//!   bubblewrap argv, spawn and its pool: one implementation each;
 //! - [`seccomp`], [`cgroup`], [`hostview`] — bwrap's filter, cgroup limits, the `host` image;
 //! - [`image`] — registry client, image cache and safe unpacking, local OCI layouts;
 //! - [`agent`] — the in-sandbox agent's argv, image-config resolution, readiness probe;
@@ -19,6 +20,7 @@ pub mod doctor;
 pub mod gvisor;
 pub mod hostview;
 pub mod image;
+mod isolation;
 pub mod local;
 pub mod podspec;
 pub mod recording;

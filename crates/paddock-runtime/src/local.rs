@@ -1,30 +1,31 @@
 //! [`LocalRuntime`]: the [`Runtime`] of this host. It owns the runtime root directory, the image
-//! cache, the host view, cgroups and both backends, and picks the backend per workload from its
-//! runtime class. A missing backend is an error with the remedy, never a fallback.
+//! cache, the host view and cgroups, and does what every workload needs; the isolation itself
+//! is one [`Isolation`] backend per runtime class (gVisor, bubblewrap), picked per workload. A
+//! missing backend is an error with the remedy, never a fallback.
 //!
 //! `<root>/`: `images/` (cache), `workloads/<id>/` (see `workdir`), `runsc/` (runsc's private
 //! `--root`), `host/` (the empty file and directory that mask host secrets).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
 
 use crate::agent::{self, resolve_with_image};
-use crate::bwrap::{self, Bwrap, BwrapInput, PreparedBwrap};
+use crate::bwrap::{Bwrap, BwrapIsolation};
 use crate::cgroup::{CgroupMode, WorkloadCgroup};
-use crate::gvisor::{self, BundleInput, Gvisor};
+use crate::gvisor::Gvisor;
 use crate::hostview::HostView;
 use crate::image::{ImageConfig, ImageRef, ImageStore, PulledImage, RegistryConfig};
+use crate::isolation::{Found, HostSetup, Isolation, Launch};
 use crate::runtime::{
     BoxFuture, Runtime, RuntimeError, Workload, WorkloadId, WorkloadInfo, WorkloadState,
 };
 use crate::spec::{ResourceLimits, RuntimeClass, WorkloadSpec};
-use crate::workdir::{ResolvedMount, WorkloadDir, WorkloadMeta};
+use crate::workdir::{WorkloadDir, WorkloadMeta};
 
 /// How to open the local runtime.
 #[derive(Debug, Clone)]
@@ -81,53 +82,18 @@ pub struct LocalRuntime {
     inner: Arc<Inner>,
 }
 
+/// A backend of this host, or why it is missing.
+type Backend = Result<Arc<dyn Isolation>, Unavailable>;
+
 #[derive(Debug)]
 struct Inner {
     config: RuntimeConfig,
     images: ImageStore,
-    host_view: HostView,
-    mask_file: PathBuf,
-    mask_dir: PathBuf,
+    host: HostSetup,
     workloads: PathBuf,
-    cgroups: CgroupMode,
-    cgroup_parent: String,
-    gvisor: Result<Gvisor, Unavailable>,
-    bwrap: Result<Bwrap, Unavailable>,
+    /// One backend per runtime class, or why it is unavailable here.
+    backends: Vec<(RuntimeClass, Backend)>,
     locks: Mutex<HashMap<WorkloadId, Arc<tokio::sync::Mutex<()>>>>,
-    /// Prepared bwrap processes and their (unlimited, not yet named) cgroups.
-    pool: Mutex<Vec<(PreparedBwrap, WorkloadCgroup)>>,
-    pool_dir: PathBuf,
-    refilling: AtomicBool,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let pool = std::mem::take(
-            self.pool
-                .get_mut()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        for (prepared, cgroup) in pool {
-            Bwrap::discard(prepared);
-            remove_when_empty(&cgroup);
-        }
-    }
-}
-
-/// Kills what is left in a discarded pool group (bwrap's sandboxed child may outlive bwrap for
-/// a moment), then removes the group; waits at most ~1 s.
-fn remove_when_empty(cgroup: &WorkloadCgroup) {
-    for _ in 0..200 {
-        let pids = cgroup.pids();
-        if pids.is_empty() {
-            break;
-        }
-        for pid in pids.into_iter().filter_map(rustix::process::Pid::from_raw) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    cgroup.remove();
 }
 
 /// Finds `name` in `PATH`.
@@ -238,168 +204,83 @@ impl LocalRuntime {
                 }
             })?),
         ];
-        let gvisor = find_runsc(config.runsc.as_deref()).map(|runsc| Gvisor {
-            runsc,
-            state_root: state_root.clone(),
-            id_prefix: format!("p{tag}"),
+        let cgroups = CgroupMode::detect();
+        let cgroup_parent = format!("paddock-{tag}");
+        let gvisor: Backend = find_runsc(config.runsc.as_deref()).map(|runsc| {
+            Arc::new(Gvisor {
+                runsc,
+                state_root: state_root.clone(),
+                id_prefix: format!("p{tag}"),
+            }) as Arc<dyn Isolation>
         });
-        let bwrap = find_bwrap(config.bwrap.as_deref()).map(|bwrap| Bwrap {
-            bwrap,
-            seccomp: Arc::new(seccomp),
+        let bwrap: Backend = find_bwrap(config.bwrap.as_deref()).map(|bwrap| {
+            Arc::new(BwrapIsolation::new(
+                Bwrap {
+                    bwrap,
+                    seccomp: Arc::new(seccomp),
+                },
+                pool_dir,
+                config.bwrap_pool,
+                cgroups.clone(),
+                cgroup_parent.clone(),
+            )) as Arc<dyn Isolation>
         });
+        WorkloadCgroup::remove_stale(&cgroups, &cgroup_parent, "pool-");
         let runtime = Self {
             inner: Arc::new(Inner {
                 images,
-                host_view: HostView::scan(),
-                mask_file,
-                mask_dir,
+                host: HostSetup {
+                    host_view: HostView::scan(),
+                    mask_file,
+                    mask_dir,
+                    agent_binary: config.agent_binary.clone(),
+                    ready_timeout: config.ready_timeout,
+                    cgroups,
+                    cgroup_parent,
+                },
                 workloads,
-                cgroups: CgroupMode::detect(),
-                cgroup_parent: format!("paddock-{tag}"),
-                gvisor,
-                bwrap,
+                backends: vec![(RuntimeClass::Gvisor, gvisor), (RuntimeClass::Bwrap, bwrap)],
                 locks: Mutex::new(HashMap::new()),
-                pool: Mutex::new(Vec::new()),
-                pool_dir,
-                refilling: AtomicBool::new(false),
                 config,
             }),
         };
-        WorkloadCgroup::remove_stale(
-            &runtime.inner.cgroups,
-            &runtime.inner.cgroup_parent,
-            "pool-",
-        );
-        runtime.refill_pool();
+        for (_, backend) in &runtime.inner.backends {
+            if let Ok(b) = backend {
+                b.prewarm();
+            }
+        }
         Ok(runtime)
     }
 
-    /// Ends the pre-started bwrap processes (before the process exits; workloads are left
-    /// running). The pool refills on the next create.
+    /// The backend of `class`, or why this host lacks it.
+    fn backend(&self, class: RuntimeClass) -> Result<&Arc<dyn Isolation>, RuntimeError> {
+        let (_, backend) = self
+            .inner
+            .backends
+            .iter()
+            .find(|(c, _)| *c == class)
+            .ok_or_else(|| RuntimeError::Unavailable {
+                class,
+                reason: "no backend serves it".into(),
+                remedy: "use gvisor or bwrap".into(),
+            })?;
+        backend.as_ref().map_err(|u| Self::unavailable(class, u))
+    }
+
+    /// The backends this host has.
+    fn available(&self) -> impl Iterator<Item = &Arc<dyn Isolation>> {
+        self.inner
+            .backends
+            .iter()
+            .filter_map(|(_, b)| b.as_ref().ok())
+    }
+
+    /// Ends what the backends keep started ahead (bwrap's pool), before the process exits;
+    /// workloads are left running. The pool refills on the next create.
     pub fn close_pool(&self) {
-        let pool = std::mem::take(
-            &mut *self
-                .inner
-                .pool
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        for (prepared, cgroup) in pool {
-            Bwrap::discard(prepared);
-            remove_when_empty(&cgroup);
+        for b in self.available() {
+            b.close();
         }
-    }
-
-    /// Tops the bwrap pool up in the background (no-op without a tokio runtime, on cgroup v2, or
-    /// when the pool is disabled).
-    fn refill_pool(&self) {
-        let inner = &self.inner;
-        if inner.config.bwrap_pool == 0
-            || !matches!(inner.cgroups, CgroupMode::V1 { .. })
-            || inner.bwrap.is_err()
-        {
-            return;
-        }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if inner.refilling.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let this = self.clone();
-        handle.spawn_blocking(move || {
-            static COUNTER: AtomicU64 = AtomicU64::new(0);
-            let inner = &this.inner;
-            while inner.pool.lock().map(|p| p.len()).unwrap_or(usize::MAX) < inner.config.bwrap_pool
-            {
-                let Ok(bwrap) = &inner.bwrap else { break };
-                let name = format!(
-                    "pool-{}-{}",
-                    std::process::id(),
-                    COUNTER.fetch_add(1, Ordering::Relaxed)
-                );
-                let Ok(cgroup) = WorkloadCgroup::create(
-                    &inner.cgroups,
-                    &inner.cgroup_parent,
-                    &name,
-                    &ResourceLimits::default(),
-                ) else {
-                    break;
-                };
-                let prepared = cgroup
-                    .open_procs()
-                    .map_err(|e| e.to_string())
-                    .and_then(|procs| {
-                        bwrap.prepare(&inner.pool_dir.join(format!("{name}.json")), procs)
-                    });
-                match prepared {
-                    Ok(prepared) => match inner.pool.lock() {
-                        Ok(mut pool) => pool.push((prepared, cgroup)),
-                        Err(_) => break,
-                    },
-                    Err(e) => {
-                        tracing::debug!(error = %e, "cannot prepare a pooled bwrap");
-                        cgroup.remove();
-                        break;
-                    }
-                }
-            }
-            inner.refilling.store(false, Ordering::Release);
-        });
-    }
-
-    /// A prepared bwrap in the workload's own cgroup (named after it, limits set): from the pool
-    /// when one is ready, else started now.
-    fn prepared_bwrap(
-        &self,
-        id: &WorkloadId,
-        dir: &WorkloadDir,
-        limits: &ResourceLimits,
-    ) -> Result<PreparedBwrap, RuntimeError> {
-        let inner = &self.inner;
-        let limits_err = |reason: String| RuntimeError::Limits {
-            reason,
-            remedy: "run paddock as root, or delegate a cgroup to it".into(),
-        };
-        let pooled = inner.pool.lock().ok().and_then(|mut p| p.pop());
-        if let Some((mut prepared, pool_cgroup)) = pooled {
-            let adopted = pool_cgroup
-                .rename(&inner.cgroups, &inner.cgroup_parent, id.as_str())
-                .and_then(|cgroup| cgroup.set_limits(&inner.cgroups, limits))
-                .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    std::fs::rename(&prepared.status_path, dir.bwrap_status())
-                        .map_err(|e| e.to_string())
-                });
-            match adopted {
-                Ok(()) => {
-                    prepared.status_path = dir.bwrap_status();
-                    return Ok(prepared);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "discarding a pooled bwrap");
-                    Bwrap::discard(prepared);
-                    // Either name may hold it now; the group empties once bwrap is gone.
-                    remove_when_empty(&pool_cgroup);
-                    remove_when_empty(&self.cgroup(id));
-                }
-            }
-        }
-        let bwrap = inner
-            .bwrap
-            .as_ref()
-            .map_err(|u| Self::unavailable(RuntimeClass::Bwrap, u))?;
-        let cgroup =
-            WorkloadCgroup::create(&inner.cgroups, &inner.cgroup_parent, id.as_str(), limits)
-                .map_err(|e| limits_err(e.to_string()))?;
-        let procs = cgroup.open_procs().map_err(|e| limits_err(e.to_string()))?;
-        bwrap
-            .prepare(&dir.bwrap_status(), procs)
-            .map_err(|message| RuntimeError::Start {
-                backend: RuntimeClass::Bwrap,
-                id: id.clone(),
-                message,
-            })
     }
 
     /// The image cache, e.g. to pull with a progress bar before creating.
@@ -421,25 +302,20 @@ impl LocalRuntime {
     /// Host pids of the workload's processes outside the sandbox (runsc sandbox and gofer, or
     /// bwrap and everything in its cgroup); empty when none is left.
     pub fn host_processes(&self, id: &WorkloadId) -> Vec<i32> {
-        let mut pids = match &self.inner.gvisor {
-            Ok(g) => g.processes(id),
-            Err(_) => Vec::new(),
-        };
+        let mut pids: Vec<i32> = self
+            .available()
+            .flat_map(|b| b.host_processes(id))
+            .collect();
         pids.extend(self.cgroup(id).pids());
         pids.sort_unstable();
         pids.dedup();
         pids
     }
 
-    /// Workloads (by id) that are running or stopping, without calling runsc: for the periodic
-    /// check that notices sandboxes dying on their own.
-    pub fn alive_workloads(&self) -> std::collections::HashSet<String> {
-        let gvisor_live = match &self.inner.gvisor {
-            Ok(g) => g.live_ids(),
-            Err(_) => std::collections::HashSet::new(),
-        };
+    /// Every workload on this host with its metadata (none for a directory without it).
+    fn found(&self) -> Vec<Found> {
         let Ok(entries) = std::fs::read_dir(&self.inner.workloads) else {
-            return std::collections::HashSet::new();
+            return Vec::new();
         };
         entries
             .flatten()
@@ -447,16 +323,32 @@ impl LocalRuntime {
                 let id = WorkloadId::new(entry.file_name().to_str()?).ok()?;
                 let dir = self.dir(&id);
                 let meta = dir.read_meta()?;
-                let alive = dir.stopping_marker().exists()
-                    || match meta.runtime_class {
-                        RuntimeClass::Bwrap => {
-                            Self::bwrap_state(&dir, &meta) == WorkloadState::Running
-                        }
-                        RuntimeClass::Gvisor => gvisor_live.contains(id.as_str()),
-                    };
-                alive.then(|| id.as_str().to_owned())
+                Some(Found { id, dir, meta })
             })
             .collect()
+    }
+
+    /// Workloads (by id) that are running or stopping, without calling a backend's CLI: for
+    /// the periodic check that notices sandboxes dying on their own.
+    pub fn alive_workloads(&self) -> HashSet<String> {
+        let found = self.found();
+        let mut alive: HashSet<String> = found
+            .iter()
+            .filter(|f| f.dir.stopping_marker().exists())
+            .map(|f| f.id.as_str().to_owned())
+            .collect();
+        for backend in self.available() {
+            let mine: Vec<&Found> = found
+                .iter()
+                .filter(|f| f.meta.runtime_class == backend.class())
+                .collect();
+            for (f, live) in mine.iter().zip(backend.alive(&mine)) {
+                if live {
+                    alive.insert(f.id.as_str().to_owned());
+                }
+            }
+        }
+        alive
     }
 
     /// The cgroup directories that would hold the workload (for checks after teardown).
@@ -474,7 +366,11 @@ impl LocalRuntime {
     }
 
     fn cgroup(&self, id: &WorkloadId) -> WorkloadCgroup {
-        WorkloadCgroup::path_for(&self.inner.cgroups, &self.inner.cgroup_parent, id.as_str())
+        WorkloadCgroup::path_for(
+            &self.inner.host.cgroups,
+            &self.inner.host.cgroup_parent,
+            id.as_str(),
+        )
     }
 
     fn lock(&self, id: &WorkloadId) -> Arc<tokio::sync::Mutex<()>> {
@@ -501,20 +397,7 @@ impl LocalRuntime {
         spec: &WorkloadSpec,
     ) -> Result<Workload, RuntimeError> {
         let inner = &self.inner;
-        match spec.runtime_class {
-            RuntimeClass::Gvisor => drop(
-                inner
-                    .gvisor
-                    .as_ref()
-                    .map_err(|u| Self::unavailable(RuntimeClass::Gvisor, u))?,
-            ),
-            RuntimeClass::Bwrap => drop(
-                inner
-                    .bwrap
-                    .as_ref()
-                    .map_err(|u| Self::unavailable(RuntimeClass::Bwrap, u))?,
-            ),
-        }
+        let backend = self.backend(spec.runtime_class)?.clone();
         let agent_ok = std::fs::metadata(&inner.config.agent_binary).map(|m| m.is_file());
         if !matches!(agent_ok, Ok(true)) {
             return Err(RuntimeError::AgentBinary {
@@ -522,7 +405,7 @@ impl LocalRuntime {
                 reason: "not a file".into(),
             });
         }
-        if inner.cgroups == CgroupMode::None {
+        if inner.host.cgroups == CgroupMode::None {
             return Err(RuntimeError::Limits {
                 reason: "no cgroup filesystem at /sys/fs/cgroup".into(),
                 remedy: "mount cgroup2 at /sys/fs/cgroup".into(),
@@ -544,12 +427,7 @@ impl LocalRuntime {
         let limits = resolved.limits.or(inner.config.default_limits);
         let uid = resolved.run_as_user.unwrap_or(0);
         let gid = resolved.run_as_group.unwrap_or(0);
-        // gVisor checks the host owner against the sandbox uid; bwrap maps the sandbox user to
-        // ours, so there the directory stays ours.
-        dir.create(match spec.runtime_class {
-            RuntimeClass::Gvisor => Some((uid, gid)),
-            RuntimeClass::Bwrap => None,
-        })?;
+        dir.create(backend.dir_owner(uid, gid))?;
         let mut meta = WorkloadMeta {
             runtime_class: spec.runtime_class,
             image: spec.image.to_string(),
@@ -562,24 +440,18 @@ impl LocalRuntime {
         let started = async {
             dir.write_meta(&meta)?;
             let volumes = dir.volumes(&resolved.mounts)?;
-            match spec.runtime_class {
-                RuntimeClass::Gvisor => {
-                    self.start_gvisor(id, &dir, &resolved, pulled.as_ref(), &volumes, limits)
-                        .await
-                }
-                RuntimeClass::Bwrap => {
-                    self.start_bwrap(
-                        id,
-                        &dir,
-                        &resolved,
-                        pulled.as_ref(),
-                        &volumes,
-                        limits,
-                        &mut meta,
-                    )
-                    .await
-                }
-            }
+            backend
+                .launch(Launch {
+                    id,
+                    dir: &dir,
+                    spec: &resolved,
+                    image: pulled.as_ref(),
+                    volumes: &volumes,
+                    limits,
+                    meta: &mut meta,
+                    host: &inner.host,
+                })
+                .await
         }
         .await;
         // A main process that finishes before the agent's first health check (a quick job)
@@ -601,161 +473,21 @@ impl LocalRuntime {
         })
     }
 
-    async fn start_gvisor(
-        &self,
-        id: &WorkloadId,
-        dir: &WorkloadDir,
-        spec: &WorkloadSpec,
-        image: Option<&PulledImage>,
-        volumes: &[ResolvedMount],
-        limits: ResourceLimits,
-    ) -> Result<(), RuntimeError> {
-        let inner = &self.inner;
-        let gvisor = inner
-            .gvisor
-            .as_ref()
-            .map_err(|u| Self::unavailable(RuntimeClass::Gvisor, u))?;
-        let (rootfs, read_only_root, host_view) = match image {
-            None => (
-                dir.host_skeleton(&inner.host_view)?,
-                true,
-                Some(&inner.host_view),
-            ),
-            Some(image) => (
-                dir.mount_overlay(&image.rootfs)?,
-                spec.read_only_rootfs,
-                None,
-            ),
-        };
-        let run_dir = dir.run_dir();
-        let config = gvisor::oci_config(&BundleInput {
-            spec,
-            rootfs: &rootfs,
-            read_only_root,
-            host_view,
-            mask_file: &inner.mask_file,
-            mask_dir: &inner.mask_dir,
-            agent_binary: &inner.config.agent_binary,
-            run_dir: &run_dir,
-            volumes,
-            limits,
-            cgroups_path: Some(format!("/{}/{}", inner.cgroup_parent, id)),
-        });
-        gvisor.start(id, dir, &config).await?;
-        let g = gvisor.clone();
-        let id2 = id.clone();
-        agent::wait_ready(&dir.socket(), inner.config.ready_timeout, move || {
-            !g.processes(&id2).is_empty()
-        })
-        .await
-        .map_err(|e| RuntimeError::NotReady {
-            id: id.clone(),
-            message: e.to_string(),
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn start_bwrap(
-        &self,
-        id: &WorkloadId,
-        dir: &WorkloadDir,
-        spec: &WorkloadSpec,
-        image: Option<&PulledImage>,
-        volumes: &[ResolvedMount],
-        limits: ResourceLimits,
-        meta: &mut WorkloadMeta,
-    ) -> Result<(), RuntimeError> {
-        let inner = &self.inner;
-        inner
-            .bwrap
-            .as_ref()
-            .map_err(|u| Self::unavailable(RuntimeClass::Bwrap, u))?;
-        let rootfs = match image {
-            None => None,
-            Some(image) => {
-                let merged = dir.mount_overlay(&image.rootfs)?;
-                let mut dirs: Vec<&str> = vec!["proc", "dev", "tmp", "/.paddock/run"];
-                dirs.extend(volumes.iter().map(|v| match v {
-                    ResolvedMount::Bind { target, .. } | ResolvedMount::Tmpfs { target, .. } => {
-                        target.as_str()
-                    }
-                }));
-                crate::workdir::create_mount_points(&merged, &dirs, &[agent::AGENT_PATH])?;
-                Some(merged)
-            }
-        };
-        let prepared = self.prepared_bwrap(id, dir, &limits)?;
-        self.refill_pool();
-        let run_dir = dir.run_dir();
-        let args = bwrap::bwrap_args(&BwrapInput {
-            spec,
-            rootfs: rootfs.as_deref(),
-            read_only_root: spec.read_only_rootfs,
-            host_view: Some(&inner.host_view),
-            mask_file: &inner.mask_file,
-            mask_dir: &inner.mask_dir,
-            agent_binary: &inner.config.agent_binary,
-            run_dir: &run_dir,
-            volumes,
-            fds: prepared.fds,
-        });
-        let pid = Bwrap::launch(prepared, &args).map_err(|message| RuntimeError::Start {
-            backend: RuntimeClass::Bwrap,
-            id: id.clone(),
-            message,
-        })?;
-        meta.pid = Some(pid);
-        meta.pid_start_time = bwrap::process_start_time(pid);
-        dir.write_meta(meta)?;
-        let status_path = dir.bwrap_status();
-        agent::wait_ready(&dir.socket(), inner.config.ready_timeout, move || bwrap::read_status(&status_path).exit_code.is_none())
-            .await
-            .map_err(|e| match e {
-                agent::ReadinessError::Exited => RuntimeError::Start {
-                    backend: RuntimeClass::Bwrap,
-                    id: id.clone(),
-                    message: format!(
-                        "bwrap exited (code {:?}) before the agent was ready; `paddock doctor` shows what this host lacks",
-                        bwrap::read_status(&dir.bwrap_status()).exit_code
-                    ),
-                },
-                other => RuntimeError::NotReady { id: id.clone(), message: other.to_string() },
-            })
-    }
-
-    fn bwrap_state(dir: &WorkloadDir, meta: &WorkloadMeta) -> WorkloadState {
-        if let Some(code) = bwrap::read_status(&dir.bwrap_status()).exit_code {
-            return WorkloadState::Exited { code: Some(code) };
-        }
-        match (meta.pid, meta.pid_start_time) {
-            (Some(pid), Some(start)) if bwrap::process_start_time(pid) == Some(start) => {
-                WorkloadState::Running
-            }
-            _ => WorkloadState::Exited { code: None },
-        }
-    }
-
     async fn teardown_unlocked(&self, id: &WorkloadId) -> Result<(), RuntimeError> {
-        let inner = &self.inner;
         let dir = self.dir(id);
         let meta = dir.read_meta();
-        // Without metadata (torn down already, or a create that died early) only call runsc
-        // when it holds something: each call is ~50 ms of CPU.
-        let gvisor = match meta.as_ref().map(|m| m.runtime_class) {
-            Some(class) => class == RuntimeClass::Gvisor,
-            None => inner.gvisor.as_ref().is_ok_and(|g| g.holds(id)),
-        };
-        if gvisor && let Ok(g) = &inner.gvisor {
-            g.destroy(id).await?;
+        // Without metadata (torn down already, or a create that died early) only ask a backend
+        // that may still hold something: a runsc call is ~50 ms of CPU.
+        for backend in self.available() {
+            let ours = match &meta {
+                Some(m) => m.runtime_class == backend.class(),
+                None => backend.holds(id),
+            };
+            if ours {
+                backend.destroy(id, meta.as_ref()).await?;
+            }
         }
         let cgroup = self.cgroup(id);
-        if let Some(meta) = &meta
-            && let (Some(pid), Some(start)) = (meta.pid, meta.pid_start_time)
-            && bwrap::process_start_time(pid) == Some(start)
-            && let Some(pid) = rustix::process::Pid::from_raw(pid)
-        {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
         cgroup.kill_all().await;
         cgroup.remove();
         dir.remove()
@@ -810,7 +542,7 @@ impl Runtime for LocalRuntime {
         Box::pin(self.list_all())
     }
 
-    fn alive_workloads(&self) -> std::collections::HashSet<String> {
+    fn alive_workloads(&self) -> HashSet<String> {
         LocalRuntime::alive_workloads(self)
     }
 
@@ -843,15 +575,20 @@ impl LocalRuntime {
         let Some(meta) = dir.read_meta() else {
             return Ok(WorkloadState::Exited { code: None });
         };
-        let state = match meta.runtime_class {
-            RuntimeClass::Bwrap => Self::bwrap_state(&dir, &meta),
-            RuntimeClass::Gvisor => match &self.inner.gvisor {
-                Ok(g) => match g.state(id).await {
-                    WorkloadState::Missing => WorkloadState::Exited { code: None },
-                    other => other,
-                },
-                Err(_) => WorkloadState::Exited { code: None },
-            },
+        let state = match self.backend(meta.runtime_class) {
+            Ok(backend) => {
+                let found = Found {
+                    id: id.clone(),
+                    dir: dir.clone(),
+                    meta,
+                };
+                backend
+                    .states(&[&found])
+                    .await
+                    .pop()
+                    .unwrap_or(WorkloadState::Exited { code: None })
+            }
+            Err(_) => WorkloadState::Exited { code: None },
         };
         Ok(with_main_status(&dir, state))
     }
@@ -874,45 +611,44 @@ impl LocalRuntime {
     }
 
     async fn list_all(&self) -> Result<Vec<WorkloadInfo>, RuntimeError> {
-        let entries = std::fs::read_dir(&self.inner.workloads)
+        std::fs::read_dir(&self.inner.workloads)
             .map_err(RuntimeError::io("list", &self.inner.workloads))?;
-        let gvisor_states: HashMap<String, WorkloadState> = match &self.inner.gvisor {
-            Ok(g) => g.states().await.into_iter().collect(),
-            Err(_) => HashMap::new(),
-        };
-        let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+        let found = self.found();
+        let mut states: HashMap<String, WorkloadState> = HashMap::new();
+        for backend in self.available() {
+            let mine: Vec<&Found> = found
+                .iter()
+                .filter(|f| f.meta.runtime_class == backend.class())
+                .filter(|f| !f.dir.stopping_marker().exists())
+                .collect();
+            if mine.is_empty() {
                 continue;
-            };
-            let Ok(id) = WorkloadId::new(name) else {
-                continue;
-            };
-            let dir = self.dir(&id);
-            let Some(meta) = dir.read_meta() else {
-                continue;
-            };
-            let state = if dir.stopping_marker().exists() {
-                WorkloadState::Stopping
-            } else {
-                match meta.runtime_class {
-                    RuntimeClass::Bwrap => Self::bwrap_state(&dir, &meta),
-                    RuntimeClass::Gvisor => gvisor_states
-                        .get(id.as_str())
-                        .copied()
-                        .unwrap_or(WorkloadState::Exited { code: None }),
-                }
-            };
-            let state = with_main_status(&dir, state);
-            out.push(WorkloadInfo {
-                workload: Workload {
-                    id,
-                    runtime_class: meta.runtime_class,
-                    agent_socket: dir.socket(),
-                },
-                state,
-            });
+            }
+            for (f, state) in mine.iter().zip(backend.states(&mine).await) {
+                states.insert(f.id.as_str().to_owned(), state);
+            }
         }
+        let mut out: Vec<WorkloadInfo> = found
+            .into_iter()
+            .map(|f| {
+                let state = if f.dir.stopping_marker().exists() {
+                    WorkloadState::Stopping
+                } else {
+                    states
+                        .get(f.id.as_str())
+                        .copied()
+                        .unwrap_or(WorkloadState::Exited { code: None })
+                };
+                WorkloadInfo {
+                    state: with_main_status(&f.dir, state),
+                    workload: Workload {
+                        agent_socket: f.dir.socket(),
+                        runtime_class: f.meta.runtime_class,
+                        id: f.id,
+                    },
+                }
+            })
+            .collect();
         out.sort_by(|a, b| a.workload.id.cmp(&b.workload.id));
         Ok(out)
     }

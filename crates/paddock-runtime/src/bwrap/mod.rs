@@ -14,6 +14,8 @@
 //! sandbox's exit code to a status file (`--json-status-fd`) that survives us, and teardown kills
 //! the whole cgroup.
 
+mod backend;
+
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -23,6 +25,8 @@ use std::sync::Arc;
 use crate::hostview::{HostEntry, HostView};
 use crate::spec::WorkloadSpec;
 use crate::workdir::ResolvedMount;
+
+pub(crate) use backend::BwrapIsolation;
 
 /// File descriptor numbers bwrap reads from.
 #[derive(Debug, Clone, Copy)]
