@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
+use paddock_wire::Code;
 use serde::Serialize;
 
 use crate::confine::ConfineError;
@@ -74,18 +75,18 @@ pub enum AgentError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
 }
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
-    code: &'a str,
+    code: Code,
     message: &'a str,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: Code, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -94,19 +95,23 @@ impl ApiError {
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
+        Self::new(StatusCode::BAD_REQUEST, Code::InvalidArgument, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+        Self::new(StatusCode::NOT_FOUND, Code::NotFound, message)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", message)
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, Code::Internal, message)
     }
 
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", message)
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::PayloadTooLarge,
+            message,
+        )
     }
 
     /// Maps a filesystem error, naming the path.
@@ -117,7 +122,7 @@ impl ApiError {
             }
             io::ErrorKind::PermissionDenied => Self::new(
                 StatusCode::FORBIDDEN,
-                "PERMISSION_DENIED",
+                Code::PermissionDenied,
                 format!("{what}: permission denied"),
             ),
             _ => Self::internal(format!("{what}: {err}")),
@@ -138,9 +143,11 @@ impl IntoResponse for ApiError {
 impl From<ConfineError> for ApiError {
     fn from(err: ConfineError) -> Self {
         match err {
-            ConfineError::Escapes { .. } | ConfineError::InvalidCharacter { .. } => {
-                Self::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", err.to_string())
-            }
+            ConfineError::Escapes { .. } | ConfineError::InvalidCharacter { .. } => Self::new(
+                StatusCode::FORBIDDEN,
+                Code::PermissionDenied,
+                err.to_string(),
+            ),
             ConfineError::Io { .. } => Self::invalid(err.to_string()),
         }
     }
@@ -151,9 +158,11 @@ impl From<SpawnError> for ApiError {
         match err {
             SpawnError::EmptyCommand => Self::invalid(err.to_string()),
             SpawnError::NotFound { .. } => Self::not_found(err.to_string()),
-            SpawnError::PermissionDenied { .. } => {
-                Self::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", err.to_string())
-            }
+            SpawnError::PermissionDenied { .. } => Self::new(
+                StatusCode::FORBIDDEN,
+                Code::PermissionDenied,
+                err.to_string(),
+            ),
             SpawnError::Io { .. } => Self::internal(err.to_string()),
         }
     }
@@ -164,14 +173,16 @@ impl From<ProcessError> for ApiError {
         match err {
             ProcessError::TooMany { .. } => Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "TOO_MANY_PROCESSES",
+                Code::TooManyProcesses,
                 err.to_string(),
             ),
             ProcessError::Spawn(spawn) => spawn.into(),
             ProcessError::NotFound { .. } => Self::not_found(err.to_string()),
-            ProcessError::StdinClosed { .. } | ProcessError::NotPty { .. } => {
-                Self::new(StatusCode::CONFLICT, "FAILED_PRECONDITION", err.to_string())
-            }
+            ProcessError::StdinClosed { .. } | ProcessError::NotPty { .. } => Self::new(
+                StatusCode::CONFLICT,
+                Code::FailedPrecondition,
+                err.to_string(),
+            ),
             ProcessError::Io { .. } => Self::internal(err.to_string()),
         }
     }

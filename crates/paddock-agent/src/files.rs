@@ -2,6 +2,7 @@
 //! metadata, plus the streaming helpers the legacy endpoints share: files are read and written
 //! in bounded chunks on a blocking thread, never buffered whole.
 
+use paddock_wire::Code;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -79,21 +80,7 @@ pub fn percent_decode(raw: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-#[derive(Debug, Serialize)]
-struct FileEntry {
-    name: String,
-    size: u64,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    modified_at: String,
-    mode: String,
-}
-
-#[derive(Debug, Serialize)]
-struct DirectoryListing {
-    path: String,
-    entries: Vec<FileEntry>,
-}
+use paddock_wire::{DirectoryListing, FileEntry};
 
 /// RFC 3339 UTC with second precision, as Go's `time.RFC3339` prints it.
 fn rfc3339(time: SystemTime) -> String {
@@ -171,7 +158,7 @@ async fn serve_get(
         RangeSpec::Unsatisfiable => {
             let mut response = ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                "INVALID_ARGUMENT",
+                Code::InvalidArgument,
                 format!("range not satisfiable: the file has {size} bytes"),
             )
             .into_response();
@@ -240,7 +227,7 @@ fn list_directory(
         entries.push(FileEntry {
             name,
             size: meta.len(),
-            kind: if meta.is_dir() { "directory" } else { "file" },
+            type_: if meta.is_dir() { "directory" } else { "file" }.to_owned(),
             modified_at: meta.modified().map(rfc3339).unwrap_or_default(),
             mode: format!("{:04o}", meta.permissions().mode() & 0o777),
         });
@@ -515,7 +502,7 @@ async fn put_file(
     query: Result<Query<PutQuery>, QueryRejection>,
     request: Request,
 ) -> Response {
-    let query = match crate::api::query_or_400(query) {
+    let query = match crate::process_api::query_or_400(query) {
         Ok(query) => query,
         Err(err) => return err.into_response(),
     };
@@ -633,7 +620,7 @@ async fn delete_file(
     query: Result<Query<DeleteQuery>, QueryRejection>,
     request: Request,
 ) -> Response {
-    let query = match crate::api::query_or_400(query) {
+    let query = match crate::process_api::query_or_400(query) {
         Ok(query) => query,
         Err(err) => return err.into_response(),
     };
@@ -656,7 +643,7 @@ fn serve_delete(state: &SharedState, query: DeleteQuery, uri: &http::Uri) -> Res
     let not_empty = || {
         ApiError::new(
             StatusCode::CONFLICT,
-            "CONFLICT",
+            Code::Conflict,
             "directory is not empty; pass recursive=true to remove it",
         )
     };
@@ -708,7 +695,7 @@ async fn health(State(state): State<SharedState>) -> Response {
     if state.shutting_down.load(Ordering::Acquire) {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
+            Code::Unavailable,
             "sandboxd is shutting down",
         )
         .into_response();

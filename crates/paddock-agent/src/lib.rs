@@ -7,18 +7,17 @@
 //! [`PreparedAgent::run`] (or [`run`], both at once) is the `paddock agent` command; [`serve`] runs
 //! the server on listeners the caller bound (tests and benchmarks).
 
-pub mod api;
 pub mod archive;
 pub mod config;
 pub mod confine;
 pub mod error;
 pub mod files;
 pub mod grpc;
-pub mod legacy;
 pub mod main_process;
 pub mod output;
 pub mod ports;
 pub mod process;
+pub mod process_api;
 pub mod pty;
 pub mod reaper;
 pub mod restrict;
@@ -26,6 +25,7 @@ pub mod server;
 pub mod spawn;
 pub mod state;
 mod sys_spawn;
+pub mod upstream_runtime;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 //! streamed both ways, WebSocket (HTTP/1.1 upgrade) connections relayed. The gateway uses it to
 //! honour upstream's `X-Sandbox-Port` for servers the workload runs.
 
+use paddock_wire::Code;
 use std::io;
 use std::net::Ipv4Addr;
 
@@ -101,13 +102,13 @@ fn unavailable(port: u16, err: &io::Error) -> ApiError {
     } else {
         format!("cannot connect to port {port} inside the sandbox: {err}")
     };
-    ApiError::new(StatusCode::BAD_GATEWAY, "UNAVAILABLE", message)
+    ApiError::new(StatusCode::BAD_GATEWAY, Code::Unavailable, message)
 }
 
 fn bad_gateway(port: u16, err: &dyn std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::BAD_GATEWAY,
-        "UNAVAILABLE",
+        Code::Unavailable,
         format!("the server on port {port} inside the sandbox failed: {err}"),
     )
 }

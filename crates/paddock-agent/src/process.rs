@@ -112,27 +112,7 @@ pub struct ManagedProcess {
     reaped: AtomicBool,
 }
 
-/// A JSON view of a process.
-#[derive(Debug, Serialize)]
-pub struct ProcessInfo {
-    pub id: u32,
-    pub pid: i32,
-    pub argv: Vec<String>,
-    pub cwd: String,
-    pub pty: bool,
-    pub background: bool,
-    /// `running` or `exited`.
-    pub state: &'static str,
-    pub started_at: String,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub timed_out: bool,
-    pub duration_ms: Option<f64>,
-    /// Offset of the oldest output byte still available for replay.
-    pub output_start: u64,
-    /// Offset after the newest output byte.
-    pub output_end: u64,
-}
+pub use paddock_wire::ProcessInfo;
 
 impl ManagedProcess {
     /// Current state (output end and exit).
@@ -152,16 +132,16 @@ impl ManagedProcess {
             .unwrap_or_else(PoisonError::into_inner)
             .start();
         ProcessInfo {
-            id: self.id,
+            id: u64::from(self.id),
             pid: self.pid,
             argv: self.argv.clone(),
             cwd: self.cwd.display().to_string(),
             pty: self.pty.is_some(),
             background: self.background,
             state: if state.exit.is_some() {
-                "exited"
+                paddock_wire::ProcessState::Exited
             } else {
-                "running"
+                paddock_wire::ProcessState::Running
             },
             started_at: self.started_at.to_string(),
             exit_code: state.exit.and_then(|e| e.exit_code),

@@ -9,18 +9,8 @@ use rustix::termios::Winsize;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-/// A terminal size in character cells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-pub struct TermSize {
-    pub cols: u16,
-    pub rows: u16,
-}
-
-impl Default for TermSize {
-    fn default() -> Self {
-        Self { cols: 80, rows: 24 }
-    }
-}
+/// A terminal size in character cells (the wire type).
+pub use paddock_wire::TermSize;
 
 /// Opens a new pseudo-terminal sized `size`; returns the master, the slave and the slave's path.
 pub fn open_pty(size: TermSize) -> io::Result<(OwnedFd, OwnedFd, std::ffi::CString)> {

@@ -2,6 +2,7 @@
 //! over HTTP/1.1 and h2c on every listener, with optional bearer auth, idle-connection timeouts
 //! and graceful shutdown that terminates child process groups.
 
+use paddock_wire::Code;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
@@ -130,9 +131,9 @@ fn build_state(config: AgentConfig) -> Result<SharedState, AgentError> {
 pub fn router(state: SharedState) -> Router {
     let grpc = crate::grpc::service(state.clone());
     Router::new()
-        .merge(crate::legacy::routes())
+        .merge(crate::upstream_runtime::routes())
         .merge(crate::files::routes())
-        .merge(crate::api::routes())
+        .merge(crate::process_api::routes())
         .merge(crate::main_process::routes())
         .merge(crate::ports::routes())
         .route_service("/process.v1.ProcessService/{*method}", grpc)
@@ -190,7 +191,7 @@ async fn authorize(State(state): State<SharedState>, request: Request, next: Nex
     }
     let mut response = ApiError::new(
         StatusCode::UNAUTHORIZED,
-        "UNAUTHENTICATED",
+        Code::Unauthenticated,
         "missing or wrong bearer token: send Authorization: Bearer <token>",
     )
     .into_response();

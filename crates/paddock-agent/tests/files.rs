@@ -189,17 +189,22 @@ async fn put_accepts_a_multipart_file_part_and_leaves_no_temp_files() {
         .await;
     assert_eq!(missing.status, StatusCode::BAD_REQUEST);
     assert!(missing.text().contains("\\\"file\\\" part"));
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let leftovers: Vec<_> = std::fs::read_dir(&agent.root)
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(".sandboxd-tmp-")
-        })
-        .collect();
-    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    let leftovers = || -> Vec<_> {
+        std::fs::read_dir(&agent.root)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".sandboxd-tmp-")
+            })
+            .map(|e| e.file_name())
+            .collect()
+    };
+    // The rejected upload's temp file goes as its request ends.
+    let cleaned =
+        common::eventually(std::time::Duration::from_secs(5), || leftovers().is_empty()).await;
+    assert!(cleaned, "temp files left: {:?}", leftovers());
 }
 
 #[tokio::test]
@@ -216,12 +221,11 @@ async fn upload_over_the_size_limit_is_413_and_leaves_nothing() {
     let reply = agent.put("/v1/files/big.bin", vec![0u8; 5000]).await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(reply.json()["code"], "PAYLOAD_TOO_LARGE");
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    assert_eq!(
-        std::fs::read_dir(&agent.root).unwrap().count(),
-        0,
-        "no file or temp file remains"
-    );
+    let empty = common::eventually(std::time::Duration::from_secs(5), || {
+        std::fs::read_dir(&agent.root).unwrap().count() == 0
+    })
+    .await;
+    assert!(empty, "no file or temp file remains");
     let (content_type, body) = multipart("file", Some("big.bin"), &[1u8; 5000]);
     let legacy = agent
         .request(

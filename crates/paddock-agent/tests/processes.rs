@@ -360,7 +360,7 @@ async fn background_process_keeps_running_after_an_attached_client_leaves() {
     let info = agent
         .post_json(
             "/v1/processes",
-            json!({"argv": ["sleep", "30"], "background": true}),
+            json!({"command": "while :; do echo tick; sleep 0.02; done", "background": true}),
         )
         .await
         .json();
@@ -374,7 +374,17 @@ async fn background_process_keeps_running_after_an_attached_client_leaves() {
         let response = sender.send_request(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The follower is gone; the process keeps producing output well after that.
+    let output_end = |info: &Value| info["output_end"].as_u64().unwrap();
+    let left_at = output_end(&agent.get(&format!("/v1/processes/{id}")).await.json());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while output_end(&agent.get(&format!("/v1/processes/{id}")).await.json()) < left_at + 40 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "background process stopped producing output after its follower left"
+        );
+        tokio::task::yield_now().await;
+    }
     assert!(alive(pid), "background process died with its follower");
     let reply = agent
         .post_json(
@@ -522,7 +532,17 @@ async fn pty_process_gets_a_terminal_and_can_be_resized() {
         .json();
     let id = info["id"].as_u64().unwrap();
     assert_eq!(info["pty"], true);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Resize only once the first `stty size` has run (its answer is in the output).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !agent
+        .get(&format!("/v1/processes/{id}/output?offset=0&follow=false"))
+        .await
+        .text()
+        .contains("30 100")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no first stty size");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let resized = agent
         .post_json(
             &format!("/v1/processes/{id}/resize"),
@@ -743,7 +763,15 @@ async fn websocket_reattaches_to_a_background_process_with_replay_and_pty_resize
         .await
         .json();
     let id = info["id"].as_u64().unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while agent.get(&format!("/v1/processes/{id}")).await.json()["output_end"]
+        .as_u64()
+        .unwrap()
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no output yet");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut socket = ws_connect(&agent, &format!("/v1/processes/{id}/ws?offset=0")).await;
     let first = next_event(&mut socket).await.unwrap();
     assert_eq!(first["offset"], 0);

@@ -377,7 +377,7 @@ fn alpha_claim_pool(c: &a::SandboxClaim) -> String {
                     .rsplit_once('-')
                     .map_or(sandbox, |(pool, _suffix)| pool)
                     .to_owned(),
-                _ => format!("{SHADOW_POOL_PREFIX}{}", c.spec.sandbox_template_ref.name),
+                _ => crate::names::shadow_pool_name(&c.spec.sandbox_template_ref.name),
             }
         }
     }

@@ -83,6 +83,12 @@ pub fn network_policy_name(owner: &str) -> String {
     format!("{owner}-network-policy")
 }
 
+/// The `generateName` of a warm pool's members: `<pool>-` (the store or API server adds 5
+/// random characters).
+pub fn pool_member_prefix(pool: &str) -> String {
+    format!("{pool}-")
+}
+
 /// The PVC a Sandbox's volume claim template makes: `<template name>-<sandbox>`.
 pub fn pvc_name(volume_claim_template: &str, sandbox: &str) -> String {
     format!("{volume_claim_template}-{sandbox}")
@@ -166,6 +172,14 @@ mod tests {
             );
         }
         assert_ne!(name_hash("pool-a"), name_hash("pool-b"));
+    }
+
+    #[test]
+    fn built_names_follow_upstream() {
+        assert_eq!(shadow_pool_name("python"), "shadow-pool-python");
+        assert_eq!(network_policy_name("python"), "python-network-policy");
+        assert_eq!(pvc_name("data", "sb"), "data-sb");
+        assert_eq!(pool_member_prefix("pool"), "pool-");
     }
 
     #[test]

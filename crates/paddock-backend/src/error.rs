@@ -3,83 +3,7 @@
 
 use serde_json::{Value, json};
 
-/// Stable error codes; clients (the SDKs) map them to typed exceptions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub enum Code {
-    InvalidArgument,
-    Unauthenticated,
-    PermissionDenied,
-    NotFound,
-    AlreadyExists,
-    Conflict,
-    InvalidObject,
-    PayloadTooLarge,
-    TooManyProcesses,
-    SandboxNotReady,
-    DeadlineExceeded,
-    Unavailable,
-    Internal,
-    NotImplemented,
-}
-
-impl Code {
-    /// Every code, for documentation and client checks.
-    pub const ALL: [Code; 14] = [
-        Code::InvalidArgument,
-        Code::Unauthenticated,
-        Code::PermissionDenied,
-        Code::NotFound,
-        Code::AlreadyExists,
-        Code::Conflict,
-        Code::InvalidObject,
-        Code::PayloadTooLarge,
-        Code::TooManyProcesses,
-        Code::SandboxNotReady,
-        Code::DeadlineExceeded,
-        Code::Unavailable,
-        Code::Internal,
-        Code::NotImplemented,
-    ];
-
-    /// The wire spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::InvalidArgument => "INVALID_ARGUMENT",
-            Code::Unauthenticated => "UNAUTHENTICATED",
-            Code::PermissionDenied => "PERMISSION_DENIED",
-            Code::NotFound => "NOT_FOUND",
-            Code::AlreadyExists => "ALREADY_EXISTS",
-            Code::Conflict => "CONFLICT",
-            Code::InvalidObject => "INVALID_OBJECT",
-            Code::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            Code::TooManyProcesses => "TOO_MANY_PROCESSES",
-            Code::SandboxNotReady => "SANDBOX_NOT_READY",
-            Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-            Code::Unavailable => "UNAVAILABLE",
-            Code::Internal => "INTERNAL",
-            Code::NotImplemented => "NOT_IMPLEMENTED",
-        }
-    }
-
-    /// The HTTP status that carries this code.
-    pub fn http_status(self) -> u16 {
-        match self {
-            Code::InvalidArgument => 400,
-            Code::Unauthenticated => 401,
-            Code::PermissionDenied => 403,
-            Code::NotFound => 404,
-            Code::AlreadyExists | Code::Conflict => 409,
-            Code::InvalidObject => 422,
-            Code::PayloadTooLarge => 413,
-            Code::TooManyProcesses => 429,
-            Code::SandboxNotReady | Code::Unavailable => 503,
-            Code::DeadlineExceeded => 504,
-            Code::Internal => 500,
-            Code::NotImplemented => 501,
-        }
-    }
-}
+pub use paddock_wire::Code;
 
 /// An error answer: `{"code", "message", "details"?}`.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -144,18 +68,5 @@ impl ApiError {
             body["details"] = d.clone();
         }
         body
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn codes_have_distinct_spellings_and_error_statuses() {
-        let spellings: std::collections::BTreeSet<_> =
-            Code::ALL.iter().map(|c| c.as_str()).collect();
-        assert_eq!(spellings.len(), Code::ALL.len());
-        assert!(Code::ALL.iter().all(|c| c.http_status() >= 400));
     }
 }

@@ -1,5 +1,6 @@
 //! Errors mirroring the gateway's codes (docs/gateway-api.md).
 
+use paddock_wire::Code;
 use serde_json::Value;
 
 /// The gateway's error codes, plus the client's own.
@@ -27,38 +28,47 @@ pub enum ErrorCode {
     Protocol,
 }
 
-impl ErrorCode {
-    fn parse(code: &str, status: u16) -> Self {
+impl From<Code> for ErrorCode {
+    fn from(code: Code) -> Self {
         match code {
-            "INVALID_ARGUMENT" => Self::InvalidArgument,
-            "UNAUTHENTICATED" => Self::Unauthenticated,
-            "PERMISSION_DENIED" => Self::PermissionDenied,
-            "NOT_FOUND" => Self::NotFound,
-            "ALREADY_EXISTS" => Self::AlreadyExists,
-            "CONFLICT" => Self::Conflict,
-            "FAILED_PRECONDITION" => Self::FailedPrecondition,
-            "INVALID_OBJECT" => Self::InvalidObject,
-            "PAYLOAD_TOO_LARGE" => Self::PayloadTooLarge,
-            "TOO_MANY_PROCESSES" => Self::TooManyProcesses,
-            "SANDBOX_NOT_READY" => Self::SandboxNotReady,
-            "DEADLINE_EXCEEDED" => Self::DeadlineExceeded,
-            "UNAVAILABLE" => Self::Unavailable,
-            "INTERNAL" => Self::Internal,
-            "NOT_IMPLEMENTED" => Self::NotImplemented,
-            _ => match status {
-                400 => Self::InvalidArgument,
-                401 => Self::Unauthenticated,
-                403 => Self::PermissionDenied,
-                404 => Self::NotFound,
-                409 => Self::Conflict,
-                413 => Self::PayloadTooLarge,
-                422 => Self::InvalidObject,
-                429 => Self::TooManyProcesses,
-                501 => Self::NotImplemented,
-                503 => Self::Unavailable,
-                504 => Self::DeadlineExceeded,
-                _ => Self::Internal,
-            },
+            Code::InvalidArgument => Self::InvalidArgument,
+            Code::Unauthenticated => Self::Unauthenticated,
+            Code::PermissionDenied => Self::PermissionDenied,
+            Code::NotFound => Self::NotFound,
+            Code::AlreadyExists => Self::AlreadyExists,
+            Code::Conflict => Self::Conflict,
+            Code::FailedPrecondition => Self::FailedPrecondition,
+            Code::InvalidObject => Self::InvalidObject,
+            Code::PayloadTooLarge => Self::PayloadTooLarge,
+            Code::TooManyProcesses => Self::TooManyProcesses,
+            Code::SandboxNotReady => Self::SandboxNotReady,
+            Code::DeadlineExceeded => Self::DeadlineExceeded,
+            Code::Unavailable => Self::Unavailable,
+            Code::Internal => Self::Internal,
+            Code::NotImplemented => Self::NotImplemented,
+        }
+    }
+}
+
+impl ErrorCode {
+    /// The code of an error body, or (an answer without one) the code its HTTP status means.
+    fn parse(code: &str, status: u16) -> Self {
+        if let Some(code) = Code::parse(code) {
+            return code.into();
+        }
+        match status {
+            400 => Self::InvalidArgument,
+            401 => Self::Unauthenticated,
+            403 => Self::PermissionDenied,
+            404 => Self::NotFound,
+            409 => Self::Conflict,
+            413 => Self::PayloadTooLarge,
+            422 => Self::InvalidObject,
+            429 => Self::TooManyProcesses,
+            501 => Self::NotImplemented,
+            503 => Self::Unavailable,
+            504 => Self::DeadlineExceeded,
+            _ => Self::Internal,
         }
     }
 }

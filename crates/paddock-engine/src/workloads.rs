@@ -112,6 +112,8 @@ pub struct LocalWorkloads {
     /// Creates in flight: a shutdown waits for them too, so every workload it leaves behind is
     /// on disk for the next start (or its owner's cleanup) to find.
     creates: tokio_util::task::TaskTracker,
+    /// Passes of the exit check so far (tests wait on it instead of sleeping).
+    exit_checks: std::sync::atomic::AtomicU64,
 }
 
 /// Workloads started at once at most (a gVisor start is CPU-heavy on a small host).
@@ -137,11 +139,17 @@ impl LocalWorkloads {
             node: node_name(),
             teardowns: tokio_util::task::TaskTracker::new(),
             creates: tokio_util::task::TaskTracker::new(),
+            exit_checks: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     fn this(&self) -> Option<Arc<Self>> {
         self.me.upgrade()
+    }
+
+    /// How many passes the exit check has made.
+    pub fn exit_checks(&self) -> u64 {
+        self.exit_checks.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The runtime.
@@ -460,6 +468,8 @@ impl LocalWorkloads {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
+            self.exit_checks
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             let running: Vec<(Key, WorkloadId, PathBuf)> = self
                 .lock()
                 .iter()

@@ -190,9 +190,9 @@ async fn files_and_directories_travel_through_the_gateway() {
     assert_eq!(
         entries
             .iter()
-            .map(|e| (e.name.as_str(), e.mode.as_deref()))
+            .map(|e| (e.name.as_str(), e.mode.as_str()))
             .collect::<Vec<_>>(),
-        [("a.txt", Some("0600"))]
+        [("a.txt", "0600")]
     );
     let err = sb.read_file("/etc/../../../etc/shadow").await.unwrap_err();
     assert!(
@@ -238,18 +238,25 @@ async fn processes_stream_run_in_the_background_and_attach_on_a_terminal() {
         ))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut replay = Vec::new();
-    let mut out = Box::pin(sb.output(bg.id, 0, false).await.unwrap());
-    while let Some(e) = StreamExt::next(&mut out).await {
-        if let ProcessEvent::Stdout { data, .. } = e.unwrap() {
-            replay.extend(data);
+    // Replay from offset 0 once the three lines are out.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let replay = loop {
+        let mut replay = Vec::new();
+        let mut out = Box::pin(sb.output(bg.id, 0, false).await.unwrap());
+        while let Some(e) = StreamExt::next(&mut out).await {
+            if let ProcessEvent::Stdout { data, .. } = e.unwrap() {
+                replay.extend(data);
+            }
         }
-    }
+        if replay.len() >= 6 || tokio::time::Instant::now() > deadline {
+            break replay;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(replay, b"1\n2\n3\n");
     sb.signal(bg.id, "SIGTERM").await.unwrap();
     let info = sb.wait(bg.id, 5000).await.unwrap();
-    assert_eq!(info.state, "exited");
+    assert_eq!(info.state, paddock_client::ProcessState::Exited);
     // An interactive terminal over the WebSocket.
     let mut req = ProcessRequest::argv(["sh"]);
     req.pty = Some(TermSize { cols: 80, rows: 24 });
@@ -415,7 +422,8 @@ async fn objects_are_served_in_both_versions_with_watch_patch_and_conflicts() {
             text
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The watch starts after the list's resourceVersion: the delete is seen however late the
+    // watch is established.
     server
         .client
         .object_call(

@@ -154,7 +154,7 @@ spec:
         .await
         .unwrap();
     let paused = sandbox.pause().await.unwrap();
-    assert_eq!(paused.phase, "Suspended");
+    assert_eq!(paused.phase, paddock_client::Phase::Suspended);
     let suspended = eventually(20, "SandboxSuspended", || async {
         let s = get(&server, &sandbox_path("keeper")).await?;
         (ready(&s)?.1 == "SandboxSuspended").then_some(s)
@@ -202,12 +202,14 @@ async fn expiry_deletes_or_retains_as_the_policy_says() {
             .then_some(())
     })
     .await;
-    let retained = eventually(20, "SandboxExpired", || async {
+    // First the Sandbox is marked expired, then its pod goes and its status is cleared.
+    eventually(20, "SandboxExpired without pod IPs", || async {
         let s = get(&server, &sandbox_path("exp-retain")).await?;
-        (ready(&s)? == ("False".to_owned(), "SandboxExpired".to_owned())).then_some(s)
+        (ready(&s)? == ("False".to_owned(), "SandboxExpired".to_owned())
+            && s["status"].get("podIPs").is_none())
+        .then_some(s)
     })
     .await;
-    assert!(retained["status"].get("podIPs").is_none(), "{retained}");
     let err = server
         .client
         .sandbox("exp-retain", "default")
@@ -563,7 +565,7 @@ async fn a_restart_reattaches_running_sandboxes_instead_of_restarting_them() {
     assert!(
         procs
             .iter()
-            .any(|p| p.pid == pid.pid && p.state == "running"),
+            .any(|p| p.pid == pid.pid && p.state == paddock_client::ProcessState::Running),
         "the background process survived: {procs:?}"
     );
     drop(server);
@@ -643,10 +645,31 @@ async fn a_finished_main_process_finishes_the_sandbox_and_is_not_restarted() {
             .clone();
         assert_eq!(finished["reason"], reason, "{name}");
         let info = server.client.sandbox(name, "default").info().await.unwrap();
-        assert_eq!(info.phase, if exit == 0 { "Succeeded" } else { "Failed" });
+        assert_eq!(
+            info.phase,
+            if exit == 0 {
+                paddock_client::Phase::Succeeded
+            } else {
+                paddock_client::Phase::Failed
+            }
+        );
     }
-    // Terminal sandboxes stay terminal: nothing is started again.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Terminal sandboxes stay terminal: nothing is started again. The engine's exit check has
+    // run several times since, and the runtime holds no running workload.
+    let runtime = server.engine().workloads().runtime().clone();
+    let checks_before = server.engine().workloads().exit_checks();
+    eventually(10, "three more exit checks", || async {
+        (server.engine().workloads().exit_checks() >= checks_before + 3).then_some(())
+    })
+    .await;
+    let running = runtime
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|w| w.state == paddock_runtime::WorkloadState::Running)
+        .count();
+    assert_eq!(running, 0, "a finished sandbox was started again");
     let s = get(&server, &sandbox_path("job-ok")).await.unwrap();
     assert_eq!(ready(&s).unwrap().1, "PodSucceeded");
 }

@@ -1,5 +1,6 @@
 //! The OpenAPI 3.1 description served at `/openapi.json` (the prose reference is
-//! docs/gateway-api.md).
+//! docs/gateway-api.md). The schemas are generated from the wire types of `paddock-wire`, the
+//! same types the gateway parses and answers with.
 
 use serde_json::{Value, json};
 
@@ -72,44 +73,7 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "responses": {"Error": {"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "properties": {
-                        "code": {"type": "string", "enum": ["INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND", "ALREADY_EXISTS", "CONFLICT", "INVALID_OBJECT", "PAYLOAD_TOO_LARGE", "TOO_MANY_PROCESSES", "SANDBOX_NOT_READY", "DEADLINE_EXCEEDED", "UNAVAILABLE", "INTERNAL", "NOT_IMPLEMENTED"]},
-                        "message": {"type": "string"},
-                        "details": {}
-                    }
-                },
-                "CreateSandbox": {
-                    "type": "object",
-                    "additionalProperties": false,
-                    "properties": {
-                        "name": {"type": "string"}, "namespace": {"type": "string"},
-                        "warmPool": {"type": "string"}, "template": {"type": "string"}, "image": {"type": "string"},
-                        "runtime": {"type": "string", "enum": ["gvisor", "runsc", "bwrap"]},
-                        "command": {"type": "array", "items": {"type": "string"}},
-                        "env": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "workingDir": {"type": "string"},
-                        "resources": {"type": "object", "properties": {"memory": {"type": "string"}, "cpu": {"type": "string"}}},
-                        "volumes": {"type": "array", "items": {"type": "object", "required": ["hostPath", "mountPath"], "properties": {"hostPath": {"type": "string"}, "mountPath": {"type": "string"}, "readOnly": {"type": "boolean"}}}},
-                        "timeoutSeconds": {"type": "integer", "minimum": 1},
-                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "wait": {"type": "boolean"}, "waitTimeoutSeconds": {"type": "number"}
-                    }
-                },
-                "Process": {
-                    "type": "object",
-                    "properties": {
-                        "argv": {"type": "array", "items": {"type": "string"}}, "command": {"type": "string"},
-                        "env": {"type": "object", "additionalProperties": {"type": "string"}}, "cwd": {"type": "string"},
-                        "timeout_ms": {"type": "integer"}, "stdin": {"type": "string"}, "stdin_encoding": {"type": "string", "enum": ["base64"]},
-                        "pty": {"type": "object", "properties": {"cols": {"type": "integer"}, "rows": {"type": "integer"}}},
-                        "background": {"type": "boolean"}, "keep_stdin_open": {"type": "boolean"}, "max_output_bytes": {"type": "integer"}
-                    }
-                }
-            }
+            "schemas": paddock_wire::schema::schemas(),
         }
     })
 }

@@ -5,7 +5,6 @@
 //! It is written purely in terms of the four kinds through the [`Backend`](paddock_backend::Backend),
 //! so it behaves the same on one machine and on a cluster.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, Request, State};
@@ -20,6 +19,7 @@ use paddock_api::stored::Object;
 use paddock_api::v1beta1::{OperatingMode, Sandbox, SandboxClaim, SandboxWarmPool};
 use paddock_backend::annotations::IDLE as IDLE_ANNOTATION;
 use paddock_backend::{Part, Propagation, WatchEventType};
+use paddock_wire::{CreateSandbox, Phase, SandboxInfo};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -27,48 +27,6 @@ use crate::error::{ApiError, ApiResult, Code};
 use crate::objects::{encode, to_storage};
 use crate::proxy::{ForwardError, forward};
 use crate::server::AppState;
-
-/// Body of `POST /v1/sandboxes`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateSandbox {
-    name: Option<String>,
-    namespace: Option<String>,
-    warm_pool: Option<String>,
-    template: Option<String>,
-    image: Option<String>,
-    runtime: Option<String>,
-    command: Option<Vec<String>>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    working_dir: Option<String>,
-    resources: Option<Resources>,
-    #[serde(default)]
-    volumes: Vec<HostVolume>,
-    timeout_seconds: Option<u64>,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-    wait: Option<bool>,
-    wait_timeout_seconds: Option<f64>,
-}
-
-/// Resource limits of an image sandbox.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Resources {
-    memory: Option<String>,
-    cpu: Option<String>,
-}
-
-/// A host directory mounted into an image sandbox.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct HostVolume {
-    host_path: String,
-    mount_path: String,
-    #[serde(default)]
-    read_only: bool,
-}
 
 /// Query naming a namespace.
 #[derive(Debug, Default, Deserialize)]
@@ -142,9 +100,9 @@ fn controller_of<'a>(sandbox: &'a Sandbox, kind: &str) -> Option<&'a str> {
 }
 
 /// The description of a Sandbox that the SDKs read (docs/gateway-api.md).
-pub fn describe(sandbox: &Sandbox, default_runtime: Option<&str>) -> Value {
+pub fn describe(sandbox: &Sandbox, default_runtime: Option<&str>) -> SandboxInfo {
     let ready = sandbox_ready(sandbox);
-    let reason = ready.map(|c| c.reason.as_str());
+    let reason = ready.map(|c| c.reason.clone());
     let suspended = sandbox.spec.operating_mode == Some(OperatingMode::Suspended);
     let is_ready = !suspended && ready.is_some_and(|c| c.status == conditions::status::TRUE);
     let finished = condition(
@@ -155,40 +113,74 @@ pub fn describe(sandbox: &Sandbox, default_runtime: Option<&str>) -> Value {
         conditions::types::FINISHED,
     );
     let phase = if suspended {
-        "Suspended"
+        Phase::Suspended
     } else if is_ready {
-        "Running"
-    } else if reason == Some(conditions::sandbox::SANDBOX_EXPIRED) {
-        "Expired"
+        Phase::Running
+    } else if reason.as_deref() == Some(conditions::sandbox::SANDBOX_EXPIRED) {
+        Phase::Expired
     } else if let Some(f) = finished.filter(|f| f.status == conditions::status::TRUE) {
         if f.reason == conditions::sandbox::POD_SUCCEEDED {
-            "Succeeded"
+            Phase::Succeeded
         } else {
-            "Failed"
+            Phase::Failed
         }
     } else {
-        "Pending"
+        Phase::Pending
     };
     let pod_spec = &sandbox.spec.blueprint.pod_template.spec;
     let meta = &sandbox.metadata;
-    json!({
-        "name": meta.name,
-        "namespace": meta.namespace.as_deref().unwrap_or("default"),
-        "claim": controller_of(sandbox, SandboxClaim::KIND),
-        "ready": is_ready,
-        "reason": reason,
-        "message": ready.map(|c| c.message.as_str()),
-        "phase": phase,
-        "launchType": meta.labels.as_ref().and_then(|l| l.get(names::LAUNCH_TYPE)).map_or("direct", String::as_str),
-        "runtime": pod_spec.runtime_class_name.as_deref().or(default_runtime),
-        "image": pod_spec.containers.first().and_then(|c| c.image.as_deref()),
-        "createdAt": meta.creation_timestamp,
-        "expiresAt": sandbox.spec.lifecycle.shutdown_time,
-        "labels": meta.labels.clone().unwrap_or_default(),
-    })
+    SandboxInfo {
+        name: meta.name.clone().unwrap_or_default(),
+        namespace: meta
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
+        claim: controller_of(sandbox, SandboxClaim::KIND).map(str::to_owned),
+        ready: is_ready,
+        reason,
+        message: ready.map(|c| c.message.clone()),
+        phase,
+        launch_type: Some(
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get(names::LAUNCH_TYPE))
+                .map_or("direct", String::as_str)
+                .to_owned(),
+        ),
+        runtime: pod_spec
+            .runtime_class_name
+            .clone()
+            .or_else(|| default_runtime.map(str::to_owned)),
+        image: pod_spec.containers.first().and_then(|c| c.image.clone()),
+        created_at: meta.creation_timestamp.as_ref().map(time_text),
+        expires_at: sandbox.spec.lifecycle.shutdown_time.as_ref().map(time_text),
+        labels: meta.labels.clone().unwrap_or_default(),
+    }
 }
 
-impl CreateSandbox {
+/// A time as Kubernetes writes it in objects.
+fn time_text(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn json_of(info: &SandboxInfo) -> Value {
+    serde_json::to_value(info).unwrap_or(Value::Null)
+}
+
+/// What the gateway makes of a create request: the checks, and the Sandbox or claim to write.
+trait CreateRequest {
+    /// At most one source; no image-only fields for template and pool sandboxes.
+    fn check_sources(&self) -> Result<(), ApiError>;
+    /// The Sandbox of an image sandbox.
+    fn image_sandbox(&self, name: &str, namespace: &str) -> Result<Value, ApiError>;
+    /// The SandboxClaim of a pool or template sandbox.
+    fn claim(&self, name: &str, namespace: &str, pool: &str) -> Result<Value, ApiError>;
+}
+
+impl CreateRequest for CreateSandbox {
     fn check_sources(&self) -> Result<(), ApiError> {
         let given = [
             self.warm_pool.is_some(),
@@ -221,7 +213,6 @@ impl CreateSandbox {
         Ok(())
     }
 
-    /// The Sandbox for an image sandbox.
     fn image_sandbox(&self, name: &str, namespace: &str) -> Result<Value, ApiError> {
         let image = self.image.clone().unwrap_or_else(|| "host".to_owned());
         let mut container = json!({"name": "main", "image": image});
@@ -296,7 +287,6 @@ impl CreateSandbox {
         Ok(sandbox)
     }
 
-    /// The SandboxClaim for a pool or template sandbox.
     fn claim(&self, name: &str, namespace: &str, pool: &str) -> Result<Value, ApiError> {
         let mut claim = json!({
             "apiVersion": "extensions.agents.x-k8s.io/v1beta1",
@@ -411,9 +401,13 @@ pub async fn create(
     };
     let mut description = describe(&sandbox, state.backend.default_runtime());
     if kind == Kind::SandboxClaim {
-        description["claim"] = json!(name);
+        description.claim = Some(name);
     }
-    Ok(encode(&headers, StatusCode::CREATED, &description))
+    Ok(encode(
+        &headers,
+        StatusCode::CREATED,
+        &json_of(&description),
+    ))
 }
 
 /// Waits until the Sandbox (directly, or through its claim) is Ready; returns the Sandbox.
@@ -534,13 +528,19 @@ pub async fn list(
         .list(Kind::Sandbox, q.namespace.as_deref(), &selector)
         .await?;
     let runtime = state.backend.default_runtime();
-    let items: Vec<Value> = sandboxes
-        .items
-        .into_iter()
-        .filter_map(Object::into_typed::<Sandbox>)
-        .map(|s| describe(&s, runtime))
-        .collect();
-    Ok(encode(&headers, StatusCode::OK, &json!({"items": items})))
+    let list = paddock_wire::SandboxList {
+        items: sandboxes
+            .items
+            .into_iter()
+            .filter_map(Object::into_typed::<Sandbox>)
+            .map(|s| describe(&s, runtime))
+            .collect(),
+    };
+    Ok(encode(
+        &headers,
+        StatusCode::OK,
+        &serde_json::to_value(&list).unwrap_or(Value::Null),
+    ))
 }
 
 /// Finds the Sandbox for `name`: a Sandbox of that name, or the one a claim of that name holds.
@@ -584,7 +584,7 @@ pub async fn get(
     Ok(encode(
         &headers,
         StatusCode::OK,
-        &describe(&sandbox, state.backend.default_runtime()),
+        &json_of(&describe(&sandbox, state.backend.default_runtime())),
     ))
 }
 
@@ -653,7 +653,7 @@ pub async fn pause(
     Ok(encode(
         &headers,
         StatusCode::OK,
-        &describe(&sandbox, state.backend.default_runtime()),
+        &json_of(&describe(&sandbox, state.backend.default_runtime())),
     ))
 }
 
@@ -686,7 +686,7 @@ pub async fn resume(
     Ok(encode(
         &headers,
         StatusCode::OK,
-        &describe(&sandbox, state.backend.default_runtime()),
+        &json_of(&describe(&sandbox, state.backend.default_runtime())),
     ))
 }
 

@@ -332,7 +332,7 @@ pub fn build_member(
 
     Sandbox {
         metadata: ObjectMeta {
-            generate_name: Some(format!("{pool_name}-")),
+            generate_name: Some(paddock_api::names::pool_member_prefix(pool_name)),
             namespace: pool.metadata.namespace.clone(),
             labels: Some(labels),
             annotations: Some(BTreeMap::from([(

@@ -35,7 +35,7 @@ pub const ROUTER_NAMESPACE: &str = "agent-sandbox-system";
 
 /// `<template>-network-policy`.
 pub fn network_policy_name(template_name: &str) -> String {
-    format!("{template_name}-network-policy")
+    paddock_api::names::network_policy_name(template_name)
 }
 
 fn template_name(template: &SandboxTemplate) -> &str {

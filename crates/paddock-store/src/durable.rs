@@ -22,10 +22,10 @@ use std::sync::Arc;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
 
-use crate::engine::state::{Change, ChangeKind, Head, Txn};
-use crate::engine::{Engine, Moment, Persistence, StoreOptions, delegate_object_store, exec};
 use crate::error::{Result, StoreError};
 use crate::meta;
+use crate::pipeline::state::{Change, ChangeKind, Head, Txn};
+use crate::pipeline::{Moment, Persistence, Pipeline, StoreOptions, delegate_object_store, exec};
 use crate::resource::split_key;
 
 /// Name of the database file inside the store directory.
@@ -127,7 +127,7 @@ pub struct OpenReport {
 /// `Unavailable`.
 #[derive(Debug)]
 pub struct RedbStore {
-    engine: Engine,
+    pipeline: Pipeline,
     path: PathBuf,
     report: OpenReport,
 }
@@ -200,9 +200,9 @@ impl RedbStore {
             replayed,
             garbage_collected,
         };
-        let engine = Engine::start(head, persistence, options)?;
+        let pipeline = Pipeline::start(head, persistence, options)?;
         Ok(Self {
-            engine,
+            pipeline,
             path,
             report,
         })

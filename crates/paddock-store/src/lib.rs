@@ -6,17 +6,17 @@
 //! optimistic concurrency, status apart from spec, finalizers, owner references with background,
 //! foreground and orphan deletion, label and field selectors, `generateName`, and a watch feed
 //! that resumes from any retained revision); [`MemoryStore`] and [`RedbStore`] implement it with
-//! one shared engine, so they behave identically.
+//! one shared write pipeline, so they behave identically.
 //!
 //! # Layout
-//! - [`api`]: the trait, its options and results, watch streams, typed helpers.
+//! - [`object_store`]: the trait, its options and results, watch streams, typed helpers.
 //! - [`error`][]: [`StoreError`].
 //! - [`resource`][]: [`ResourceType`].
 //! - [`selector`]: label and field selectors.
 //! - [`meta`]: reading metadata of JSON objects; finalizer names.
 //! - [`validation`]: names, labels, annotations, finalizers, owner references.
 //! - [`merge_patch`]: RFC 7386.
-//! - `engine`: the write pipeline (an executor thread and a persister thread, with group
+//! - `pipeline`: the write pipeline (an executor thread and a persister thread, with group
 //!   commit), the published state that reads use, garbage collection, and the change log that
 //!   watches read.
 //! - [`MemoryStore`] (`memory`) and [`RedbStore`] (`durable`): the two implementations.
@@ -47,25 +47,25 @@
 //! # }).unwrap();
 //! ```
 
-pub mod api;
 mod durable;
-mod engine;
 pub mod error;
 mod memory;
 pub mod merge_patch;
 pub mod meta;
+pub mod object_store;
+mod pipeline;
 pub mod resource;
 pub mod selector;
 pub mod validation;
 
-pub use api::{
+pub use durable::{DATABASE_FILE, OpenReport, RedbStore, default_home};
+pub use error::{Result, StoreError};
+pub use memory::MemoryStore;
+pub use object_store::{
     DeleteOptions, Deleted, ListOptions, ObjectList, ObjectStore, ObjectStoreExt, Preconditions,
     PropagationPolicy, StoreFuture, WatchEvent, WatchEventType, WatchOptions, WatchSource,
     WatchStart, WatchStream,
 };
-pub use durable::{DATABASE_FILE, OpenReport, RedbStore, default_home};
-pub use engine::StoreOptions;
-pub use error::{Result, StoreError};
-pub use memory::MemoryStore;
+pub use pipeline::StoreOptions;
 pub use resource::ResourceType;
 pub use selector::{FieldSelector, LabelSelector};

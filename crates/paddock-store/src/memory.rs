@@ -1,14 +1,14 @@
-//! The in-memory store: the same engine and semantics as the durable store, without persistence.
+//! The in-memory store: the same write pipeline and semantics as the durable store, without persistence.
 //! For tests, and for anything that must not touch the disk.
 
-use crate::engine::state::Head;
-use crate::engine::{Engine, StoreOptions, Volatile, delegate_object_store};
 use crate::error::Result;
+use crate::pipeline::state::Head;
+use crate::pipeline::{Pipeline, StoreOptions, Volatile, delegate_object_store};
 
 /// An [`crate::ObjectStore`] held in memory; everything is lost when it is dropped.
 #[derive(Debug)]
 pub struct MemoryStore {
-    engine: Engine,
+    pipeline: Pipeline,
 }
 
 impl MemoryStore {
@@ -26,7 +26,7 @@ impl MemoryStore {
     /// `Invalid` for zero-sized options, `Unavailable` if the writer thread cannot be started.
     pub fn with_options(options: &StoreOptions) -> Result<Self> {
         Ok(Self {
-            engine: Engine::start(Head::default(), Volatile, options)?,
+            pipeline: Pipeline::start(Head::default(), Volatile, options)?,
         })
     }
 }

@@ -1284,8 +1284,14 @@ async fn watch_resumes_after_a_resource_version_without_gap_or_duplicate(backend
                 .unwrap();
         }
     });
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let list = s.list(SANDBOX, ListOptions::default()).await.unwrap();
+    // List while the writer is half-way: once it has written something.
+    let list = loop {
+        let list = s.list(SANDBOX, ListOptions::default()).await.unwrap();
+        if list.items.iter().any(|o| name(o).starts_with("live")) {
+            break list;
+        }
+        tokio::task::yield_now().await;
+    };
     let mut seen: HashSet<String> = list.items.iter().map(|o| name(o).to_owned()).collect();
     let listed = seen.len();
     let mut watch = s

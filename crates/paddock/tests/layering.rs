@@ -13,14 +13,15 @@ use serde_json::Value;
 const ALLOWED: &[(&str, &[&str])] = &[
     // Pure: data and decisions, no IO.
     ("paddock-api", &[]),
+    ("paddock-wire", &[]),
     ("paddock-plan", &["paddock-api"]),
     ("paddock-control", &["paddock-api", "paddock-plan"]),
     // Ports and parts.
-    ("paddock-backend", &["paddock-api"]),
+    ("paddock-backend", &["paddock-api", "paddock-wire"]),
     ("paddock-store", &[]),
     ("paddock-runtime", &["paddock-api"]),
-    ("paddock-agent", &[]),
-    ("paddock-client", &[]),
+    ("paddock-agent", &["paddock-wire"]),
+    ("paddock-client", &["paddock-wire"]),
     // The embedded tier: the core's ports on the store and the runtime.
     (
         "paddock-engine",
@@ -54,7 +55,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["paddock-api", "paddock-backend", "paddock-kube"],
     ),
     // The gateway serves the backend port; wiring crates put it together.
-    ("paddock-gateway", &["paddock-api", "paddock-backend"]),
+    (
+        "paddock-gateway",
+        &["paddock-api", "paddock-backend", "paddock-wire"],
+    ),
     (
         "paddock-router",
         &["paddock-gateway", "paddock-kube", "paddock-kube-backend"],

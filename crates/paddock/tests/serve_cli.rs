@@ -265,13 +265,37 @@ async fn logs_show_the_main_process_output_and_follow_it_until_it_ends() {
         assert!(Instant::now() < deadline, "log so far: {:?}", out(&o));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let follow = s
+    let mut follow = s
         .cli(&["sandbox", "logs", "--follow", "srv"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The follower is attached once it has printed what the log holds so far.
+    let mut stdout = follow.stdout.take().unwrap();
+    let (attached_tx, attached_rx) = tokio::sync::oneshot::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        let mut attached = Some(attached_tx);
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if seen.starts_with(b"first\n")
+                && let Some(tx) = attached.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    tokio::time::timeout(Duration::from_secs(10), attached_rx)
+        .await
+        .expect("logs --follow prints the log so far")
+        .expect("the reader thread runs");
     assert_ok(
         &s.run(&["exec", "srv", "--", "sh", "-c", "echo > /tmp/go"])
             .await,
@@ -282,7 +306,7 @@ async fn logs_show_the_main_process_output_and_follow_it_until_it_ends() {
         .unwrap()
         .unwrap();
     assert_ok(&followed, "logs --follow ends when the main process ends");
-    assert_eq!(out(&followed), "first\nsecond\nthird\n");
+    assert_eq!(reader.join().unwrap(), "first\nsecond\nthird\n");
     // The log outlives the process, until the sandbox is deleted.
     let o = s.run(&["sandbox", "logs", "srv"]).await;
     assert_eq!(out(&o), "first\nsecond\nthird\n");

@@ -35,7 +35,7 @@ pub fn sandbox_owner_ref(sandbox: &Sandbox) -> OwnerReference {
 
 /// `<vct>-<sandbox>`.
 pub fn pvc_name(vct: &PersistentVolumeClaimTemplate, sandbox_name: &str) -> String {
-    format!("{}-{sandbox_name}", vct.name())
+    paddock_api::names::pvc_name(vct.name(), sandbox_name)
 }
 
 /// Whether an annotation key may not come from a user pod template.

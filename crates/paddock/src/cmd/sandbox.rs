@@ -113,7 +113,7 @@ fn table(items: &[SandboxInfo], with_ns: bool) {
             } else {
                 "False".to_owned()
             },
-            s.phase.clone(),
+            s.phase.to_string(),
             s.runtime.clone().unwrap_or_default(),
             s.launch_type.clone().unwrap_or_default(),
             s.claim.clone().unwrap_or_else(|| "-".to_owned()),

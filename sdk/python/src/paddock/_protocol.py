@@ -53,6 +53,7 @@ def create_request(
     labels: Optional[Mapping[str, str]],
     wait: bool,
     wait_timeout: float,
+    volumes: Optional[Sequence[Mapping[str, Any]]] = None,
 ) -> Request:
     if sum(x is not None for x in (template, warm_pool, image)) > 1:
         from .errors import InvalidArgument
@@ -77,10 +78,27 @@ def create_request(
         body["env"] = dict(env)
     if labels:
         body["labels"] = dict(labels)
+    if volumes:
+        body["volumes"] = [volume_body(v) for v in volumes]
     resources = {k: v for k, v in (("memory", memory), ("cpu", cpu)) if v is not None}
     if resources:
         body["resources"] = resources
     return Request("POST", "/v1/sandboxes", json=body, timeout=wait_timeout + 30)
+
+
+def volume_body(volume: Mapping[str, Any]) -> Dict[str, Any]:
+    """A host directory for an image sandbox: ``{"host_path", "mount_path", "read_only"?}``
+    (the wire's camelCase spellings are accepted too)."""
+    host = volume.get("host_path", volume.get("hostPath"))
+    mount = volume.get("mount_path", volume.get("mountPath"))
+    if not host or not mount:
+        from .errors import InvalidArgument
+
+        raise InvalidArgument("a volume needs host_path and mount_path (absolute paths)")
+    body: Dict[str, Any] = {"hostPath": host, "mountPath": mount}
+    if volume.get("read_only", volume.get("readOnly")):
+        body["readOnly"] = True
+    return body
 
 
 def process_body(

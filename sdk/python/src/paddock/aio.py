@@ -13,7 +13,7 @@ hi
 from __future__ import annotations
 
 import json
-from typing import AsyncIterator, Callable, List, Mapping, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Callable, List, Mapping, Optional, Sequence, Union
 
 from . import _protocol as p
 from ._transport import AsyncTransport
@@ -183,6 +183,7 @@ class AsyncSandbox:
         cpu: Optional[str] = None,
         timeout_seconds: Optional[int] = None,
         labels: Optional[Mapping[str, str]] = None,
+        volumes: Optional[Sequence[Mapping[str, Any]]] = None,
         wait_timeout: float = 60,
         url: Optional[str] = None,
         token: Optional[str] = None,
@@ -192,6 +193,7 @@ class AsyncSandbox:
             name=name, namespace=namespace, template=template, warm_pool=warm_pool, image=image, runtime=runtime,
             command=command, env=env, working_dir=working_dir, memory=memory, cpu=cpu,
             timeout_seconds=timeout_seconds, labels=labels, wait=True, wait_timeout=wait_timeout,
+            volumes=volumes,
         )
         try:
             info = p.parse_sandbox(await transport.json(req))

@@ -41,11 +41,14 @@ class ProcessInfo:
     pid: int
     state: str
     argv: list = field(default_factory=list)
+    cwd: str = ""
     background: bool = False
     pty: bool = False
+    started_at: str = ""
     exit_code: Optional[int] = None
     signal: Optional[int] = None
     timed_out: bool = False
+    duration_ms: Optional[float] = None
     output_start: int = 0
     output_end: int = 0
 
@@ -56,11 +59,14 @@ class ProcessInfo:
             pid=j.get("pid", 0),
             state=j.get("state", "running"),
             argv=j.get("argv", []),
+            cwd=j.get("cwd", ""),
             background=j.get("background", False),
             pty=j.get("pty", False),
+            started_at=j.get("started_at", ""),
             exit_code=j.get("exit_code"),
             signal=j.get("signal"),
             timed_out=j.get("timed_out", False),
+            duration_ms=j.get("duration_ms"),
             output_start=j.get("output_start", 0),
             output_end=j.get("output_end", 0),
         )

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Union
 
 from . import _protocol as p
 from ._transport import SyncTransport
@@ -200,6 +200,7 @@ class Sandbox:
         cpu: Optional[str] = None,
         timeout_seconds: Optional[int] = None,
         labels: Optional[Mapping[str, str]] = None,
+        volumes: Optional[Sequence[Mapping[str, Any]]] = None,
         wait_timeout: float = 60,
         url: Optional[str] = None,
         token: Optional[str] = None,
@@ -211,6 +212,7 @@ class Sandbox:
             name=name, namespace=namespace, template=template, warm_pool=warm_pool, image=image, runtime=runtime,
             command=command, env=env, working_dir=working_dir, memory=memory, cpu=cpu,
             timeout_seconds=timeout_seconds, labels=labels, wait=True, wait_timeout=wait_timeout,
+            volumes=volumes,
         )
         try:
             info = p.parse_sandbox(transport.json(req))

@@ -15,8 +15,8 @@ use tokio::sync::watch as revision_channel;
 
 use super::Shared;
 use super::state::{Change, ChangeKind};
-use crate::api::{WatchEvent, WatchEventType, WatchSource};
 use crate::error::{Result, StoreError};
+use crate::object_store::{WatchEvent, WatchEventType, WatchSource};
 use crate::selector::{FieldSelector, LabelSelector};
 
 /// Changes copied out of the log per lock acquisition.

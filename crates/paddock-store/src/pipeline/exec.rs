@@ -13,10 +13,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::state::{ChangeKind, Head, Txn};
-use crate::api::{DeleteOptions, PropagationPolicy};
 use crate::error::{Result, StoreError};
 use crate::merge_patch::merge_patch;
 use crate::meta::{self, FOREGROUND_DELETION_FINALIZER as FOREGROUND, ORPHAN_FINALIZER as ORPHAN};
+use crate::object_store::{DeleteOptions, PropagationPolicy};
 use crate::resource::ResourceType;
 use crate::validation::{validate_dns_label, validate_object, validate_subdomain};
 

@@ -1,4 +1,4 @@
-//! The engine both stores share: a two-stage write pipeline with group commit, and a published
+//! The write pipeline both stores share: a two-stage write pipeline with group commit, and a published
 //! snapshot that serves reads and watches without waiting for writers.
 //!
 //! Callers queue write operations. The *executor* thread executes them in arrival order against
@@ -22,9 +22,11 @@ use std::thread::JoinHandle;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch as revision_channel};
 
-use crate::api::{Deleted, ListOptions, ObjectList, WatchOptions, WatchStart, WatchStream};
 use crate::error::{Result, StoreError};
 use crate::meta;
+use crate::object_store::{
+    Deleted, ListOptions, ObjectList, WatchOptions, WatchStart, WatchStream,
+};
 use crate::resource::ResourceType;
 use exec::{Op, Outcome};
 use state::{Change, ChangeKind, Head, Txn};
@@ -255,7 +257,7 @@ impl Failure {
 }
 
 /// A running store: the executor and persister threads and the published state.
-pub(crate) struct Engine {
+pub(crate) struct Pipeline {
     requests: Option<mpsc::Sender<Request>>,
     shared: Arc<Shared>,
     revisions: revision_channel::Receiver<u64>,
@@ -263,10 +265,10 @@ pub(crate) struct Engine {
     persister: Option<JoinHandle<()>>,
 }
 
-impl fmt::Debug for Engine {
+impl fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let published = self.shared.read();
-        f.debug_struct("Engine")
+        f.debug_struct("Pipeline")
             .field("objects", &published.objects.len())
             .field("revision", &published.revision)
             .field("compacted", &published.compacted)
@@ -316,7 +318,7 @@ fn parse_revision(rv: &str) -> Result<u64> {
     })
 }
 
-impl Engine {
+impl Pipeline {
     /// Publishes `head` and starts the executor and persister threads.
     pub(crate) fn start(
         head: Head,
@@ -502,7 +504,7 @@ impl Engine {
     }
 }
 
-impl Drop for Engine {
+impl Drop for Pipeline {
     fn drop(&mut self) {
         // Closing the queue stops the executor after its current batch, which stops the persister
         // once everything sealed is committed; joining both releases the database before the
@@ -670,37 +672,37 @@ impl<P: Persistence> Persister<'_, P> {
     }
 }
 
-/// Implements [`crate::ObjectStore`] for a type with an `engine: Engine` field.
+/// Implements [`crate::ObjectStore`] for a type with an `pipeline: Pipeline` field.
 macro_rules! delegate_object_store {
     ($store:ty) => {
-        impl $crate::api::ObjectStore for $store {
+        impl $crate::object_store::ObjectStore for $store {
             fn get(
                 &self,
                 resource: $crate::ResourceType,
                 namespace: &str,
                 name: &str,
-            ) -> $crate::api::StoreFuture<'_, serde_json::Value> {
+            ) -> $crate::object_store::StoreFuture<'_, serde_json::Value> {
                 Box::pin(std::future::ready(
-                    self.engine.get(&resource, namespace, name),
+                    self.pipeline.get(&resource, namespace, name),
                 ))
             }
 
             fn list(
                 &self,
                 resource: $crate::ResourceType,
-                options: $crate::api::ListOptions,
-            ) -> $crate::api::StoreFuture<'_, $crate::api::ObjectList> {
-                Box::pin(std::future::ready(self.engine.list(&resource, &options)))
+                options: $crate::object_store::ListOptions,
+            ) -> $crate::object_store::StoreFuture<'_, $crate::object_store::ObjectList> {
+                Box::pin(std::future::ready(self.pipeline.list(&resource, &options)))
             }
 
             fn create(
                 &self,
                 resource: $crate::ResourceType,
                 object: serde_json::Value,
-            ) -> $crate::api::StoreFuture<'_, serde_json::Value> {
+            ) -> $crate::object_store::StoreFuture<'_, serde_json::Value> {
                 Box::pin(
-                    self.engine
-                        .write_object($crate::engine::exec::Op::Create { resource, object }),
+                    self.pipeline
+                        .write_object($crate::pipeline::exec::Op::Create { resource, object }),
                 )
             }
 
@@ -708,26 +710,32 @@ macro_rules! delegate_object_store {
                 &self,
                 resource: $crate::ResourceType,
                 object: serde_json::Value,
-            ) -> $crate::api::StoreFuture<'_, serde_json::Value> {
-                let part = $crate::engine::exec::Part::Main;
-                Box::pin(self.engine.write_object($crate::engine::exec::Op::Update {
-                    resource,
-                    object,
-                    part,
-                }))
+            ) -> $crate::object_store::StoreFuture<'_, serde_json::Value> {
+                let part = $crate::pipeline::exec::Part::Main;
+                Box::pin(
+                    self.pipeline
+                        .write_object($crate::pipeline::exec::Op::Update {
+                            resource,
+                            object,
+                            part,
+                        }),
+                )
             }
 
             fn update_status(
                 &self,
                 resource: $crate::ResourceType,
                 object: serde_json::Value,
-            ) -> $crate::api::StoreFuture<'_, serde_json::Value> {
-                let part = $crate::engine::exec::Part::Status;
-                Box::pin(self.engine.write_object($crate::engine::exec::Op::Update {
-                    resource,
-                    object,
-                    part,
-                }))
+            ) -> $crate::object_store::StoreFuture<'_, serde_json::Value> {
+                let part = $crate::pipeline::exec::Part::Status;
+                Box::pin(
+                    self.pipeline
+                        .write_object($crate::pipeline::exec::Op::Update {
+                            resource,
+                            object,
+                            part,
+                        }),
+                )
             }
 
             fn patch(
@@ -736,16 +744,19 @@ macro_rules! delegate_object_store {
                 namespace: &str,
                 name: &str,
                 patch: serde_json::Value,
-            ) -> $crate::api::StoreFuture<'_, serde_json::Value> {
+            ) -> $crate::object_store::StoreFuture<'_, serde_json::Value> {
                 let (namespace, name) = (namespace.to_owned(), name.to_owned());
-                let part = $crate::engine::exec::Part::Main;
-                Box::pin(self.engine.write_object($crate::engine::exec::Op::Patch {
-                    resource,
-                    namespace,
-                    name,
-                    patch,
-                    part,
-                }))
+                let part = $crate::pipeline::exec::Part::Main;
+                Box::pin(
+                    self.pipeline
+                        .write_object($crate::pipeline::exec::Op::Patch {
+                            resource,
+                            namespace,
+                            name,
+                            patch,
+                            part,
+                        }),
+                )
             }
 
             fn patch_status(
@@ -754,16 +765,19 @@ macro_rules! delegate_object_store {
                 namespace: &str,
                 name: &str,
                 patch: serde_json::Value,
-            ) -> $crate::api::StoreFuture<'_, serde_json::Value> {
+            ) -> $crate::object_store::StoreFuture<'_, serde_json::Value> {
                 let (namespace, name) = (namespace.to_owned(), name.to_owned());
-                let part = $crate::engine::exec::Part::Status;
-                Box::pin(self.engine.write_object($crate::engine::exec::Op::Patch {
-                    resource,
-                    namespace,
-                    name,
-                    patch,
-                    part,
-                }))
+                let part = $crate::pipeline::exec::Part::Status;
+                Box::pin(
+                    self.pipeline
+                        .write_object($crate::pipeline::exec::Op::Patch {
+                            resource,
+                            namespace,
+                            name,
+                            patch,
+                            part,
+                        }),
+                )
             }
 
             fn delete(
@@ -771,10 +785,10 @@ macro_rules! delegate_object_store {
                 resource: $crate::ResourceType,
                 namespace: &str,
                 name: &str,
-                options: $crate::api::DeleteOptions,
-            ) -> $crate::api::StoreFuture<'_, $crate::api::Deleted> {
+                options: $crate::object_store::DeleteOptions,
+            ) -> $crate::object_store::StoreFuture<'_, $crate::object_store::Deleted> {
                 let (namespace, name) = (namespace.to_owned(), name.to_owned());
-                Box::pin(self.engine.delete($crate::engine::exec::Op::Delete {
+                Box::pin(self.pipeline.delete($crate::pipeline::exec::Op::Delete {
                     resource,
                     namespace,
                     name,
@@ -785,9 +799,9 @@ macro_rules! delegate_object_store {
             fn watch(
                 &self,
                 resource: $crate::ResourceType,
-                options: $crate::api::WatchOptions,
-            ) -> $crate::api::StoreFuture<'_, $crate::api::WatchStream> {
-                Box::pin(std::future::ready(self.engine.watch(&resource, options)))
+                options: $crate::object_store::WatchOptions,
+            ) -> $crate::object_store::StoreFuture<'_, $crate::object_store::WatchStream> {
+                Box::pin(std::future::ready(self.pipeline.watch(&resource, options)))
             }
         }
     };

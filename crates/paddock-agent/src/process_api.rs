@@ -2,7 +2,7 @@
 //! streamed as NDJSON or over WebSocket, background processes with replay, stdin, signals,
 //! resize and wait. The wire format is documented in `docs/agent-api.md`.
 
-use std::collections::BTreeMap;
+use paddock_wire::Code;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,36 +46,22 @@ pub fn routes() -> Router<SharedState> {
         .route("/v1/processes/{id}/wait", get(wait))
 }
 
-/// A process to run, shared by exec, start and the WebSocket start message.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProcessRequest {
-    /// Program and arguments, run without a shell.
-    pub argv: Option<Vec<String>>,
-    /// A shell command line, run as `/bin/sh -c COMMAND`.
-    pub command: Option<String>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Working directory, confined to the root (default: the root).
-    pub cwd: Option<String>,
-    pub timeout_ms: Option<u64>,
-    /// Initial stdin.
-    pub stdin: Option<String>,
-    /// `base64` when `stdin` is base64-encoded.
-    pub stdin_encoding: Option<String>,
-    /// Keep stdin open after the initial data (start only; always open with a PTY).
-    #[serde(default)]
-    pub keep_stdin_open: bool,
-    /// Run on a terminal of this size (start only).
-    pub pty: Option<TermSize>,
-    /// Keep running after the client goes away (start only).
-    #[serde(default)]
-    pub background: bool,
-    /// Cap per captured stream (exec only; at most the server's cap).
-    pub max_output_bytes: Option<usize>,
+/// A process to run, shared by exec, start and the WebSocket start message (the wire type).
+pub use paddock_wire::ProcessRequest;
+
+/// What the agent makes of a [`ProcessRequest`].
+trait ProcessRequestExt {
+    /// The command, environment and working directory to spawn, checked and confined.
+    fn spawn_spec(&self, state: &SharedState) -> Result<SpawnSpec, ApiError>;
+    /// The initial stdin, decoded.
+    fn stdin_bytes(&self) -> Result<Option<Vec<u8>>, ApiError>;
+    /// The timeout.
+    fn timeout(&self) -> Option<Duration>;
+    /// Everything a started process needs.
+    fn start_spec(&self, state: &SharedState) -> Result<StartSpec, ApiError>;
 }
 
-impl ProcessRequest {
+impl ProcessRequestExt for ProcessRequest {
     fn spawn_spec(&self, state: &SharedState) -> Result<SpawnSpec, ApiError> {
         let argv = match (&self.argv, &self.command) {
             (Some(argv), None) => argv.clone(),
@@ -178,22 +164,6 @@ pub async fn json_body<T: serde::de::DeserializeOwned>(
     crate::state::parse_json(&bytes).map_err(ApiError::invalid)
 }
 
-#[derive(Debug, Serialize)]
-struct ExecResponse {
-    exit_code: Option<i32>,
-    signal: Option<i32>,
-    timed_out: bool,
-    duration_ms: f64,
-    stdout: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stdout_encoding: Option<&'static str>,
-    stdout_truncated: bool,
-    stderr: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stderr_encoding: Option<&'static str>,
-    stderr_truncated: bool,
-}
-
 async fn exec(State(state): State<SharedState>, body: Body) -> Result<Response, ApiError> {
     let request: ProcessRequest = json_body(&state, body).await?;
     if request.pty.is_some() || request.background || request.keep_stdin_open {
@@ -210,16 +180,16 @@ async fn exec(State(state): State<SharedState>, body: Body) -> Result<Response, 
         .await?;
     let stdout = EncodedData::new(&outcome.stdout.data);
     let stderr = EncodedData::new(&outcome.stderr.data);
-    let response = ExecResponse {
+    let response = paddock_wire::ExecResult {
         exit_code: outcome.exit.exit_code,
         signal: outcome.exit.signal,
         timed_out: outcome.exit.timed_out,
-        duration_ms: outcome.exit.duration_ms,
+        duration_ms: Some(outcome.exit.duration_ms),
         stdout: stdout.data,
-        stdout_encoding: stdout.encoding,
+        stdout_encoding: stdout.encoding.map(str::to_owned),
         stdout_truncated: outcome.stdout.truncated,
         stderr: stderr.data,
-        stderr_encoding: stderr.encoding,
+        stderr_encoding: stderr.encoding.map(str::to_owned),
         stderr_truncated: outcome.stderr.truncated,
     };
     Ok(Json(response).into_response())
@@ -510,7 +480,7 @@ async fn signal(
     if process.state().exit.is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "FAILED_PRECONDITION",
+            Code::FailedPrecondition,
             format!("process {} has already exited", process.id),
         ));
     }
@@ -591,7 +561,7 @@ async fn start_ws(State(state): State<SharedState>, upgrade: WebSocketUpgrade) -
             }
             Err(err) => {
                 let line = Event::Error {
-                    code: err.code,
+                    code: err.code.as_str(),
                     message: &err.message,
                 }
                 .to_line();
@@ -684,7 +654,7 @@ async fn run_socket(mut socket: WebSocket, mut follower: Follower) {
                     Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 };
                 if let Err(err) = apply_client_message(&process, &stdin_tx, text.as_str()).await {
-                    let line = Event::Error { code: err.code, message: &err.message }.to_line();
+                    let line = Event::Error { code: err.code.as_str(), message: &err.message }.to_line();
                     if !send_line(&mut socket, line).await {
                         break;
                     }
