@@ -7,7 +7,7 @@
 //! concurrent claims against a pool of 50 (all warm, no double adoption); pool refill rate;
 //! and a restart with 50 running sandboxes re-attached.
 //!
-//! Usage: `engine [--quick]`; needs `PADDOCK_AGENT_BIN` and the release `paddock` binary next
+//! Usage: `engine [--quick] [--only=create,run,exec,claims,burst,restart]`; needs `PADDOCK_AGENT_BIN` and the release `paddock` binary next
 //! to this one (`bench/run.sh engine` provides both). Run as root.
 
 use std::collections::HashSet;
@@ -357,28 +357,47 @@ async fn restart(runtime: &str, count: usize) {
 
 #[tokio::main]
 async fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only create,run,exec,claims,burst,restart` runs a subset.
+    let only: Option<Vec<String>> = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--only="))
+        .map(|list| list.split(',').map(str::to_owned).collect());
+    let runs = |part: &str| only.as_ref().is_none_or(|o| o.iter().any(|p| p == part));
     let n = if quick { 5 } else { 20 };
     println!("paddock serve (embedded engine + gateway, durable store), host image");
     let server = TestServer::start_in(None, false).await;
-    for runtime in ["gvisor", "bwrap"] {
-        let mut s = create_ready(&server.client, runtime, n).await;
-        report(&format!("create → Ready via the API ({runtime})"), &mut s);
+    if runs("create") {
+        for runtime in ["gvisor", "bwrap"] {
+            let mut s = create_ready(&server.client, runtime, n).await;
+            report(&format!("create → Ready via the API ({runtime})"), &mut s);
+        }
     }
-    for (runtime, runs) in [("gvisor", n), ("bwrap", n * 2)] {
-        let mut s = paddock_run(&server, runtime, runs);
-        report(
-            &format!("`paddock run -- true` end to end ({runtime})"),
-            &mut s,
-        );
+    if runs("run") {
+        for (runtime, runs) in [("gvisor", n), ("bwrap", n * 2)] {
+            let mut s = paddock_run(&server, runtime, runs);
+            report(
+                &format!("`paddock run -- true` end to end ({runtime})"),
+                &mut s,
+            );
+        }
     }
-    exec_round_trips(&server, if quick { 200 } else { 2000 }).await;
-    for runtime in ["gvisor", "bwrap"] {
-        warm_claims(&server, runtime, if quick { 10 } else { 50 }).await;
+    if runs("exec") {
+        exec_round_trips(&server, if quick { 200 } else { 2000 }).await;
+    }
+    if runs("claims") {
+        for runtime in ["gvisor", "bwrap"] {
+            warm_claims(&server, runtime, if quick { 10 } else { 50 }).await;
+        }
     }
     drop(server);
-    let server = TestServer::start_in(None, false).await;
-    burst(&server, "gvisor", if quick { 10 } else { 50 }).await;
-    drop(server);
-    restart("gvisor", if quick { 10 } else { 50 }).await;
+    if runs("burst") {
+        let server = TestServer::start_in(None, false).await;
+        burst(&server, "gvisor", if quick { 10 } else { 50 }).await;
+        drop(server);
+    }
+    if runs("restart") {
+        restart("gvisor", if quick { 10 } else { 50 }).await;
+    }
 }

@@ -342,11 +342,10 @@ impl Core {
             active.inc();
             let started = Instant::now();
             let outcome = self.reconcile(controller, &key).await;
-            self.metrics.record_reconcile(
-                controller.name(),
-                started.elapsed(),
-                outcome.result_label(),
-            );
+            let took = started.elapsed();
+            tracing::trace!(controller = %controller, object = %key, ?took, outcome = outcome.result_label(), "reconciled");
+            self.metrics
+                .record_reconcile(controller.name(), took, outcome.result_label());
             active.dec();
             let delay = match &outcome {
                 Outcome::Retry(why) => {
@@ -408,6 +407,7 @@ impl Core {
             .objects
             .patch(kind, namespace, name, part, patch)
             .await?;
+        tracing::trace!(kind = %kind, namespace, name, ?part, %patch, "patched");
         self.took_in(updated.clone());
         Ok(updated)
     }

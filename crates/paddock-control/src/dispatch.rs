@@ -135,7 +135,12 @@ impl Dispatcher {
             return;
         };
         let key = Key::of(latest.as_ref());
-        self.queues.sandbox.add(key.clone());
+        // The Sandbox loop writes a Sandbox's status from what it saw: a change of the status
+        // alone is its own write and gives it nothing new to do (the pool and claim that
+        // count on that status still hear of it below).
+        if !status_only(change) {
+            self.queues.sandbox.add(key.clone());
+        }
         if !self.extensions {
             return;
         }
@@ -185,6 +190,24 @@ impl Dispatcher {
             self.waiting_claims(cache, &key.namespace, &key.name);
         }
     }
+}
+
+/// Whether a Sandbox changed in its status (and resourceVersion) only.
+fn status_only(change: &Change<Sandbox>) -> bool {
+    let (Some(old), Some(new)) = (&change.old, &change.new) else {
+        return false;
+    };
+    if old.status == new.status || old.spec != new.spec {
+        return false;
+    }
+    let mut old_meta = old.metadata.clone();
+    old_meta
+        .resource_version
+        .clone_from(&new.metadata.resource_version);
+    old_meta
+        .managed_fields
+        .clone_from(&new.metadata.managed_fields);
+    old_meta == new.metadata
 }
 
 /// The kinds each controller reads, whose caches must have listed before it runs.
@@ -253,5 +276,43 @@ mod tests {
         assert_eq!(drain(queues.of(Controller::Sandbox)).await, ["m"]);
         assert_eq!(drain(queues.of(Controller::Pool)).await, ["pool"]);
         assert_eq!(drain(queues.of(Controller::Claim)).await, ["c1"]);
+    }
+
+    #[tokio::test]
+    async fn a_status_only_change_wakes_the_pool_but_not_the_sandbox_loop() {
+        let queues = Queues::new();
+        let dispatcher = Dispatcher::new(queues.clone(), true);
+        let cache = Cache::new();
+        let first = member("m", "1", "SandboxWarmPool", "pool");
+        let mut ready = member("m", "2", "SandboxWarmPool", "pool");
+        ready.status = Some(paddock_api::v1beta1::SandboxStatus {
+            pod_ips: Some(vec!["10.0.0.1".into()]),
+            ..Default::default()
+        });
+        let mut relabelled = ready.clone();
+        relabelled.metadata.resource_version = Some("3".into());
+        relabelled.metadata.labels = Some([("a".to_owned(), "b".to_owned())].into());
+        let mut steps = Vec::new();
+        for sb in [first, ready, relabelled] {
+            for changed in cache.apply(Kind::Sandbox, WatchEvent::Applied(sb.into())) {
+                dispatcher.route(&cache, &changed);
+            }
+            steps.push((
+                drain(queues.of(Controller::Sandbox)).await,
+                drain(queues.of(Controller::Pool)).await,
+            ));
+        }
+        let one = |s: &str| vec![s.to_owned()];
+        assert_eq!(steps[0], (one("m"), one("pool")), "a new member");
+        assert_eq!(
+            steps[1],
+            (vec![], one("pool")),
+            "its status, written by the Sandbox loop"
+        );
+        assert_eq!(
+            steps[2],
+            (one("m"), one("pool")),
+            "a label someone else set"
+        );
     }
 }

@@ -92,28 +92,34 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
         .filter(|n| cache.get::<Sandbox>(ns, n).is_some())
         .cloned()
         .collect();
-    let (create_allowance, hold_wake) = allowance(core, &mut state, Instant::now());
-    let input = PoolInput {
-        pool: &pool,
-        template: template.as_deref(),
-        members: members.iter().map(AsRef::as_ref).collect(),
-        expectations: &state.expectations,
-        seen_created,
-        create_allowance,
-        was_not_progressing: state.not_progressing,
-        now: &now,
-        config: &core.config.pool,
+    let plan_with = |state: &mut PoolState| {
+        let (create_allowance, hold_wake) = allowance(core, state, Instant::now());
+        let input = PoolInput {
+            pool: &pool,
+            template: template.as_deref(),
+            members: members.iter().map(AsRef::as_ref).collect(),
+            expectations: &state.expectations,
+            seen_created: seen_created.clone(),
+            create_allowance,
+            was_not_progressing: state.not_progressing,
+            now: &now,
+            config: &core.config.pool,
+        };
+        (plan_pool(&input), hold_wake)
     };
-    let plan = plan_pool(&input);
-    state.expectations = plan.expectations.clone();
-    state.not_progressing = plan.not_progressing;
+    let (mut plan, mut hold_wake) = plan_with(&mut state);
     let replicas = plan.status.replicas;
     if let (Some(before), Some(after)) = (state.last_replicas, replicas)
         && after < before
         && !core.config.replenish_delay.is_zero()
     {
+        // A member left (adopted, deleted): hold the refill from this very reconcile, so the
+        // replacement does not compete with the claim that took the member.
         state.hold_until = Some(Instant::now() + core.config.replenish_delay);
+        (plan, hold_wake) = plan_with(&mut state);
     }
+    state.expectations = plan.expectations.clone();
+    state.not_progressing = plan.not_progressing;
     state.last_replicas = replicas;
     lock(&core.pools).insert(key.clone(), state);
 

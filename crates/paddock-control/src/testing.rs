@@ -289,6 +289,51 @@ pub async fn claim_adopts_a_ready_member_and_the_pool_refills(tier: impl Tier) {
     .await;
 }
 
+/// A pool waits its replenish delay after a member is adopted before it starts the
+/// replacement, so the claim (and its first command) has the machine to itself. The tier must
+/// configure a delay of at least a second.
+pub async fn pool_holds_its_refill_after_an_adoption(tier: impl Tier) {
+    let delay = tier.core().config().replenish_delay;
+    assert!(
+        delay >= Duration::from_secs(1),
+        "the tier under test must set a replenish delay of at least 1 s (it has {delay:?})"
+    );
+    let members = ready_pool(&tier, "pool", 1).await;
+    let member = members[0].metadata.name.clone().unwrap();
+    let claimed = tokio::time::Instant::now();
+    tier.create(claim("c1", "pool", json!({}))).await;
+    eventually("the claim to be Ready", || async {
+        get_typed::<SandboxClaim>(&tier, "c1")
+            .await
+            .filter(claim_ready)
+    })
+    .await;
+    let others = || async {
+        tier.list(Kind::Sandbox, NS)
+            .await
+            .into_iter()
+            .filter_map(Object::into_typed::<Sandbox>)
+            .filter(|s| s.metadata.name.as_deref() != Some(member.as_str()))
+            .count()
+    };
+    if claimed.elapsed() < delay / 2 {
+        assert_eq!(
+            others().await,
+            0,
+            "no replacement while the hold lasts ({delay:?} after the adoption)"
+        );
+    }
+    eventually("the pool to refill after the hold", || async {
+        (others().await == 1).then_some(())
+    })
+    .await;
+    assert!(
+        claimed.elapsed() >= delay,
+        "the replacement came {:?} after the claim, before the {delay:?} hold ended",
+        claimed.elapsed()
+    );
+}
+
 /// A claim whose pool does not exist (a v1alpha1 claim's `shadow-pool-<template>`) gets a cold
 /// Sandbox named like itself.
 pub async fn claim_without_a_pool_gets_a_cold_sandbox_named_like_it(tier: impl Tier) {
@@ -439,6 +484,7 @@ macro_rules! conformance_suite {
             sandbox_becomes_ready_with_its_status,
             pool_fills_to_its_replicas_and_reports_them,
             claim_adopts_a_ready_member_and_the_pool_refills,
+            pool_holds_its_refill_after_an_adoption,
             claim_without_a_pool_gets_a_cold_sandbox_named_like_it,
             claim_of_a_missing_pool_says_so,
             first_observed_is_stamped_with_the_cores_clock,

@@ -57,7 +57,10 @@ async fn kube_tier() -> KubeTier {
     let clock = Arc::new(TestClock::default());
     let (core, children) = kube_core(
         &client,
-        CoreConfig::default(),
+        CoreConfig {
+            replenish_delay: Duration::from_secs(1),
+            ..CoreConfig::default()
+        },
         clock.clone(),
         Arc::new(LogEvents),
     );

@@ -50,6 +50,8 @@ pub struct EngineConfig {
     pub exit_check_interval: Duration,
     /// The time the control loops see (the wall clock; tests move it).
     pub clock: Arc<dyn Clock>,
+    /// How long a warm pool waits after a member leaves before it starts a replacement.
+    pub replenish_delay: Duration,
 }
 
 impl EngineConfig {
@@ -64,6 +66,7 @@ impl EngineConfig {
             workers: 4,
             exit_check_interval: Duration::from_secs(2),
             clock: Arc::new(SystemClock),
+            replenish_delay: REFILL_HOLD,
         }
     }
 }
@@ -182,7 +185,7 @@ impl Engine {
         let workers = u16::try_from(config.workers).unwrap_or(u16::MAX);
         let core_config = CoreConfig {
             cluster_domain: config.cluster_domain.clone(),
-            replenish_delay: REFILL_HOLD,
+            replenish_delay: config.replenish_delay,
             workers: paddock_control::Workers {
                 sandbox: workers,
                 template: 1,

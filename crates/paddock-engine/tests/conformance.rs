@@ -30,6 +30,7 @@ async fn engine_tier() -> EngineTier {
     config.in_memory = true;
     config.clock = clock.clone();
     config.exit_check_interval = std::time::Duration::from_millis(50);
+    config.replenish_delay = std::time::Duration::from_secs(1);
     let runtime = Arc::new(RecordingRuntime::new(dir.path().join("workloads")));
     let engine = Engine::start_with_runtime(config, runtime).await.unwrap();
     EngineTier {
