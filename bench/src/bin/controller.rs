@@ -218,7 +218,7 @@ async fn throughput() -> Result<(), BoxError> {
 
 /// Child mode: serve a fake API with `n` Sandboxes and their running pods on loopback.
 async fn serve_fake(n: usize) -> Result<(), BoxError> {
-    let api = FakeApiServer::new();
+    let api = FakeApiServer::new().recording();
     for i in 0..n {
         let mut sb = sandbox_json(i);
         let name = sb["metadata"]["name"].clone();
@@ -228,6 +228,29 @@ async fn serve_fake(n: usize) -> Result<(), BoxError> {
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("{}", listener.local_addr()?.port());
+    // Each line on stdin asks how many writes (POST, PATCH, PUT, DELETE) the server has had,
+    // and how many Sandboxes have a Ready condition that is True.
+    let counted = api.clone();
+    std::thread::spawn(move || {
+        for _ in std::io::stdin().lines().map_while(Result::ok) {
+            let writes = counted
+                .requests()
+                .iter()
+                .filter(|r| !r.starts_with("GET "))
+                .count();
+            let ready = counted
+                .list("agents.x-k8s.io/sandboxes")
+                .iter()
+                .filter(|sb| {
+                    sb["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                })
+                .count();
+            println!("{writes} {ready}");
+        }
+    });
     api.serve(listener, CancellationToken::new()).await;
     Ok(())
 }
@@ -236,11 +259,26 @@ async fn serve_fake(n: usize) -> Result<(), BoxError> {
 async fn memory() -> Result<(), BoxError> {
     let mut child = Command::new(std::env::current_exe()?)
         .args(["--serve-fake", &RSS_SANDBOXES.to_string()])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+    let mut from_child = std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    from_child.read_line(&mut line)?;
     let port: u16 = line.trim().parse()?;
+    let mut to_child = child.stdin.take().ok_or("no stdin")?;
+    // (API writes so far, Sandboxes Ready in the API server).
+    let mut api_counts = move || -> Result<(usize, usize), BoxError> {
+        use std::io::Write;
+        writeln!(to_child)?;
+        let mut line = String::new();
+        from_child.read_line(&mut line)?;
+        let mut it = line.split_whitespace().map(str::parse::<usize>);
+        match (it.next(), it.next()) {
+            (Some(Ok(w)), Some(Ok(r))) => Ok((w, r)),
+            _ => Err(format!("the fake API server answered {line:?}").into()),
+        }
+    };
     let result = async {
         let baseline = rss_kib("VmRSS:");
         let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse()?);
@@ -277,6 +315,10 @@ async fn memory() -> Result<(), BoxError> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let all_done = start.elapsed();
+        while api_counts()?.1 < RSS_SANDBOXES && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let converged = start.elapsed();
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss = rss_kib("VmRSS:");
         let peak = rss_kib("VmHWM:");
@@ -286,6 +328,12 @@ async fn memory() -> Result<(), BoxError> {
             synced.as_secs_f64(),
             mib(rss_synced),
             all_done.as_secs_f64()
+        );
+        let (writes, _) = api_counts()?;
+        println!(
+            "controller: all {RSS_SANDBOXES} Sandboxes Ready in the API server after {:.2} s, with {writes} API writes ({:.2} per Sandbox)",
+            converged.as_secs_f64(),
+            writes as f64 / RSS_SANDBOXES as f64
         );
         println!(
             "controller: RSS {:.1} MiB with {RSS_SANDBOXES} Sandboxes and their Pods cached (peak {:.1} MiB; before the caches {:.1} MiB; target ≤ {RSS_TARGET_MIB} MiB) — {}",
