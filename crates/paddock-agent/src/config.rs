@@ -53,6 +53,8 @@ pub struct AgentConfig {
     pub legacy_root: PathBuf,
     /// Root of `/v1/files` and of process working directories (`--root-dir`).
     pub root_dir: PathBuf,
+    /// Working directory of processes that name none (`--workdir`); `None`: the root.
+    pub workdir: Option<PathBuf>,
     /// Timeout of `POST /execute` when the request gives none (`SANDBOX_EXEC_TIMEOUT_SECONDS`).
     pub legacy_exec_timeout: Duration,
     /// Bearer token required on every endpoint but `GET /` and `GET /v1/health`.
@@ -78,6 +80,7 @@ impl AgentConfig {
         Self {
             legacy_root: root_dir.clone(),
             root_dir,
+            workdir: None,
             legacy_exec_timeout: Duration::from_secs(300),
             token: None,
             metadata_env_prefix: "SANDBOX_".to_owned(),

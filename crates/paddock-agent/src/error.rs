@@ -125,6 +125,13 @@ impl ApiError {
                 Code::PermissionDenied,
                 format!("{what}: permission denied"),
             ),
+            io::ErrorKind::ReadOnlyFilesystem => Self::new(
+                StatusCode::FORBIDDEN,
+                Code::PermissionDenied,
+                format!(
+                    "{what}: read-only file system; write under /workspace (every sandbox's workspace), /tmp or a writable volume"
+                ),
+            ),
             _ => Self::internal(format!("{what}: {err}")),
         }
     }

@@ -101,7 +101,7 @@ impl Processes {
                         ConfineError::Io { .. } => Status::internal(format!("cwd: {err}")),
                     })?
             }
-            None => self.state.root.path().to_path_buf(),
+            None => self.state.workdir.clone(),
         };
         if !cwd.is_dir() {
             return Err(Status::not_found(format!(

@@ -63,7 +63,8 @@ pub struct AgentArgs {
     pub unix: Vec<PathBuf>,
 
     /// Serve gRPC process.v1.ProcessService (and everything else) on this TCP address too.
-    /// Defaults to 0.0.0.0:9090 (sandboxd's gRPC port) unless --unix is given.
+    /// Defaults to port 9090 (sandboxd's gRPC port) on the first --listen address's IP
+    /// (0.0.0.0 by default), unless --unix is given.
     #[arg(
         long = "grpc-listen",
         value_name = "ADDR",
@@ -79,6 +80,11 @@ pub struct AgentArgs {
         default_value = "/workspace"
     )]
     pub root_dir: PathBuf,
+
+    /// Working directory of processes that name none (and of the main process, unless
+    /// --main-cwd): a directory under --root-dir. Default: --root-dir.
+    #[arg(long = "workdir", value_name = "DIR", env = "PADDOCK_AGENT_WORKDIR")]
+    pub workdir: Option<PathBuf>,
 
     /// Root of the legacy endpoints (/upload, /download, /list, /exists) and working directory of
     /// POST /execute.
@@ -270,6 +276,7 @@ impl AgentArgs {
         };
         let mut config = AgentConfig::new(self.root_dir.clone());
         config.legacy_root = base_dir;
+        config.workdir.clone_from(&self.workdir);
         config.legacy_exec_timeout = legacy_exec_timeout;
         config.token = token;
         config.metadata_env_prefix = self.metadata_env_prefix.clone();
@@ -401,10 +408,13 @@ impl AgentArgs {
         if addrs.is_empty() && defaults {
             addrs.push(SocketAddr::from(([0, 0, 0, 0], 8888)));
         }
-        match self.grpc_listen {
-            Some(addr) => addrs.push(addr),
-            None if defaults => addrs.push(SocketAddr::from(([0, 0, 0, 0], 9090))),
-            None => {}
+        // gRPC's default port listens where HTTP does: `--listen 127.0.0.1:8888` keeps 9090 on
+        // loopback too.
+        let http_ip = addrs.first().map(SocketAddr::ip);
+        match (self.grpc_listen, http_ip) {
+            (Some(addr), _) => addrs.push(addr),
+            (None, Some(ip)) if defaults => addrs.push(SocketAddr::new(ip, 9090)),
+            _ => {}
         }
         addrs.dedup();
         addrs
@@ -461,4 +471,48 @@ impl PreparedAgent {
 /// prepare before building the runtime, as the `paddock-agent` binary does.
 pub async fn run(args: AgentArgs) -> Result<i32, AgentError> {
     args.prepare()?.run().await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    fn addrs(args: &[&str]) -> Vec<String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("agent").chain(args.iter().copied())).unwrap();
+        cli.agent
+            .tcp_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn grpc_listens_where_http_listens_unless_told_otherwise() {
+        assert_eq!(addrs(&[]), ["0.0.0.0:8888", "0.0.0.0:9090"]);
+        assert_eq!(
+            addrs(&["--listen", "127.0.0.1:8888"]),
+            ["127.0.0.1:8888", "127.0.0.1:9090"]
+        );
+        assert_eq!(
+            addrs(&[
+                "--listen",
+                "127.0.0.1:8888",
+                "--grpc-listen",
+                "0.0.0.0:9999"
+            ]),
+            ["127.0.0.1:8888", "0.0.0.0:9999"]
+        );
+        assert!(addrs(&["--unix", "/run/a.sock"]).is_empty());
+    }
 }

@@ -89,7 +89,7 @@ impl ProcessRequestExt for ProcessRequest {
         }
         let cwd = match &self.cwd {
             Some(cwd) => state.root.resolve(cwd, PathStyle::Rooted)?,
-            None => state.root.path().to_path_buf(),
+            None => state.workdir.clone(),
         };
         if !cwd.is_dir() {
             return Err(ApiError::not_found(format!(

@@ -100,11 +100,27 @@ fn build_state(config: AgentConfig) -> Result<SharedState, AgentError> {
         tracing::warn!(path = %config.legacy_root.display(), error = %err, "legacy SANDBOX_BASE_DIR is unusable");
         format!("{}: {err}", config.legacy_root.display())
     });
+    let workdir = match &config.workdir {
+        Some(dir) => {
+            let resolved = root
+                .resolve(&dir.to_string_lossy(), crate::confine::PathStyle::Rooted)
+                .map_err(|e| AgentError::Root {
+                    path: dir.clone(),
+                    source: io::Error::other(format!("--workdir: {e}")),
+                })?;
+            std::fs::create_dir_all(&resolved).map_err(|source| AgentError::Root {
+                path: resolved.clone(),
+                source,
+            })?;
+            resolved
+        }
+        None => root.path().to_path_buf(),
+    };
     let reaper = Reaper::start(config.reap_orphans).map_err(AgentError::Signals)?;
     let main = match &config.main {
         Some(spec) => {
             let spawner = Spawner::new(reaper.clone(), config.child_env.clone());
-            let main = MainProcess::start(&spawner, spec, root.path()).map_err(|source| {
+            let main = MainProcess::start(&spawner, spec, &workdir).map_err(|source| {
                 AgentError::MainLog {
                     path: spec.log.clone().unwrap_or_default(),
                     source,
@@ -119,6 +135,7 @@ fn build_state(config: AgentConfig) -> Result<SharedState, AgentError> {
     Ok(Arc::new(AppState {
         config,
         root,
+        workdir,
         legacy_root,
         processes,
         main,

@@ -24,6 +24,8 @@ pub struct AppState {
     pub config: AgentConfig,
     /// Root of `/v1/files` and process working directories.
     pub root: Root,
+    /// Where processes that name no working directory run (`--workdir`, or the root).
+    pub workdir: std::path::PathBuf,
     /// Root of the legacy endpoints, or why it is unusable.
     pub legacy_root: Result<Root, String>,
     pub processes: Arc<ProcessTable>,

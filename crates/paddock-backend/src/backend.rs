@@ -109,6 +109,18 @@ pub struct Target {
     pub path_prefix: String,
 }
 
+/// How a sandbox's main process ended, for an error that says why a sandbox never became Ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Termination {
+    /// Its exit code (`128 + signal` when a signal killed it; 127 or 126 when it could not be
+    /// started); `None` when the sandbox itself could not start.
+    pub exit_code: Option<i32>,
+    /// The last lines of its output.
+    pub output_tail: String,
+    /// Why the sandbox could not start (an image that cannot be pulled, a runtime error).
+    pub start_error: Option<String>,
+}
+
 /// A stream of JSON events.
 pub type EventStream = Pin<Box<dyn Stream<Item = Value> + Send>>;
 
@@ -208,6 +220,17 @@ pub trait Backend: Send + Sync + 'static {
                 "this backend cannot read a sandbox's log",
             ))
         })
+    }
+
+    /// How a Sandbox's main process ended (exit code and the tail of its output); `None` when
+    /// it has not ended, or the backend cannot tell.
+    fn termination(
+        &self,
+        namespace: &str,
+        sandbox: &str,
+    ) -> BoxFuture<'_, Result<Option<Termination>, ApiError>> {
+        let _ = (namespace, sandbox);
+        Box::pin(async { Ok(None) })
     }
 
     /// Pulls an image into the local cache, reporting progress as JSON events

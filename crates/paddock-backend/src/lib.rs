@@ -22,6 +22,6 @@ pub mod targets;
 pub use auth::{TokenVerifier, Verdict};
 pub use backend::{
     Backend, BoxFuture, ByteStream, Endpoint, EventStream, ObjectEvent, ObjectList, ObjectWatch,
-    Part, Propagation, Target, WatchEventType,
+    Part, Propagation, Target, Termination, WatchEventType,
 };
 pub use error::{ApiError, Code};

@@ -438,6 +438,80 @@ impl Client {
     ) -> Result<Value> {
         self.json(method, path, body).await
     }
+
+    /// Watches a collection of the object API (`/apis/...`, `?watch=true`): the events
+    /// (`{"type": "ADDED"|"MODIFIED"|"DELETED", "object": …}`) after `resource_version`.
+    ///
+    /// # Errors
+    /// As any call; the watch itself ends with an error when the stream breaks.
+    pub async fn watch_objects(
+        &self,
+        collection: &str,
+        resource_version: Option<&str>,
+    ) -> Result<ObjectWatch> {
+        let mut path = format!("{collection}?watch=true");
+        if let Some(rv) = resource_version {
+            path.push_str(&format!("&resourceVersion={}", encode(rv)));
+        }
+        let resp = self.send(Method::GET, &path, None).await?;
+        Ok(ObjectWatch {
+            body: resp.into_body(),
+            buf: Vec::new(),
+        })
+    }
+}
+
+/// The events of [`Client::watch_objects`], one JSON object each.
+pub struct ObjectWatch {
+    body: Incoming,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for ObjectWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectWatch")
+            .field("buffered", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObjectWatch {
+    /// The next event; `None` when the server ends the watch.
+    ///
+    /// # Errors
+    /// The stream broke, or the server sent an `ERROR` event (its message is the error's).
+    pub async fn next(&mut self) -> Option<Result<Value>> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+                    continue;
+                };
+                if event.get("type").and_then(Value::as_str) == Some("ERROR") {
+                    let message = event
+                        .pointer("/object/message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("the watch failed")
+                        .to_owned();
+                    return Some(Err(Error::new(ErrorCode::Unavailable, message)));
+                }
+                return Some(Ok(event));
+            }
+            match self.body.frame().await? {
+                Err(e) => {
+                    return Some(Err(Error::new(
+                        ErrorCode::ConnectionFailed,
+                        format!("the watch broke: {e}"),
+                    )));
+                }
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Percent-encodes one path segment or query value.

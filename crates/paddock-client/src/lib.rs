@@ -22,7 +22,7 @@ pub mod error;
 pub mod sandbox;
 pub mod types;
 
-pub use client::{Client, DEFAULT_URL};
+pub use client::{Client, DEFAULT_URL, ObjectWatch};
 pub use error::{Error, ErrorCode, Result};
 pub use sandbox::{ProcessSocket, Sandbox};
 pub use types::*;

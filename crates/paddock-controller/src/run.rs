@@ -125,22 +125,22 @@ pub async fn run_with(
         )));
     }
     if let Some(webhook) = &settings.webhook {
-        let bundle = if webhook.manage_certs {
-            let bundle = certs::load_or_create(&client, webhook).await?;
-            certs::inject_ca_bundle(&client, webhook, &bundle.ca_pem).await?;
-            bundle
-        } else {
-            certs::load_from_dir(webhook)?
-        };
-        let tls =
-            certs::server_config(&bundle).map_err(paddock_webhook::WebhookError::Certificates)?;
-        let l = bind("conversion webhook", webhook.addr).await?;
-        tracing::info!(addr = %webhook.addr, "serving the conversion webhook");
-        server_tasks.push(tokio::spawn(paddock_webhook::server::serve_webhook(
-            l,
-            tls,
-            servers.clone(),
-        )));
+        // Without the webhook the controller still works: only v1beta1 is stored, and the
+        // conversion is needed only where the CRDs ask the API server for it.
+        match certs::tls_config(&client, webhook).await {
+            Ok(tls) => {
+                let l = bind("conversion webhook", webhook.addr).await?;
+                tracing::info!(addr = %webhook.addr, "serving the conversion webhook");
+                server_tasks.push(tokio::spawn(paddock_webhook::server::serve_webhook(
+                    l,
+                    tls,
+                    servers.clone(),
+                )));
+            }
+            Err(e) => tracing::warn!(
+                "the conversion webhook cannot serve ({e}); running without it (v1alpha1 reads through CRDs that name the webhook will fail): fix the cause, or pass --enable-webhook=false"
+            ),
+        }
     }
     readiness.set_ready();
 

@@ -310,6 +310,15 @@ impl Backend for EngineBackend {
         })
     }
 
+    fn termination(
+        &self,
+        namespace: &str,
+        sandbox: &str,
+    ) -> BoxFuture<'_, Result<Option<paddock_backend::Termination>, ApiError>> {
+        let found = self.workloads.termination(&Key::new(namespace, sandbox));
+        Box::pin(async move { Ok(found) })
+    }
+
     fn default_runtime(&self) -> Option<&'static str> {
         Some("gvisor")
     }

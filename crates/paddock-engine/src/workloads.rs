@@ -186,6 +186,26 @@ impl LocalWorkloads {
         Some((self.runtime.main_log(&pod.workload), live))
     }
 
+    /// How a Sandbox's main process ended: its exit code and the last lines of its output;
+    /// `None` while it runs, or when the sandbox has no workload here.
+    pub fn termination(&self, key: &Key) -> Option<paddock_backend::Termination> {
+        let pod = self.get(key)?;
+        if let Some(e) = pod.error.filter(|_| pod.phase == Phase::Failed) {
+            return Some(paddock_backend::Termination {
+                exit_code: None,
+                output_tail: String::new(),
+                start_error: Some(e),
+            });
+        }
+        let log = self.runtime.main_log(&pod.workload);
+        let exit_code = main_finished(&log)?;
+        Some(paddock_backend::Termination {
+            exit_code: Some(exit_code),
+            output_tail: output_tail(&log),
+            start_error: None,
+        })
+    }
+
     /// The planner's view of a Sandbox's pod.
     pub fn observe_pods(&self, key: &Key) -> Vec<PodObservation> {
         let Some(pod) = self.get(key) else {
@@ -261,14 +281,32 @@ impl LocalWorkloads {
             match result {
                 Ok((class, socket, unhonoured)) => {
                     p.runtime_class = Some(class);
-                    p.socket = Some(socket);
-                    p.phase = Phase::Running;
                     p.error = None;
                     p.unhonoured = unhonoured;
+                    // A main process that already ended (it failed at once, or was a quick job)
+                    // makes a terminal pod now, not at the next exit check.
+                    match main_finished(&socket) {
+                        Some(code) => {
+                            p.phase = if code == 0 {
+                                Phase::Succeeded
+                            } else {
+                                Phase::Failed
+                            };
+                            tracing::info!(sandbox = %key, exit_code = code, "sandbox main process ended as it started");
+                        }
+                        None => {
+                            p.socket = Some(socket);
+                            p.phase = Phase::Running;
+                        }
+                    }
                 }
                 Err(e) => {
+                    // Nothing retries a workload that cannot start (an image that cannot be
+                    // pulled, a runtime that refuses the spec): the pod fails, so the Sandbox
+                    // says so at once instead of staying Pending.
                     tracing::warn!(sandbox = %key, error = %e, "sandbox workload did not start");
                     p.error = Some(e);
+                    p.phase = Phase::Failed;
                 }
             }
             drop(pods);
@@ -550,6 +588,22 @@ fn main_finished(socket: &Path) -> Option<i32> {
         .get("exit_code")
         .and_then(serde_json::Value::as_i64)
         .and_then(|c| i32::try_from(c).ok())
+}
+
+/// The end of a main process's log: its last 20 lines, at most 2 KiB.
+fn output_tail(log: &Path) -> String {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    const MAX: u64 = 2048;
+    let Ok(mut f) = std::fs::File::open(log) else {
+        return String::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(MAX)));
+    let mut bytes = Vec::new();
+    let _ = f.take(MAX).read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// The PVC names of a Sandbox's volume claim templates.

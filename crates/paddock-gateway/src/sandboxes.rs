@@ -425,11 +425,17 @@ async fn wait_ready(
     let mut watch = state.backend.watch(kind, Some(namespace), "", rv).await?;
     let mut latest = created;
     loop {
-        if let Some(done) = ready_outcome(&latest)? {
-            return match latest {
-                Object::Sandbox(sandbox) => Ok(sandbox),
-                _ => get_sandbox(state, namespace, &done).await,
-            };
+        match ready_outcome(&latest)? {
+            Outcome::Ready(done) => {
+                return match latest {
+                    Object::Sandbox(sandbox) => Ok(sandbox),
+                    _ => get_sandbox(state, namespace, &done).await,
+                };
+            }
+            Outcome::Ended { sandbox, reason } => {
+                return Err(ended_error(state, namespace, kind, name, sandbox, &reason).await);
+            }
+            Outcome::Waiting => {}
         }
         let next = tokio::time::timeout_at(deadline, watch.next()).await;
         match next {
@@ -476,7 +482,29 @@ fn ready_of(object: &Object) -> Option<&Condition> {
 }
 
 /// `Some(sandbox name)` once ready; an error for terminal failures; `None` to keep waiting.
-fn ready_outcome(object: &Object) -> Result<Option<String>, ApiError> {
+/// Where a create that waits for Ready stands.
+enum Outcome {
+    /// Ready: the Sandbox's name.
+    Ready(String),
+    /// It can no longer become Ready (its main process ended, it expired, its spec cannot
+    /// run): the Sandbox, when known, and the Ready condition's reason and message.
+    Ended {
+        sandbox: Option<String>,
+        reason: String,
+    },
+    /// Not yet.
+    Waiting,
+}
+
+/// Ready reasons of a Sandbox after which waiting cannot help.
+const SANDBOX_ENDED: [&str; 4] = [
+    conditions::sandbox::POD_FAILED,
+    conditions::sandbox::POD_SUCCEEDED,
+    conditions::sandbox::INVALID_CONFIGURATION,
+    conditions::sandbox::SANDBOX_EXPIRED,
+];
+
+fn ready_outcome(object: &Object) -> Result<Outcome, ApiError> {
     let ready = ready_of(object);
     let reason = ready.map_or("", |c| c.reason.as_str());
     let message = ready.map_or("", |c| c.message.as_str());
@@ -487,23 +515,91 @@ fn ready_outcome(object: &Object) -> Result<Option<String>, ApiError> {
             .and_then(|s| s.sandbox.as_ref())
             .and_then(|s| s.name.clone()),
         other => Some(other.name().to_owned()),
-    };
-    if ready.is_some_and(|c| c.status == conditions::status::TRUE)
-        && let Some(name) = name.filter(|n| !n.is_empty())
-    {
-        return Ok(Some(name));
     }
-    let terminal = conditions::claim::TERMINAL.contains(&reason);
+    .filter(|n| !n.is_empty());
+    if ready.is_some_and(|c| c.status == conditions::status::TRUE)
+        && let Some(name) = name
+    {
+        return Ok(Outcome::Ready(name));
+    }
     match reason {
         conditions::claim::TEMPLATE_NOT_FOUND | conditions::claim::WARM_POOL_NOT_FOUND => {
             Err(ApiError::not_found(format!("{reason}: {message}")))
         }
-        _ if terminal => Err(ApiError::new(
+        _ if SANDBOX_ENDED.contains(&reason) => Ok(Outcome::Ended {
+            sandbox: name,
+            reason: if message.is_empty() {
+                reason.to_owned()
+            } else {
+                format!("{reason}: {message}")
+            },
+        }),
+        _ if conditions::claim::TERMINAL.contains(&reason) => Err(ApiError::new(
             Code::InvalidObject,
             format!("{reason}: {message}"),
         )),
-        _ => Ok(None),
+        _ => Ok(Outcome::Waiting),
     }
+}
+
+/// The error of a create whose sandbox can no longer become Ready: the reason and, when its
+/// main process ended, its exit code and the last lines of its output.
+async fn ended_error(
+    state: &AppState,
+    namespace: &str,
+    kind: Kind,
+    name: &str,
+    sandbox: Option<String>,
+    reason: &str,
+) -> ApiError {
+    let mut message = format!("{kind} {name:?} cannot become Ready ({reason})");
+    let termination = match &sandbox {
+        Some(sandbox) => state
+            .backend
+            .termination(namespace, sandbox)
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    if let Some(t) = &termination {
+        message = match (&t.start_error, t.exit_code) {
+            (Some(e), _) => format!("{kind} {name:?} could not start: {e}"),
+            (None, Some(127)) => format!(
+                "{kind} {name:?}: its main process could not be started (exit code 127: not found)"
+            ),
+            (None, Some(126)) => format!(
+                "{kind} {name:?}: its main process could not be started (exit code 126: not executable)"
+            ),
+            (None, Some(code)) => format!(
+                "{kind} {name:?}: its main process exited with code {code} before the sandbox was Ready"
+            ),
+            (None, None) => message,
+        };
+        if !t.output_tail.is_empty() {
+            message.push_str(&format!(
+                "; its output ends with:\n  {}",
+                t.output_tail.replace('\n', "\n  ")
+            ));
+        }
+    }
+    match (&sandbox, termination.as_ref().and_then(|t| t.exit_code)) {
+        (Some(sandbox), Some(_)) => message.push_str(&format!(
+            "\n(the sandbox stays for `paddock sandbox logs {sandbox}`; remove it with `paddock sandbox rm {sandbox}`)"
+        )),
+        (Some(sandbox), None) => message.push_str(&format!(
+            "\n(the sandbox stays; remove it with `paddock sandbox rm {sandbox}`)"
+        )),
+        (None, _) => {}
+    }
+    let mut error = ApiError::new(Code::FailedPrecondition, message);
+    error.details = Some(json!({
+        "reason": reason,
+        "sandbox": sandbox,
+        "exit_code": termination.as_ref().and_then(|t| t.exit_code),
+        "output_tail": termination.map(|t| t.output_tail),
+    }));
+    error
 }
 
 fn as_sandbox(object: Object) -> Result<Sandbox, ApiError> {

@@ -10,12 +10,16 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 use crate::image::{ImageConfig, ImageRef};
-use crate::spec::{EnvVar, WorkloadSpec};
+use crate::spec::{EnvVar, VolumeMount, VolumeSource, WorkloadSpec};
 
 /// Where the agent binary is bind-mounted (read-only) inside every sandbox.
 pub const AGENT_PATH: &str = "/.paddock/bin/agent";
 /// The sandbox directory holding the agent's socket: a host directory bind-mounted here.
 pub const RUN_DIR: &str = "/.paddock/run";
+/// The writable directory every sandbox gets (an `emptyDir`), where commands run by default.
+pub const WORKSPACE: &str = "/workspace";
+/// The name of the workspace's volume.
+pub const WORKSPACE_VOLUME: &str = "paddock-workspace";
 /// The agent's socket file name inside [`RUN_DIR`].
 pub const SOCKET_NAME: &str = "agent.sock";
 
@@ -41,7 +45,15 @@ pub struct AgentOption {
 /// (both in the host-visible run directory), and the sandbox ends when it ends. bwrap sandboxes
 /// are also confined with Landlock to the spec's writable paths.
 pub fn agent_options(spec: &WorkloadSpec) -> Vec<AgentOption> {
-    let root = spec.working_dir.clone().unwrap_or_else(|| "/".to_owned());
+    // In the default workspace, files are addressed from `/` (`paddock cp x dev:/etc/...`)
+    // and commands start in the workspace; a working directory of the spec's or the image's
+    // own roots both, as upstream's runtimes do.
+    let workdir = spec.working_dir.clone().unwrap_or_else(|| "/".to_owned());
+    let root = if workdir == WORKSPACE {
+        "/".to_owned()
+    } else {
+        workdir.clone()
+    };
     let mut options = vec![
         AgentOption {
             flag: "--unix",
@@ -57,6 +69,11 @@ pub fn agent_options(spec: &WorkloadSpec) -> Vec<AgentOption> {
             flag: "--base-dir",
             env: "SANDBOX_BASE_DIR",
             value: root,
+        },
+        AgentOption {
+            flag: "--workdir",
+            env: "PADDOCK_AGENT_WORKDIR",
+            value: workdir,
         },
     ];
     if spec.command.is_some() {
@@ -176,6 +193,28 @@ pub fn resolve_with_image(spec: &WorkloadSpec, image: &ImageConfig) -> WorkloadS
     out.env = env;
     if out.working_dir.is_none() {
         out.working_dir = image.working_dir.clone().filter(|d| d.starts_with('/'));
+    }
+    // Every sandbox gets a writable workspace, the commands' working directory unless the spec
+    // or the image names another, unless the spec mounts its own volume there. It goes first,
+    // so volumes mounted inside it stay visible.
+    let own_workspace = out
+        .mounts
+        .iter()
+        .any(|m| m.container_path.trim_end_matches('/') == WORKSPACE);
+    if !own_workspace {
+        out.mounts.insert(
+            0,
+            VolumeMount {
+                name: WORKSPACE_VOLUME.into(),
+                container_path: WORKSPACE.into(),
+                read_only: false,
+                sub_path: None,
+                source: VolumeSource::EmptyDir,
+            },
+        );
+    }
+    if out.working_dir.is_none() {
+        out.working_dir = Some(WORKSPACE.into());
     }
     out
 }
@@ -382,6 +421,8 @@ mod tests {
                 "--root-dir",
                 "/app",
                 "--base-dir",
+                "/app",
+                "--workdir",
                 "/app"
             ]
         );
@@ -390,5 +431,41 @@ mod tests {
         assert!(env.contains(&("PADDOCK_AGENT_UNIX", "/.paddock/run/agent.sock".to_owned())));
         assert!(env.contains(&("PADDOCK_AGENT_ROOT_DIR", "/app".to_owned())));
         assert_eq!(env.len(), argv.len() / 2, "every flag has its variable");
+    }
+
+    #[test]
+    fn every_sandbox_gets_a_writable_workspace_where_commands_start() {
+        let r = resolve_with_image(&spec(), &ImageConfig::default());
+        assert_eq!(r.working_dir.as_deref(), Some(WORKSPACE));
+        let first = &r.mounts[0];
+        assert_eq!(first.container_path, WORKSPACE);
+        assert!(!first.read_only);
+        assert_eq!(first.source, VolumeSource::EmptyDir);
+        // Files are addressed from `/`; commands start in the workspace.
+        let env = agent_env(&r);
+        assert!(env.contains(&("PADDOCK_AGENT_ROOT_DIR", "/".to_owned())));
+        assert!(env.contains(&("PADDOCK_AGENT_WORKDIR", WORKSPACE.to_owned())));
+
+        // The spec's own volume at /workspace wins, and nothing is added beside it.
+        let mut own = spec();
+        own.mounts.push(VolumeMount {
+            name: "src".into(),
+            container_path: "/workspace/".into(),
+            read_only: true,
+            sub_path: None,
+            source: VolumeSource::EmptyDir,
+        });
+        let r = resolve_with_image(&own, &ImageConfig::default());
+        assert_eq!(r.mounts.len(), 1);
+        assert_eq!(r.mounts[0].name, "src");
+
+        // An image's working directory stays the commands' (and the files') root.
+        let image = ImageConfig {
+            working_dir: Some("/app".into()),
+            ..ImageConfig::default()
+        };
+        let r = resolve_with_image(&spec(), &image);
+        assert_eq!(r.working_dir.as_deref(), Some("/app"));
+        assert!(r.mounts.iter().any(|m| m.container_path == WORKSPACE));
     }
 }

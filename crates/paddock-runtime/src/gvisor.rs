@@ -47,12 +47,21 @@ pub struct BundleInput<'a> {
     pub mask_file: &'a Path,
     pub mask_dir: &'a Path,
     pub agent_binary: &'a Path,
+    /// The stat shim on this host, preloaded into the sandbox's processes ([`STAT_SHIM`]).
+    pub stat_shim: Option<&'a Path>,
     pub run_dir: &'a Path,
     pub volumes: &'a [ResolvedMount],
     pub limits: ResourceLimits,
     /// `None` when the host has no cgroups (then the runtime refuses before getting here).
     pub cgroups_path: Option<String>,
 }
+
+/// The stat shim (`shim/noautomount.c`, built by `build.rs`; empty when it could not be built):
+/// this gVisor rejects `AT_NO_AUTOMOUNT`, which GNU `ls -l` and `stat` always pass.
+pub(crate) const STAT_SHIM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/noautomount.so"));
+
+/// Where the stat shim is mounted inside a gVisor sandbox (and preloaded from).
+pub const STAT_SHIM_PATH: &str = "/.paddock/lib/noautomount.so";
 
 fn bind(source: &Path, destination: &str, read_only: bool) -> Value {
     let mut options = vec!["rbind", "nosuid", "nodev"];
@@ -70,11 +79,20 @@ pub fn oci_config(input: &BundleInput<'_>) -> Value {
     } else {
         Vec::new()
     };
-    let env: Vec<String> = spec
+    let mut env: Vec<String> = spec
         .env
         .iter()
+        .filter(|e| input.stat_shim.is_none() || e.name != "LD_PRELOAD")
         .map(|e| format!("{}={}", e.name, e.value))
         .collect();
+    if input.stat_shim.is_some() {
+        // The spec's own preloads keep working, after the shim.
+        let own = spec.env.iter().find(|e| e.name == "LD_PRELOAD");
+        env.push(match own {
+            Some(e) if !e.value.is_empty() => format!("LD_PRELOAD={STAT_SHIM_PATH}:{}", e.value),
+            _ => format!("LD_PRELOAD={STAT_SHIM_PATH}"),
+        });
+    }
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc"}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
@@ -94,6 +112,9 @@ pub fn oci_config(input: &BundleInput<'_>) -> Value {
         mounts.push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}));
     }
     mounts.push(bind(input.agent_binary, crate::agent::AGENT_PATH, true));
+    if let Some(shim) = input.stat_shim {
+        mounts.push(bind(shim, STAT_SHIM_PATH, true));
+    }
     mounts.push(bind(input.run_dir, crate::agent::RUN_DIR, false));
     for volume in input.volumes {
         mounts.push(match volume {
@@ -439,6 +460,7 @@ impl Gvisor {
             mask_file: &host.mask_file,
             mask_dir: &host.mask_dir,
             agent_binary: &host.agent_binary,
+            stat_shim: host.stat_shim.as_deref(),
             run_dir: &run_dir,
             volumes,
             limits,
@@ -543,6 +565,7 @@ mod tests {
             mask_file: Path::new("/r/empty-file"),
             mask_dir: Path::new("/r/empty-dir"),
             agent_binary: Path::new("/opt/paddock-agent"),
+            stat_shim: None,
             run_dir: Path::new("/r/w/run"),
             volumes,
             limits: ResourceLimits {

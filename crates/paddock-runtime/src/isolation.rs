@@ -25,6 +25,8 @@ pub(crate) struct HostSetup {
     pub mask_dir: PathBuf,
     /// The static agent, bind-mounted read-only into every sandbox.
     pub agent_binary: PathBuf,
+    /// gVisor's stat shim on this host (`None` when it could not be built).
+    pub stat_shim: Option<PathBuf>,
     /// How long the agent may take to answer after start.
     pub ready_timeout: Duration,
     /// Which cgroup hierarchy limits workloads.

@@ -27,6 +27,12 @@ use crate::runtime::{
 use crate::spec::{ResourceLimits, RuntimeClass, WorkloadSpec};
 use crate::workdir::{WorkloadDir, WorkloadMeta};
 
+/// How long a new workload's main process must keep running before the create counts as a
+/// success: one that ends within it (a missing binary, a bad flag, `exit 3`) is reported as
+/// ended, so the sandbox fails instead of being Ready for an instant. Only sandboxes with a main
+/// process wait; idle ones (pools, `paddock run`) don't.
+pub const MAIN_SETTLE: Duration = Duration::from_millis(150);
+
 /// How to open the local runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -178,6 +184,7 @@ impl LocalRuntime {
             .mode(0o555)
             .create(&mask_dir)
             .map_err(RuntimeError::io("create", &mask_dir))?;
+        let stat_shim = install_stat_shim(&host)?;
         clean_stale_locks(&state_root);
         let pool_dir = root.join("pool");
         let _ = std::fs::remove_dir_all(&pool_dir);
@@ -234,6 +241,7 @@ impl LocalRuntime {
                     mask_file,
                     mask_dir,
                     agent_binary: config.agent_binary.clone(),
+                    stat_shim,
                     ready_timeout: config.ready_timeout,
                     cgroups,
                     cgroup_parent,
@@ -398,6 +406,14 @@ impl LocalRuntime {
     ) -> Result<Workload, RuntimeError> {
         let inner = &self.inner;
         let backend = self.backend(spec.runtime_class)?.clone();
+        if inner.config.agent_binary.is_relative() {
+            return Err(RuntimeError::AgentBinary {
+                path: inner.config.agent_binary.clone(),
+                reason:
+                    "a relative path (it would be read inside the sandbox); give an absolute one"
+                        .into(),
+            });
+        }
         let agent_ok = std::fs::metadata(&inner.config.agent_binary).map(|m| m.is_file());
         if !matches!(agent_ok, Ok(true)) {
             return Err(RuntimeError::AgentBinary {
@@ -454,10 +470,20 @@ impl LocalRuntime {
                 .await
         }
         .await;
+        // A main process that fails at once (not found, a bad flag, a crash on start) must fail
+        // the create, not make a sandbox that is Ready for an instant: give it a short window
+        // to end before the workload counts as started.
+        let status_file = dir.run_dir().join(agent::MAIN_STATUS);
+        if started.is_ok() && resolved.command.is_some() {
+            let settle_until = std::time::Instant::now() + MAIN_SETTLE;
+            while !status_file.exists() && std::time::Instant::now() < settle_until {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
         // A main process that finishes before the agent's first health check (a quick job)
         // is a workload that ran, not one that failed to start: its status file says how it
         // ended, and `state` reports it.
-        let finished_early = dir.run_dir().join(agent::MAIN_STATUS).exists();
+        let finished_early = status_file.exists();
         if let Err(e) = started
             && !finished_early
         {
@@ -652,6 +678,24 @@ impl LocalRuntime {
         out.sort_by(|a, b| a.workload.id.cmp(&b.workload.id));
         Ok(out)
     }
+}
+
+/// Writes gVisor's stat shim into the host directory (replacing an older one, never one that
+/// a running sandbox maps: a new file is renamed over it); `None` when it was not built.
+fn install_stat_shim(host: &Path) -> Result<Option<PathBuf>, RuntimeError> {
+    if crate::gvisor::STAT_SHIM.is_empty() {
+        return Ok(None);
+    }
+    let path = host.join("noautomount.so");
+    if std::fs::read(&path).is_ok_and(|b| b == crate::gvisor::STAT_SHIM) {
+        return Ok(Some(path));
+    }
+    let fresh = host.join(format!("noautomount.so.{}", std::process::id()));
+    std::fs::write(&fresh, crate::gvisor::STAT_SHIM).map_err(RuntimeError::io("create", &fresh))?;
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o444))
+        .map_err(RuntimeError::io("chmod", &fresh))?;
+    std::fs::rename(&fresh, &path).map_err(RuntimeError::io("rename", &path))?;
+    Ok(Some(path))
 }
 
 /// An exited workload's code from its main process's status file (the agent writes it into the

@@ -203,13 +203,23 @@ impl WorkloadDir {
                 }
             }
         }
-        for dir in ["tmp", "proc", "dev", "sys", ".paddock/bin", ".paddock/run"] {
+        for dir in [
+            "tmp",
+            "proc",
+            "dev",
+            "sys",
+            ".paddock/bin",
+            ".paddock/lib",
+            ".paddock/run",
+        ] {
             mkdir(&root.join(dir))?;
         }
         std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
             .map_err(RuntimeError::io("chmod", root.join("tmp")))?;
-        let agent = root.join(".paddock/bin/agent");
-        std::fs::write(&agent, b"").map_err(RuntimeError::io("create", &agent))?;
+        for file in [".paddock/bin/agent", ".paddock/lib/noautomount.so"] {
+            let at = root.join(file);
+            std::fs::write(&at, b"").map_err(RuntimeError::io("create", &at))?;
+        }
         Ok(root)
     }
 

@@ -404,6 +404,26 @@ pub async fn inject_ca_bundle(
     Ok(())
 }
 
+/// The webhook's TLS configuration: certificates from the Secret it manages (its CA injected
+/// into the CRDs), or from `--webhook-cert-dir`.
+///
+/// # Errors
+/// The Secret or the CRDs cannot be read or written (a missing namespace, no RBAC), or the
+/// certificates in the directory are unusable.
+pub async fn tls_config(
+    client: &Client,
+    settings: &WebhookSettings,
+) -> Result<rustls::ServerConfig, WebhookError> {
+    let bundle = if settings.manage_certs {
+        let bundle = load_or_create(client, settings).await?;
+        inject_ca_bundle(client, settings, &bundle.ca_pem).await?;
+        bundle
+    } else {
+        load_from_dir(settings)?
+    };
+    server_config(&bundle).map_err(WebhookError::Certificates)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -148,3 +148,72 @@ fn a_missing_kubeconfig_is_named_in_the_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/kubeconfig"), "{err}");
 }
+
+/// The conversion webhook cannot get its certificates into place (here: no CRDs to inject its
+/// CA into): the controller says so in one line naming the flag that turns it off, and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_cannot_serve_is_named_and_the_controller_runs_without_it() {
+    let api = FakeApiServer::new();
+    let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api_addr = api_listener.local_addr().expect("addr");
+    let stop_api = CancellationToken::new();
+    tokio::spawn(api.clone().serve(api_listener, stop_api.clone()));
+    let dir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{api_addr}\n\
+             users:\n- name: me\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: me\n\
+             current-context: fake\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let health = paddock_testkit::registry::free_port();
+    let webhook = paddock_testkit::registry::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paddock-controller"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "--leader-elect=false",
+            "--metrics-bind-address=0",
+            &format!("--health-probe-bind-address=127.0.0.1:{health}"),
+            &format!("--webhook-port={webhook}"),
+        ])
+        .env_remove("KUBECONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start paddock-controller");
+    wait_for("the controller's readiness probe", || {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", health)).ok()?;
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).ok()?;
+        answer.starts_with("HTTP/1.1 200").then_some(())
+    })
+    .await;
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the controller exited"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let mut log = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        use std::io::Read as _;
+        let _ = err.read_to_string(&mut log);
+    }
+    let line = log
+        .lines()
+        .find(|l| l.contains("conversion webhook cannot serve"))
+        .unwrap_or_else(|| panic!("no warning about the webhook: {log}"));
+    assert!(line.contains("--enable-webhook=false"), "{line}");
+    stop_api.cancel();
+}

@@ -52,8 +52,22 @@ pub async fn run(args: CpArgs) -> Result<ExitCode> {
                 let file = tokio::fs::File::open(&local)
                     .await
                     .with_context(|| format!("opening {}", local.display()))?;
+                // Into a directory (`dev:/workspace/`, or one that exists), the file keeps its
+                // name, as with cp.
+                let into_dir = path.ends_with('/') || sandbox.list(path).await.is_ok();
+                let target = match local.file_name() {
+                    Some(file_name) if into_dir => format!(
+                        "{}/{}",
+                        path.trim_end_matches('/'),
+                        file_name.to_string_lossy()
+                    ),
+                    _ => path.to_owned(),
+                };
                 let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-                sandbox.upload(path, false, stream).await.map_err(explain)?;
+                sandbox
+                    .upload(&target, false, stream)
+                    .await
+                    .map_err(|e| explain(e).context(format!("copying to {target}")))?;
             }
         }
         (Some((name, path)), None) => {

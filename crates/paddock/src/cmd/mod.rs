@@ -7,6 +7,7 @@ pub mod crds;
 pub mod doctor;
 pub mod exec;
 pub mod objects;
+pub mod output;
 pub mod pull;
 pub mod run;
 pub mod sandbox;

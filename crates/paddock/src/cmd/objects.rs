@@ -10,19 +10,9 @@ use paddock_api::kinds::{Kind, Version};
 use serde_json::Value;
 
 use crate::cmd::client::{ClientArgs, explain};
+use crate::cmd::output::{Output, list_of, print_json};
 use crate::cmd::sandbox::print_table;
 use crate::input::read_sources;
-
-/// Output format of `get`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    /// A table with the kind's printer columns.
-    Table,
-    /// YAML.
-    Yaml,
-    /// JSON.
-    Json,
-}
 
 fn kind_of(resource: &str) -> Result<Kind> {
     Kind::from_resource_name(resource).ok_or_else(|| {
@@ -123,94 +113,196 @@ fn age(created: &str) -> String {
     }
 }
 
+/// `paddock get KIND [NAME]`: what to show and how.
+pub struct GetRequest {
+    /// The kind, as typed.
+    pub resource: String,
+    /// One object, or all of them.
+    pub name: Option<String>,
+    /// `-o`.
+    pub output: Output,
+    /// The API version of what is printed.
+    pub version: Version,
+    /// `-A`.
+    pub all_namespaces: bool,
+    /// `--watch`: after the list, print each change until interrupted.
+    pub watch: bool,
+}
+
 /// `paddock get KIND [NAME]`.
-pub async fn get(
-    client_args: ClientArgs,
-    resource: String,
-    name: Option<String>,
-    output: Output,
-    version: Version,
-    all_namespaces: bool,
-) -> Result<ExitCode> {
+pub async fn get(client_args: ClientArgs, req: GetRequest) -> Result<ExitCode> {
     let client = client_args.connect()?;
-    let kind = kind_of(&resource)?;
-    let ns = (!all_namespaces).then_some(client_args.namespace.as_str());
-    let items: Vec<Value> = match &name {
-        Some(name) => {
-            let Some(ns) = ns else {
-                bail!("a name needs a namespace; drop -A")
-            };
-            vec![
-                client
-                    .object_call(
-                        Method::GET,
-                        &format!("{}/{name}", collection(kind, version, Some(ns))),
-                        None,
-                    )
-                    .await
-                    .map_err(explain)?,
-            ]
-        }
-        None => {
-            let list = client
-                .object_call(Method::GET, &collection(kind, version, ns), None)
-                .await
-                .map_err(explain)?;
-            list.get("items")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-        }
+    let kind = kind_of(&req.resource)?;
+    let ns = (!req.all_namespaces).then_some(client_args.namespace.as_str());
+    if req.name.is_some() && ns.is_none() {
+        bail!("a name needs a namespace; drop -A");
+    }
+    let list = client
+        .object_call(Method::GET, &collection(kind, req.version, ns), None)
+        .await
+        .map_err(explain)?;
+    let items: Vec<Value> = list
+        .get("items")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|o| {
+            req.name
+                .as_deref()
+                .is_none_or(|n| o.pointer("/metadata/name").and_then(Value::as_str) == Some(n))
+        })
+        .cloned()
+        .collect();
+    if let Some(name) = &req.name
+        && items.is_empty()
+        && !req.watch
+    {
+        bail!(
+            "{} {name:?} not found in namespace {}",
+            kind.singular(),
+            client_args.namespace
+        );
+    }
+    let printer = ObjectPrinter {
+        kind,
+        output: req.output.clone(),
+        all_namespaces: req.all_namespaces,
     };
-    match output {
-        Output::Yaml => print!("{}", paddock_api::yaml::to_string_multi(&items)),
-        Output::Json => {
-            let out = if name.is_some() {
-                items[0].clone()
-            } else {
-                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
-            };
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        }
-        Output::Table => {
-            if items.is_empty() {
+    match &req.output {
+        Output::Table | Output::Wide => {
+            if items.is_empty() && !req.watch {
                 eprintln!("No {} found.", kind.plural());
                 return Ok(ExitCode::SUCCESS);
             }
-            let cols = columns(kind, Version::V1beta1);
-            let mut header: Vec<String> = vec!["NAME".to_owned()];
-            if all_namespaces {
-                header.insert(0, "NAMESPACE".to_owned());
-            }
-            header.extend(cols.iter().map(|c| c.name.to_uppercase()));
-            if cols.is_empty() {
-                header.push("AGE".to_owned());
-            }
-            let mut rows = vec![header];
-            for item in &items {
-                let mut row = vec![json_path(item, ".metadata.name")];
-                if all_namespaces {
-                    row.insert(0, json_path(item, ".metadata.namespace"));
-                }
-                for c in cols {
-                    let v = json_path(item, c.json_path);
-                    row.push(if c.type_ == "date" {
-                        age(&v)
-                    } else if v.is_empty() {
-                        "<none>".to_owned()
-                    } else {
-                        v
-                    });
-                }
-                if cols.is_empty() {
-                    row.push(age(&json_path(item, ".metadata.creationTimestamp")));
-                }
-                rows.push(row);
-            }
+            let mut rows = vec![printer.header()];
+            rows.extend(items.iter().map(|o| printer.row(o)));
             print_table(&rows);
         }
+        Output::Json => print_json(&if req.name.is_some() {
+            items[0].clone()
+        } else {
+            list_of(items.clone())
+        })?,
+        Output::Yaml => {
+            if req.name.is_some() {
+                print!("{}", paddock_api::yaml::to_string(&items[0]));
+            } else {
+                print!("{}", paddock_api::yaml::to_string(&list_of(items.clone())));
+            }
+        }
+        Output::Name => {
+            for o in &items {
+                println!("{}", printer.name(o));
+            }
+        }
+        Output::JsonPath(t) => {
+            let value = if req.name.is_some() {
+                items[0].clone()
+            } else {
+                list_of(items.clone())
+            };
+            println!("{}", t.render(&value));
+        }
+    }
+    if !req.watch {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rv = list
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str);
+    let mut watch = client
+        .watch_objects(&collection(kind, req.version, ns), rv)
+        .await
+        .map_err(explain)?;
+    while let Some(event) = watch.next().await {
+        let event = event.map_err(explain)?;
+        let Some(object) = event.get("object") else {
+            continue;
+        };
+        if req
+            .name
+            .as_deref()
+            .is_some_and(|n| object.pointer("/metadata/name").and_then(Value::as_str) != Some(n))
+        {
+            continue;
+        }
+        printer.print_change(object);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints objects of one kind in one `-o` format, whole or one change at a time.
+struct ObjectPrinter {
+    kind: Kind,
+    output: Output,
+    all_namespaces: bool,
+}
+
+impl ObjectPrinter {
+    fn header(&self) -> Vec<String> {
+        let cols = columns(self.kind, Version::V1beta1);
+        let mut header: Vec<String> = vec!["NAME".to_owned()];
+        if self.all_namespaces {
+            header.insert(0, "NAMESPACE".to_owned());
+        }
+        header.extend(cols.iter().map(|c| c.name.to_uppercase()));
+        if cols.is_empty() {
+            header.push("AGE".to_owned());
+        }
+        if self.output == Output::Wide {
+            header.push("MESSAGE".to_owned());
+        }
+        header
+    }
+
+    fn row(&self, item: &Value) -> Vec<String> {
+        let cols = columns(self.kind, Version::V1beta1);
+        let mut row = vec![json_path(item, ".metadata.name")];
+        if self.all_namespaces {
+            row.insert(0, json_path(item, ".metadata.namespace"));
+        }
+        for c in cols {
+            let v = json_path(item, c.json_path);
+            row.push(if c.type_ == "date" {
+                age(&v)
+            } else if v.is_empty() {
+                "<none>".to_owned()
+            } else {
+                v
+            });
+        }
+        if cols.is_empty() {
+            row.push(age(&json_path(item, ".metadata.creationTimestamp")));
+        }
+        if self.output == Output::Wide {
+            let m = json_path(item, ".status.conditions[?(@.type=='Ready')].message");
+            row.push(if m.is_empty() { "<none>".to_owned() } else { m });
+        }
+        row
+    }
+
+    fn name(&self, item: &Value) -> String {
+        format!(
+            "{}.{}/{}",
+            self.kind.singular(),
+            self.kind.group(),
+            json_path(item, ".metadata.name")
+        )
+    }
+
+    /// One watch event's object: a row (no header), a document, a name or a rendered template.
+    fn print_change(&self, object: &Value) {
+        match &self.output {
+            Output::Table | Output::Wide => println!("{}", self.row(object).join("   ")),
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(object).unwrap_or_default()
+            ),
+            Output::Yaml => print!("---\n{}", paddock_api::yaml::to_string(object)),
+            Output::Name => println!("{}", self.name(object)),
+            Output::JsonPath(t) => println!("{}", t.render(object)),
+        }
+    }
 }
 
 /// `paddock delete KIND NAME...` or `paddock delete -f FILE`.

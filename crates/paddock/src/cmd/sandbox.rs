@@ -6,14 +6,22 @@ use anyhow::Result;
 use paddock_client::{CreateSandbox, Resources, SandboxInfo};
 
 use crate::cmd::client::{ClientArgs, explain};
+use crate::cmd::output::{Output, list_of, print_json};
 
 /// `paddock sandbox` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum SandboxCommand {
     /// Create a sandbox and wait until it is ready; prints its name.
+    #[command(
+        after_help = "Examples:\n  paddock sandbox create --name dev --template python\n  paddock sandbox create web -- python3 -m http.server\n  paddock sandbox create --image 127.0.0.1:5000/busybox:latest --runtime bwrap"
+    )]
     Create {
-        /// Name (generated when absent).
+        /// Name (generated when absent); `--name NAME` works too.
+        #[arg(value_name = "NAME")]
         name: Option<String>,
+        /// Name, as a flag (the same as the positional NAME).
+        #[arg(long = "name", value_name = "NAME", conflicts_with = "name")]
+        name_flag: Option<String>,
         /// Image (`host`, `oci:/path`, or a registry reference).
         #[arg(long, conflicts_with_all = ["template", "pool"])]
         image: Option<String>,
@@ -41,16 +49,31 @@ pub enum SandboxCommand {
         command: Vec<String>,
     },
     /// List sandboxes.
-    #[command(alias = "list")]
+    #[command(
+        alias = "list",
+        after_help = "Examples:\n  paddock sandbox ls -o wide\n  paddock sandbox ls -o name\n  paddock sandbox ls -o jsonpath='{.items[*].name}'\n  paddock sandbox ls --watch"
+    )]
     Ls {
         /// Every namespace.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
+        /// Output format: table (default), wide, json, yaml, name or jsonpath=TEMPLATE.
+        #[arg(short, long, value_name = "FORMAT", default_value = "table")]
+        output: Output,
+        /// After listing, print a row for each change until interrupted (Ctrl-C).
+        #[arg(short, long)]
+        watch: bool,
     },
     /// Show a sandbox.
     Get {
         /// Sandbox or claim name.
         name: String,
+        /// Output format: table (default), wide, json, yaml, name or jsonpath=TEMPLATE.
+        #[arg(short, long, value_name = "FORMAT", default_value = "table")]
+        output: Output,
+        /// After showing it, print a row for each change until interrupted (Ctrl-C).
+        #[arg(short, long)]
+        watch: bool,
     },
     /// Print the output of a sandbox's main process.
     Logs {
@@ -92,39 +115,142 @@ fn age(created: Option<&str>) -> String {
     }
 }
 
-fn table(items: &[SandboxInfo], with_ns: bool) {
-    let mut rows = vec![{
-        let mut h = vec![
-            "NAME", "READY", "PHASE", "RUNTIME", "LAUNCH", "CLAIM", "AGE",
-        ]
-        .into_iter()
-        .map(str::to_owned)
-        .collect::<Vec<_>>();
-        if with_ns {
-            h.insert(0, "NAMESPACE".to_owned());
-        }
-        h
-    }];
-    for s in items {
-        let mut r = vec![
-            s.name.clone(),
-            if s.ready {
-                "True".to_owned()
-            } else {
-                "False".to_owned()
-            },
-            s.phase.to_string(),
-            s.runtime.clone().unwrap_or_default(),
-            s.launch_type.clone().unwrap_or_default(),
-            s.claim.clone().unwrap_or_else(|| "-".to_owned()),
-            age(s.created_at.as_deref()),
-        ];
-        if with_ns {
-            r.insert(0, s.namespace.clone());
-        }
-        rows.push(r);
+fn header(with_ns: bool, wide: bool) -> Vec<String> {
+    let mut h: Vec<&str> = vec![
+        "NAME", "READY", "PHASE", "RUNTIME", "LAUNCH", "CLAIM", "AGE",
+    ];
+    if wide {
+        h.extend(["IMAGE", "EXPIRES", "REASON", "MESSAGE"]);
     }
-    print_table(&rows);
+    if with_ns {
+        h.insert(0, "NAMESPACE");
+    }
+    h.into_iter().map(str::to_owned).collect()
+}
+
+fn row(s: &SandboxInfo, with_ns: bool, wide: bool) -> Vec<String> {
+    let or_none = |v: &Option<String>| {
+        v.clone()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "<none>".to_owned())
+    };
+    let mut r = vec![
+        s.name.clone(),
+        if s.ready { "True" } else { "False" }.to_owned(),
+        s.phase.to_string(),
+        s.runtime.clone().unwrap_or_default(),
+        s.launch_type.clone().unwrap_or_default(),
+        s.claim.clone().unwrap_or_else(|| "-".to_owned()),
+        age(s.created_at.as_deref()),
+    ];
+    if wide {
+        r.push(or_none(&s.image));
+        r.push(or_none(&s.expires_at));
+        r.push(or_none(&s.reason));
+        r.push(or_none(&s.message));
+    }
+    if with_ns {
+        r.insert(0, s.namespace.clone());
+    }
+    r
+}
+
+fn to_json(s: &SandboxInfo) -> serde_json::Value {
+    serde_json::to_value(s).unwrap_or_default()
+}
+
+/// Prints sandboxes in one `-o` format; `single` prints the object itself, not a `List`.
+fn print_sandboxes(
+    items: &[SandboxInfo],
+    output: &Output,
+    with_ns: bool,
+    single: bool,
+) -> Result<()> {
+    let whole = || {
+        if single && let Some(s) = items.first() {
+            to_json(s)
+        } else {
+            list_of(items.iter().map(to_json).collect())
+        }
+    };
+    match output {
+        Output::Table | Output::Wide => {
+            let wide = *output == Output::Wide;
+            let mut rows = vec![header(with_ns, wide)];
+            rows.extend(items.iter().map(|s| row(s, with_ns, wide)));
+            print_table(&rows);
+        }
+        Output::Json => print_json(&whole())?,
+        Output::Yaml => print!("{}", paddock_api::yaml::to_string(&whole())),
+        Output::Name => {
+            for s in items {
+                println!("sandbox/{}", s.name);
+            }
+        }
+        Output::JsonPath(t) => println!("{}", t.render(&whole())),
+    }
+    Ok(())
+}
+
+/// One change seen by `--watch`: a row without header, or the object in the chosen format.
+fn print_change(s: &SandboxInfo, output: &Output, with_ns: bool) -> Result<()> {
+    match output {
+        Output::Table | Output::Wide => {
+            println!("{}", row(s, with_ns, *output == Output::Wide).join("   "));
+        }
+        Output::Yaml => print!("---\n{}", paddock_api::yaml::to_string(&to_json(s))),
+        other => print_sandboxes(std::slice::from_ref(s), other, with_ns, true)?,
+    }
+    Ok(())
+}
+
+/// `--watch`: follows the Sandbox objects and prints a sandbox each time it changes (its last
+/// known state, once more, when it is deleted).
+async fn watch_sandboxes(
+    client: &paddock_client::Client,
+    ns: Option<&str>,
+    only: Option<&str>,
+    output: &Output,
+    mut last: std::collections::BTreeMap<(String, String), SandboxInfo>,
+) -> Result<()> {
+    let collection = match ns {
+        Some(ns) => format!("/apis/agents.x-k8s.io/v1beta1/namespaces/{ns}/sandboxes"),
+        None => "/apis/agents.x-k8s.io/v1beta1/sandboxes".to_owned(),
+    };
+    let mut watch = client
+        .watch_objects(&collection, None)
+        .await
+        .map_err(explain)?;
+    while let Some(event) = watch.next().await {
+        let event = event.map_err(explain)?;
+        let meta = |f: &str| {
+            event
+                .pointer(&format!("/object/metadata/{f}"))
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let key = (meta("namespace"), meta("name"));
+        if only.is_some_and(|o| o != key.1) {
+            continue;
+        }
+        let info = if event.get("type").and_then(serde_json::Value::as_str) == Some("DELETED") {
+            last.remove(&key)
+        } else {
+            match client.sandbox(&key.1, &key.0).info().await {
+                Ok(info) => Some(info),
+                Err(_) => last.remove(&key),
+            }
+        };
+        let Some(info) = info else { continue };
+        if last.get(&key) != Some(&info) {
+            print_change(&info, output, ns.is_none())?;
+            use std::io::Write as _;
+            std::io::stdout().flush()?;
+        }
+        last.insert(key, info);
+    }
+    Ok(())
 }
 
 /// Prints rows as aligned columns, as kubectl does.
@@ -162,6 +288,7 @@ pub async fn run(client_args: ClientArgs, command: SandboxCommand) -> Result<Exi
     match command {
         SandboxCommand::Create {
             name,
+            name_flag,
             image,
             runtime,
             template,
@@ -184,18 +311,30 @@ pub async fn run(client_args: ClientArgs, command: SandboxCommand) -> Result<Exi
                     r
                 }
             };
-            req.name = name;
+            req.name = name.or(name_flag);
             req.namespace = Some(ns);
             req.timeout_seconds = timeout;
             let info = client.create_sandbox(&req).await.map_err(explain)?;
             println!("{}", info.name);
         }
-        SandboxCommand::Ls { all_namespaces } => {
-            let items = client
-                .sandboxes(if all_namespaces { None } else { Some(&ns) })
-                .await
-                .map_err(explain)?;
-            if items.is_empty() {
+        SandboxCommand::Ls {
+            all_namespaces,
+            output,
+            watch,
+        } => {
+            let scope = if all_namespaces {
+                None
+            } else {
+                Some(ns.as_str())
+            };
+            let items = client.sandboxes(scope).await.map_err(explain)?;
+            let seen = items
+                .iter()
+                .map(|s| ((s.namespace.clone(), s.name.clone()), s.clone()))
+                .collect();
+            if !matches!(output, Output::Table | Output::Wide) || (watch && !items.is_empty()) {
+                print_sandboxes(&items, &output, all_namespaces, false)?;
+            } else if items.is_empty() {
                 eprintln!(
                     "No sandboxes in {}.",
                     if all_namespaces {
@@ -205,14 +344,35 @@ pub async fn run(client_args: ClientArgs, command: SandboxCommand) -> Result<Exi
                     }
                 );
             } else {
-                table(&items, all_namespaces);
+                print_sandboxes(&items, &output, all_namespaces, false)?;
+            }
+            if watch {
+                watch_sandboxes(&client, scope, None, &output, seen).await?;
             }
         }
-        SandboxCommand::Get { name } => {
+        SandboxCommand::Get {
+            name,
+            output,
+            watch,
+        } => {
             let info = client.sandbox(&name, &ns).info().await.map_err(explain)?;
-            table(std::slice::from_ref(&info), false);
-            if let Some(m) = info.message.filter(|m| !m.is_empty()) {
-                println!("\n{}: {m}", info.reason.unwrap_or_default());
+            print_sandboxes(std::slice::from_ref(&info), &output, false, true)?;
+            if output == Output::Table
+                && !watch
+                && let Some(m) = info.message.as_ref().filter(|m| !m.is_empty())
+            {
+                println!("\n{}: {m}", info.reason.clone().unwrap_or_default());
+            }
+            if watch {
+                let seen = [((info.namespace.clone(), info.name.clone()), info.clone())].into();
+                watch_sandboxes(
+                    &client,
+                    Some(&info.namespace),
+                    Some(&info.name),
+                    &output,
+                    seen,
+                )
+                .await?;
             }
         }
         SandboxCommand::Logs { name, follow } => {

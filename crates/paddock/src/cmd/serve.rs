@@ -83,13 +83,33 @@ pub fn default_home() -> Result<PathBuf> {
 /// Finds the static agent binary.
 pub fn find_agent(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(path) = explicit {
-        if path.is_file() {
-            return Ok(path.to_path_buf());
+        // A relative path is the caller's: resolve it here, before it reaches a sandbox bundle
+        // (where it would name a file inside the sandbox's root).
+        let absolute = std::fs::canonicalize(path).map_err(|e| {
+            anyhow::anyhow!(
+                "the agent binary {} cannot be used ({e}, from {}); build it with scripts/build-agent.sh and pass its path",
+                path.display(),
+                std::env::current_dir().map_or_else(|_| "?".to_owned(), |d| d.display().to_string())
+            )
+        })?;
+        if !absolute.is_file() {
+            bail!(
+                "the agent binary {} is not a file; build it with scripts/build-agent.sh",
+                absolute.display()
+            );
         }
-        bail!(
-            "the agent binary {} does not exist; build it with scripts/build-agent.sh",
-            path.display()
-        );
+        let mut magic = [0u8; 4];
+        let elf = std::fs::File::open(&absolute)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok()
+            && &magic == b"\x7fELF";
+        if !elf {
+            bail!(
+                "the agent binary {} is not an executable (ELF) file; build it with scripts/build-agent.sh",
+                absolute.display()
+            );
+        }
+        return Ok(absolute);
     }
     let exe = std::env::current_exe().context("locating the paddock binary")?;
     let dir = exe.parent().unwrap_or(Path::new("."));
