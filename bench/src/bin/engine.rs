@@ -2,12 +2,12 @@
 //! exactly as `paddock serve` runs them, on a durable store), the real runtime and agent.
 //!
 //! Measures: sandbox create → Ready through the API (gVisor, bwrap); `paddock run -- true`
-//! end to end with the release CLI; exec round trip through the gateway versus straight to the
+//! end to end with the release CLI, with and without a default pool; exec round trip through the gateway versus straight to the
 //! agent; a claim against a warm pool → Ready and → first exec output; a burst of 50
 //! concurrent claims against a pool of 50 (all warm, no double adoption); pool refill rate;
 //! and a restart with 50 running sandboxes re-attached.
 //!
-//! Usage: `engine [--quick] [--only=create,run,exec,claims,burst,restart]`; needs `PADDOCK_AGENT_BIN` and the release `paddock` binary next
+//! Usage: `engine [--quick] [--only=create,run,exec,pooled,claims,burst,restart]`; needs `PADDOCK_AGENT_BIN` and the release `paddock` binary next
 //! to this one (`bench/run.sh engine` provides both). Run as root.
 
 use std::collections::HashSet;
@@ -60,6 +60,11 @@ async fn create_ready(client: &Client, runtime: &str, n: usize) -> Vec<f64> {
 }
 
 fn paddock_run(server: &TestServer, runtime: &str, n: usize) -> Vec<f64> {
+    paddock_run_paced(server, runtime, n, Duration::ZERO)
+}
+
+/// `paddock run -- true`, `n` times, starting one every `every` (back to back when zero).
+fn paddock_run_paced(server: &TestServer, runtime: &str, n: usize, every: Duration) -> Vec<f64> {
     let exe = std::env::current_exe().expect("exe");
     let paddock = exe.parent().expect("dir").join("paddock");
     assert!(
@@ -77,8 +82,51 @@ fn paddock_run(server: &TestServer, runtime: &str, n: usize) -> Vec<f64> {
             .expect("paddock run");
         samples.push(ms(start.elapsed()));
         assert!(status.success(), "paddock run failed");
+        std::thread::sleep(every.saturating_sub(start.elapsed()));
     }
     samples
+}
+
+/// Makes the default pool of a runtime (a first bare create does) and waits until it is full.
+async fn fill_default_pool(server: &TestServer, runtime: &str) {
+    let info = server
+        .client
+        .create_sandbox(&image(runtime))
+        .await
+        .expect("create");
+    server
+        .client
+        .sandbox(&info.name, "default")
+        .delete()
+        .await
+        .expect("delete");
+    let pool = paddock_api::names::default_pool_name(runtime, "host");
+    let path = format!(
+        "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/default/sandboxwarmpools/{pool}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(p) = server
+            .client
+            .object_call(http::Method::GET, &path, None)
+            .await
+        {
+            let want = p
+                .pointer("/spec/replicas")
+                .and_then(serde_json::Value::as_i64);
+            let ready = p
+                .pointer("/status/readyReplicas")
+                .and_then(serde_json::Value::as_i64);
+            if want.is_some() && want == ready {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the default pool {pool} did not fill"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn exec_round_trips(server: &TestServer, n: usize) {
@@ -385,6 +433,31 @@ async fn main() {
     }
     if runs("exec") {
         exec_round_trips(&server, if quick { 200 } else { 2000 }).await;
+    }
+    if runs("pooled") {
+        // As `paddock serve` runs by default: bare creates claim a fresh sandbox from a
+        // default pool of 2 (grown by demand), one run after another.
+        let pooled = TestServer::start_with(None, false, |c| {
+            c.default_pools = paddock_engine::DefaultPoolSettings::default();
+        })
+        .await;
+        for runtime in ["gvisor", "bwrap"] {
+            fill_default_pool(&pooled, runtime).await;
+            // One run every 500 ms (an agent's pace: the pool refills between runs) ...
+            let mut s = paddock_run_paced(&pooled, runtime, n, Duration::from_millis(500));
+            report(
+                &format!("`paddock run -- true`, default pool, 2/s ({runtime})"),
+                &mut s,
+            );
+            // ... and back to back, faster than a pool of gVisor sandboxes refills.
+            fill_default_pool(&pooled, runtime).await;
+            let mut s = paddock_run(&pooled, runtime, n);
+            report(
+                &format!("`paddock run -- true`, default pool, back to back ({runtime})"),
+                &mut s,
+            );
+        }
+        drop(pooled);
     }
     if runs("claims") {
         for runtime in ["gvisor", "bwrap"] {

@@ -89,6 +89,22 @@ pub fn pool_member_prefix(pool: &str) -> String {
     format!("{pool}-")
 }
 
+/// Label on the SandboxTemplate and SandboxWarmPool of a default pool (`true`), which `paddock
+/// serve` keeps so that sandboxes created from a bare image start at once; on the pod template
+/// of its members, it holds the pool's name.
+pub const DEFAULT_POOL: &str = "paddock.dev/default-pool";
+
+/// The template and pool of `paddock serve`'s default pool for a runtime and image:
+/// `paddock-<runtime>-host` for the host image, `paddock-<runtime>-<name hash>` otherwise.
+pub fn default_pool_name(runtime: &str, image: &str) -> String {
+    let image = if image == "host" {
+        "host".to_owned()
+    } else {
+        name_hash(image)
+    };
+    format!("paddock-{runtime}-{image}")
+}
+
 /// The PVC a Sandbox's volume claim template makes: `<template name>-<sandbox>`.
 pub fn pvc_name(volume_claim_template: &str, sandbox: &str) -> String {
     format!("{volume_claim_template}-{sandbox}")

@@ -233,6 +233,18 @@ pub trait Backend: Send + Sync + 'static {
         Box::pin(async { Ok(None) })
     }
 
+    /// The warm pool of ready sandboxes like `sandbox` that the gateway claims from instead of
+    /// starting one, when the backend keeps one (`paddock serve`'s default pools); `None` to
+    /// create `sandbox` itself. Only asked for image sandboxes with nothing of their own (no
+    /// name, command, env, volumes, limits or labels).
+    fn default_pool(
+        &self,
+        sandbox: &paddock_api::v1beta1::Sandbox,
+    ) -> BoxFuture<'_, Result<Option<String>, ApiError>> {
+        let _ = sandbox;
+        Box::pin(async { Ok(None) })
+    }
+
     /// Pulls an image into the local cache, reporting progress as JSON events
     /// (`{"type":"progress","digest","done","total"}`, then `{"type":"done",...}` or
     /// `{"type":"error","code","message"}`). Only backends that run images themselves can.

@@ -17,6 +17,7 @@ use paddock_store::{
 };
 use serde_json::{Value, json};
 
+use crate::default_pools::{self, DefaultPoolSettings, Demand};
 use crate::resources::resource;
 use crate::store_errors::api_error;
 use crate::workloads::{LocalWorkloads, Phase};
@@ -28,6 +29,8 @@ pub struct EngineBackend {
     pub(crate) core: Arc<Core>,
     pub(crate) workloads: Arc<LocalWorkloads>,
     pub(crate) info: Value,
+    pub(crate) default_pools: DefaultPoolSettings,
+    pub(crate) demand: Demand,
 }
 
 /// Decodes what the store returned (it only holds what the gateway validated).
@@ -319,12 +322,82 @@ impl Backend for EngineBackend {
         Box::pin(async move { Ok(found) })
     }
 
+    fn default_pool(&self, sandbox: &Sandbox) -> BoxFuture<'_, Result<Option<String>, ApiError>> {
+        let key = default_pools::pool_key(sandbox);
+        let namespace = sandbox
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
+        let sandbox = sandbox.clone();
+        Box::pin(async move {
+            let Some((runtime, image)) = key.filter(|_| self.default_pools.size > 0) else {
+                return Ok(None);
+            };
+            let name = paddock_api::names::default_pool_name(runtime, &image);
+            match self.get(Kind::SandboxWarmPool, &namespace, &name).await {
+                Ok(Object::SandboxWarmPool(pool)) => {
+                    if !is_default_pool(&pool.metadata) {
+                        return Ok(None);
+                    }
+                    let ready = pool
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.ready_replicas)
+                        .unwrap_or(0);
+                    let replicas = default_pools::grown(&self.default_pools, &pool, ready);
+                    if replicas != pool.spec.effective_replicas() {
+                        self.scale_default_pool(pool, replicas).await;
+                    }
+                    self.demand.claimed(&namespace, &name);
+                    Ok(Some(name))
+                }
+                Ok(_) => Ok(None),
+                Err(e) if e.code == Code::NotFound => {
+                    // First use: this sandbox starts itself; the pool serves the next ones.
+                    if let Err(e) = self
+                        .ensure_default_pool(&sandbox, &namespace, runtime, &image)
+                        .await
+                    {
+                        tracing::warn!(pool = %name, error = %e.message, "cannot make a default pool");
+                    }
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+
     fn default_runtime(&self) -> Option<&'static str> {
         Some("gvisor")
     }
 
     fn info(&self) -> Value {
-        self.info.clone()
+        let mut info = self.info.clone();
+        // What the default pools hold now, and the memory their spare sandboxes take.
+        let mut pools: std::collections::BTreeMap<(String, String), (u64, u64, u64)> =
+            Default::default();
+        for (namespace, pool, running, memory) in self.workloads.default_pool_members() {
+            let entry = pools.entry((namespace, pool)).or_default();
+            entry.0 += 1;
+            entry.1 += u64::from(running);
+            entry.2 += memory.unwrap_or(0);
+        }
+        info["defaultPools"] = json!({
+            "size": self.default_pools.size,
+            "max": self.default_pools.max,
+            "pools": pools
+                .into_iter()
+                .map(|((namespace, name), (members, ready, memory))| json!({
+                    "namespace": namespace,
+                    "name": name,
+                    "members": members,
+                    "ready": ready,
+                    "memoryBytes": memory,
+                }))
+                .collect::<Vec<_>>(),
+        });
+        info
     }
 
     fn pull_image(&self, image: &str) -> BoxFuture<'_, Result<EventStream, ApiError>> {
@@ -355,5 +428,77 @@ impl Backend for EngineBackend {
             });
             Ok(Box::pin(stream) as EventStream)
         })
+    }
+}
+
+/// Whether an object is one of `paddock serve`'s default pools (or their templates).
+fn is_default_pool(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    meta.labels.as_ref().is_some_and(|l| {
+        l.get(paddock_api::names::DEFAULT_POOL)
+            .is_some_and(|v| v == "true")
+    })
+}
+
+impl EngineBackend {
+    /// Makes the template and pool of a default pool (what exists already is kept).
+    pub(crate) async fn ensure_default_pool(
+        &self,
+        sandbox: &Sandbox,
+        namespace: &str,
+        runtime: &str,
+        image: &str,
+    ) -> Result<(), ApiError> {
+        let name = paddock_api::names::default_pool_name(runtime, image);
+        let template = default_pools::template_for(sandbox, namespace, &name, runtime);
+        let pool = default_pools::pool_for(namespace, &name, self.default_pools.size);
+        for (kind, value) in [
+            (Kind::SandboxTemplate, template),
+            (Kind::SandboxWarmPool, pool),
+        ] {
+            match self.create(default_pools::object(kind, value)?).await {
+                Ok(_) => {}
+                Err(e) if e.code == Code::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::info!(pool = %name, namespace, replicas = self.default_pools.size, "default pool ready to fill");
+        Ok(())
+    }
+
+    /// Sets a default pool's replicas; a conflicting write (another claim scaled it) is left.
+    async fn scale_default_pool(
+        &self,
+        mut pool: paddock_api::v1beta1::SandboxWarmPool,
+        replicas: i32,
+    ) {
+        let name = pool.metadata.name.clone().unwrap_or_default();
+        pool.spec.replicas = Some(replicas);
+        match self.update(Object::SandboxWarmPool(pool), Part::Main).await {
+            Ok(_) => tracing::info!(pool = %name, replicas, "default pool resized to demand"),
+            Err(e) => tracing::debug!(pool = %name, error = %e.message, "default pool not resized"),
+        }
+    }
+
+    /// Shrinks default pools unused for a while back to their base size, until `shutdown`.
+    pub(crate) async fn shrink_idle_default_pools(
+        self: Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let every = (self.default_pools.idle_after / 4).max(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            for (namespace, name) in self.demand.idle(self.default_pools.idle_after) {
+                if let Ok(Object::SandboxWarmPool(pool)) =
+                    self.get(Kind::SandboxWarmPool, &namespace, &name).await
+                    && is_default_pool(&pool.metadata)
+                    && pool.spec.effective_replicas() > self.default_pools.size
+                {
+                    self.scale_default_pool(pool, self.default_pools.size).await;
+                }
+            }
+        }
     }
 }

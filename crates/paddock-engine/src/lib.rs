@@ -8,8 +8,10 @@
 //! - [`objects`]: the `Objects` port on the embedded store.
 //! - [`workloads`]: the `Workloads` port — local pods (runtime workloads), volumes, records.
 //! - [`backend`]: the gateway's backend over all of this.
+//! - [`default_pools`]: warm pools of fresh sandboxes for bare image creates.
 
 pub mod backend;
+pub mod default_pools;
 pub mod objects;
 pub mod resources;
 mod store_errors;
@@ -28,6 +30,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::EngineBackend;
+pub use crate::default_pools::DefaultPoolSettings;
 use crate::objects::StoreObjects;
 use crate::workloads::LocalWorkloads;
 
@@ -52,6 +55,9 @@ pub struct EngineConfig {
     pub clock: Arc<dyn Clock>,
     /// How long a warm pool waits after a member leaves before it starts a replacement.
     pub replenish_delay: Duration,
+    /// Pools of ready sandboxes for bare image creates (off unless set; `paddock serve` keeps
+    /// two per runtime and image).
+    pub default_pools: DefaultPoolSettings,
 }
 
 impl EngineConfig {
@@ -67,6 +73,7 @@ impl EngineConfig {
             exit_check_interval: Duration::from_secs(2),
             clock: Arc::new(SystemClock),
             replenish_delay: REFILL_HOLD,
+            default_pools: DefaultPoolSettings::off(),
         }
     }
 }
@@ -217,7 +224,23 @@ impl Engine {
             core,
             workloads,
             info,
+            default_pools: config.default_pools,
+            demand: Default::default(),
         });
+        if config.default_pools.size > 0 {
+            // The most common bare sandbox, ready before anyone asks.
+            let seeding = backend.clone();
+            tasks.spawn(async move {
+                if let Some(seed) = default_pools::bare_host_sandbox("default")
+                    && let Err(e) = seeding
+                        .ensure_default_pool(&seed, "default", "gvisor", "host")
+                        .await
+                {
+                    tracing::warn!(error = %e.message, "cannot make the default gVisor pool");
+                }
+            });
+            tasks.spawn(backend.clone().shrink_idle_default_pools(shutdown.clone()));
+        }
         Ok(Self {
             backend,
             shutdown,

@@ -206,6 +206,29 @@ impl LocalWorkloads {
         })
     }
 
+    /// The spare sandboxes of default pools: (namespace, pool, running, memory in bytes) each.
+    pub fn default_pool_members(&self) -> Vec<(String, String, bool, Option<u64>)> {
+        // A member still held by its pool has the pool's label; a claim's adoption removes it.
+        let members: Vec<(String, String, bool, WorkloadId)> = self
+            .lock()
+            .iter()
+            .filter(|(_, p)| p.labels.contains_key(names::WARM_POOL_SANDBOX))
+            .filter_map(|(key, p)| {
+                let pool = p.labels.get(names::DEFAULT_POOL)?;
+                Some((
+                    key.namespace.clone(),
+                    pool.clone(),
+                    p.phase == Phase::Running && !p.terminating,
+                    p.workload.clone(),
+                ))
+            })
+            .collect();
+        members
+            .into_iter()
+            .map(|(ns, pool, running, id)| (ns, pool, running, self.runtime.memory_bytes(&id)))
+            .collect()
+    }
+
     /// The planner's view of a Sandbox's pod.
     pub fn observe_pods(&self, key: &Key) -> Vec<PodObservation> {
         let Some(pod) = self.get(key) else {

@@ -178,6 +178,9 @@ trait CreateRequest {
     fn image_sandbox(&self, name: &str, namespace: &str) -> Result<Value, ApiError>;
     /// The SandboxClaim of a pool or template sandbox.
     fn claim(&self, name: &str, namespace: &str, pool: &str) -> Result<Value, ApiError>;
+    /// An image sandbox with nothing of its own (no name, command, env, working directory,
+    /// limits, volumes or labels), which any fresh sandbox of its image and runtime can serve.
+    fn plain(&self) -> bool;
 }
 
 impl CreateRequest for CreateSandbox {
@@ -287,6 +290,18 @@ impl CreateRequest for CreateSandbox {
         Ok(sandbox)
     }
 
+    fn plain(&self) -> bool {
+        self.warm_pool.is_none()
+            && self.template.is_none()
+            && self.name.is_none()
+            && self.command.is_none()
+            && self.env.is_empty()
+            && self.working_dir.is_none()
+            && self.resources.is_none()
+            && self.volumes.is_empty()
+            && self.labels.is_empty()
+    }
+
     fn claim(&self, name: &str, namespace: &str, pool: &str) -> Result<Value, ApiError> {
         let mut claim = json!({
             "apiVersion": "extensions.agents.x-k8s.io/v1beta1",
@@ -380,13 +395,27 @@ pub async fn create(
         (None, Some(template)) => Some(pool_for_template(&state, &namespace, template).await?),
         (None, None) => None,
     };
-    let (kind, object) = match &pool {
+    let (mut kind, object) = match &pool {
         Some(pool) => (Kind::SandboxClaim, req.claim(&name, &namespace, pool)?),
         None => (Kind::Sandbox, req.image_sandbox(&name, &namespace)?),
     };
     let (_, mut stored) = to_storage(Some(kind), &object)?;
     if let Object::Sandbox(sandbox) = stored {
-        stored = Object::Sandbox(state.backend.prepare_image_sandbox(sandbox)?);
+        let sandbox = state.backend.prepare_image_sandbox(sandbox)?;
+        // A sandbox with nothing of its own comes, fresh and never used, from the backend's
+        // default pool when it keeps one: no boot on the caller's path.
+        let pooled = if wait && req.plain() {
+            state.backend.default_pool(&sandbox).await?
+        } else {
+            None
+        };
+        stored = match pooled {
+            Some(pool) => {
+                kind = Kind::SandboxClaim;
+                to_storage(Some(kind), &req.claim(&name, &namespace, &pool)?)?.1
+            }
+            None => Object::Sandbox(sandbox),
+        };
     }
     let created = state.backend.create(stored).await?;
     let sandbox = if wait {
@@ -629,6 +658,7 @@ pub async fn list(
             .items
             .into_iter()
             .filter_map(Object::into_typed::<Sandbox>)
+            .filter(|s| !idle_default_pool_member(s))
             .map(|s| describe(&s, runtime))
             .collect(),
     };
@@ -637,6 +667,26 @@ pub async fn list(
         StatusCode::OK,
         &serde_json::to_value(&list).unwrap_or(Value::Null),
     ))
+}
+
+/// A member of a backend's default pool that no claim holds yet: the backend's spare, not one
+/// of the user's sandboxes (`paddock get sandboxes` still shows it).
+fn idle_default_pool_member(sandbox: &Sandbox) -> bool {
+    let from_default_pool = sandbox
+        .spec
+        .blueprint
+        .pod_template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref())
+        .is_some_and(|l| l.contains_key(names::DEFAULT_POOL));
+    let held_by_pool = sandbox
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.kind == "SandboxWarmPool");
+    from_default_pool && held_by_pool
 }
 
 /// Finds the Sandbox for `name`: a Sandbox of that name, or the one a claim of that name holds.

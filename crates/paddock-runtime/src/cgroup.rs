@@ -222,6 +222,16 @@ impl WorkloadCgroup {
             .collect()
     }
 
+    /// Memory the group's processes use now (v1 `memory.usage_in_bytes`, v2
+    /// `memory.current`; page cache included); `None` without the group.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        let dir = self.dirs.first()?;
+        ["memory.current", "memory.usage_in_bytes"]
+            .iter()
+            .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+            .and_then(|s| s.trim().parse().ok())
+    }
+
     /// Process ids in the group.
     pub fn pids(&self) -> Vec<i32> {
         let Some(dir) = self.dirs.first() else {

@@ -576,6 +576,11 @@ impl Runtime for LocalRuntime {
         LocalRuntime::main_log(self, id)
     }
 
+    fn memory_bytes(&self, id: &WorkloadId) -> Option<u64> {
+        let host = &self.inner.host;
+        WorkloadCgroup::path_for(&host.cgroups, &host.cgroup_parent, id.as_str()).memory_bytes()
+    }
+
     fn pull<'a>(
         &'a self,
         image: &'a ImageRef,

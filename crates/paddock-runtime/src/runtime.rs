@@ -191,6 +191,12 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     /// exists: a sandbox without a main process has none).
     fn main_log(&self, id: &WorkloadId) -> PathBuf;
 
+    /// Memory a workload uses now (its cgroup's count), when the runtime can tell.
+    fn memory_bytes(&self, id: &WorkloadId) -> Option<u64> {
+        let _ = id;
+        None
+    }
+
     /// Pulls an image into the local cache, reporting progress.
     fn pull<'a>(
         &'a self,

@@ -71,6 +71,16 @@ impl TestServer {
 
     /// Starts on a durable store in `home` (a fresh temporary one when `None`).
     pub async fn start_in(home: Option<PathBuf>, in_memory: bool) -> Self {
+        Self::start_with(home, in_memory, |_| {}).await
+    }
+
+    /// As [`TestServer::start_in`], with the engine's configuration adjusted by `configure`
+    /// (default pools on, say).
+    pub async fn start_with(
+        home: Option<PathBuf>,
+        in_memory: bool,
+        configure: impl FnOnce(&mut EngineConfig),
+    ) -> Self {
         if let Ok(filter) = std::env::var("PADDOCK_TEST_LOG") {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -91,6 +101,7 @@ impl TestServer {
         let mut config = EngineConfig::new(&home, agent_binary());
         config.in_memory = in_memory;
         config.exit_check_interval = std::time::Duration::from_millis(300);
+        configure(&mut config);
         let engine = Engine::start(config).await.expect("engine starts");
         let token = Token::load_or_create(&home.join("token")).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

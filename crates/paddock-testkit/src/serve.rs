@@ -27,8 +27,9 @@ pub struct ServeProcess {
 }
 
 impl ServeProcess {
-    /// Starts `binary serve --home home --listen 127.0.0.1:port extra...` and waits until it
-    /// answers `/healthz` (30 s at most, then panics with its log).
+    /// Starts `binary serve --home home --listen 127.0.0.1:port extra...` (with
+    /// `--default-pool=0` unless `extra` sets it) and waits until it answers `/healthz` (30 s
+    /// at most, then panics with its log).
     #[allow(clippy::zombie_processes)] // the returned ServeProcess reaps it on drop
     pub async fn start(binary: &Path, home: &Path, port: u16, extra: &[&str]) -> Self {
         let log = std::fs::OpenOptions::new()
@@ -41,6 +42,12 @@ impl ServeProcess {
             .arg("--home")
             .arg(home)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            // Default pools only where a test asks for them: their members would show up in
+            // what other tests count.
+            .args(
+                (!extra.iter().any(|a| a.starts_with("--default-pool")))
+                    .then_some("--default-pool=0"),
+            )
             .args(extra)
             .env("PADDOCK_AGENT_BIN", agent_binary())
             .stdout(Stdio::null())

@@ -371,3 +371,132 @@ async fn sandbox_ls_watch_prints_a_row_when_a_sandbox_changes() {
     let _ = watch.kill();
     let _ = watch.wait();
 }
+
+/// Waits until the default pool `pool` has all its replicas ready.
+async fn wait_pool_full(s: &ServeProcess, pool: &str) {
+    let path = format!(
+        "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/default/sandboxwarmpools/{pool}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(p) = s.client.object_call(http::Method::GET, &path, None).await {
+            let want = p
+                .pointer("/spec/replicas")
+                .and_then(serde_json::Value::as_i64);
+            let ready = p
+                .pointer("/status/readyReplicas")
+                .and_then(serde_json::Value::as_i64);
+            if want.is_some() && want == ready {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the pool {pool} did not fill");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_creates_take_a_fresh_sandbox_from_the_default_pool() {
+    let home = tempfile::tempdir().unwrap();
+    let s = ServeProcess::start(
+        paddock_bin(),
+        home.path(),
+        free_port(),
+        &["--default-pool=2"],
+    )
+    .await;
+    // The host image on gVisor is pooled from the start.
+    wait_pool_full(&s, "paddock-gvisor-host").await;
+    let o = s.run(&["sandbox", "ls"]).await;
+    assert!(
+        err(&o).contains("No sandboxes"),
+        "the pool's spares are not the user's sandboxes: {}",
+        out(&o)
+    );
+    let o = s.run(&["get", "sandboxes", "-o", "name"]).await;
+    assert_eq!(out(&o).lines().count(), 2, "{}", out(&o));
+
+    // A bare create claims one: warm, already Ready, listed as the user's.
+    let o = s.run(&["sandbox", "create"]).await;
+    assert_ok(&o, "create");
+    let name = out(&o).trim().to_owned();
+    assert!(name.starts_with("paddock-gvisor-host-"), "{name}");
+    let o = s
+        .run(&["sandbox", "get", &name, "-o", "jsonpath={.launchType}"])
+        .await;
+    assert_eq!(out(&o), "warm\n");
+    let o = s.run(&["sandbox", "ls", "-o", "name"]).await;
+    assert_eq!(out(&o), format!("sandbox/{name}\n"));
+    let o = s
+        .run(&["exec", &name, "--", "sh", "-c", "ls /workspace | wc -l"])
+        .await;
+    assert_eq!(out(&o), "0\n", "never used before: {}", err(&o));
+    assert_ok(&s.run(&["sandbox", "rm", &name]).await, "rm");
+
+    // `paddock run` takes one too, and it is gone afterwards (used once).
+    let o = s
+        .run(&[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo used > /workspace/mark; echo ok",
+        ])
+        .await;
+    assert_ok(&o, "run");
+    assert_eq!(out(&o), "ok\n");
+    wait_pool_full(&s, "paddock-gvisor-host").await;
+    let o = s
+        .run(&[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "test -e /workspace/mark && echo reused || echo fresh",
+        ])
+        .await;
+    assert_eq!(out(&o), "fresh\n", "{}", err(&o));
+
+    // A named create, or one with a command, is made as asked (no pool).
+    let o = s.run(&["sandbox", "create", "--name", "mine"]).await;
+    assert_eq!(out(&o).trim(), "mine");
+    assert_ok(&s.run(&["sandbox", "rm", "mine"]).await, "rm mine");
+
+    // bwrap gets its own pool on first use.
+    assert_ok(
+        &s.run(&["run", "--runtime", "bwrap", "--", "true"]).await,
+        "bwrap run",
+    );
+    wait_pool_full(&s, "paddock-bwrap-host").await;
+
+    // doctor shows the pools and what they cost.
+    let o = s.run(&["doctor"]).await;
+    let report = out(&o);
+    let pools: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains("default-pools"))
+        .collect();
+    assert!(
+        pools
+            .iter()
+            .any(|l| l.contains("default/paddock-gvisor-host: 2 of 2 ready") && l.contains("MiB")),
+        "{pools:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_pool_zero_turns_default_pools_off() {
+    let home = tempfile::tempdir().unwrap();
+    let s = ServeProcess::start(
+        paddock_bin(),
+        home.path(),
+        free_port(),
+        &["--default-pool=0"],
+    )
+    .await;
+    let o = s.run(&["sandbox", "create", "--runtime", "bwrap"]).await;
+    assert_ok(&o, "create");
+    assert!(out(&o).starts_with("sbx-"), "{}", out(&o));
+    let o = s.run(&["get", "sandboxwarmpools", "-o", "name"]).await;
+    assert_eq!(out(&o), "", "{}", err(&o));
+}

@@ -48,6 +48,20 @@ pub struct ServeArgs {
     /// Defaults to ~/.docker/config.json when it exists.
     #[arg(long, value_name = "PATH")]
     pub registry_config: Option<PathBuf>,
+    /// Fresh sandboxes kept booted per runtime and image, so `paddock run` and creates without
+    /// a template or name start at once (each is used once, then discarded). The host image on
+    /// gVisor is pooled from the start, others from their first use; a pool grows while claims
+    /// find it empty and shrinks back after 10 idle minutes. `0` turns this off.
+    #[arg(
+        long,
+        env = "PADDOCK_DEFAULT_POOL",
+        default_value_t = 2,
+        value_name = "N"
+    )]
+    pub default_pool: u16,
+    /// The most sandboxes one default pool grows to under demand.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub default_pool_max: u16,
     /// Keep objects in memory only: everything is forgotten when the server stops.
     #[arg(long)]
     pub in_memory: bool,
@@ -239,6 +253,11 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     })?;
     let mut config = EngineConfig::new(&home, &agent);
     config.in_memory = args.in_memory;
+    config.default_pools = paddock_engine::DefaultPoolSettings {
+        size: i32::from(args.default_pool),
+        max: i32::from(args.default_pool_max.max(args.default_pool)),
+        ..paddock_engine::DefaultPoolSettings::default()
+    };
     let mut runtime = paddock_runtime::RuntimeConfig::new(home.join("runtime"), &agent);
     runtime
         .registry
