@@ -151,16 +151,46 @@ impl Drop for ServeProcess {
 
 /// Deletes every sandbox the server has and waits (30 s at most) until they are gone.
 async fn delete_every_sandbox(client: &Client) {
+    use http::Method;
+    // Pools first (default pools too), or they start new members behind the deletes.
+    let names = |list: serde_json::Value| -> Vec<(String, String)> {
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| {
+                Some((
+                    o.pointer("/metadata/namespace")?.as_str()?.to_owned(),
+                    o.pointer("/metadata/name")?.as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    };
+    let pools = "/apis/extensions.agents.x-k8s.io/v1beta1";
+    if let Ok(list) = client
+        .object_call(Method::GET, &format!("{pools}/sandboxwarmpools"), None)
+        .await
+    {
+        for (ns, name) in names(list) {
+            let path = format!("{pools}/namespaces/{ns}/sandboxwarmpools/{name}");
+            let _ = client.object_call(Method::DELETE, &path, None).await;
+        }
+    }
+    let sandboxes = "/apis/agents.x-k8s.io/v1beta1";
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        let Ok(left) = client.sandboxes(None).await else {
+        let Ok(list) = client
+            .object_call(Method::GET, &format!("{sandboxes}/sandboxes"), None)
+            .await
+        else {
             return;
         };
+        let left = names(list);
         if left.is_empty() {
             return;
         }
-        for s in left {
-            let _ = client.sandbox(&s.name, &s.namespace).delete().await;
+        for (ns, name) in left {
+            let _ = client.sandbox(&name, &ns).delete().await;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
