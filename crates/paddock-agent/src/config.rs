@@ -55,8 +55,6 @@ pub struct AgentConfig {
     pub root_dir: PathBuf,
     /// Working directory of processes that name none (`--workdir`); `None`: the root.
     pub workdir: Option<PathBuf>,
-    /// Run `/bin/sh -c :` once serving (`--warm-up`).
-    pub warm_up: bool,
     /// Timeout of `POST /execute` when the request gives none (`SANDBOX_EXEC_TIMEOUT_SECONDS`).
     pub legacy_exec_timeout: Duration,
     /// Bearer token required on every endpoint but `GET /` and `GET /v1/health`.
@@ -83,7 +81,6 @@ impl AgentConfig {
             legacy_root: root_dir.clone(),
             root_dir,
             workdir: None,
-            warm_up: false,
             legacy_exec_timeout: Duration::from_secs(300),
             token: None,
             metadata_env_prefix: "SANDBOX_".to_owned(),

@@ -81,18 +81,6 @@ pub struct AgentArgs {
     )]
     pub root_dir: PathBuf,
 
-    /// Once serving, run `/bin/sh -c :` and wait for it, so the sandbox's first command does
-    /// not pay for loading the shell and the C library (gVisor reads them through its gofer
-    /// once). For sandboxes started ahead of use (warm pools).
-    #[arg(
-        long = "warm-up",
-        env = "PADDOCK_AGENT_WARM_UP",
-        value_name = "BOOL",
-        default_value_t = false,
-        action = clap::ArgAction::Set
-    )]
-    pub warm_up: bool,
-
     /// Working directory of processes that name none (and of the main process, unless
     /// --main-cwd): a directory under --root-dir. Default: --root-dir.
     #[arg(long = "workdir", value_name = "DIR", env = "PADDOCK_AGENT_WORKDIR")]
@@ -289,7 +277,6 @@ impl AgentArgs {
         let mut config = AgentConfig::new(self.root_dir.clone());
         config.legacy_root = base_dir;
         config.workdir.clone_from(&self.workdir);
-        config.warm_up = self.warm_up;
         config.legacy_exec_timeout = legacy_exec_timeout;
         config.token = token;
         config.metadata_env_prefix = self.metadata_env_prefix.clone();

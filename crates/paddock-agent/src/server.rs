@@ -5,7 +5,7 @@
 use paddock_wire::Code;
 use std::future::Future;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -62,7 +62,7 @@ impl Listener {
 
     /// Serves a unix socket bound earlier with [`bind_unix`] (inside the async runtime).
     pub fn from_std_unix(
-        path: &Path,
+        path: &std::path::Path,
         socket: std::os::unix::net::UnixListener,
     ) -> Result<Self, AgentError> {
         UnixListener::from_std(socket)
@@ -76,7 +76,7 @@ impl Listener {
 
 /// Binds a non-blocking unix socket without an async runtime, replacing a stale socket file
 /// left by a previous run.
-pub fn bind_unix(path: &Path) -> Result<std::os::unix::net::UnixListener, AgentError> {
+pub fn bind_unix(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, AgentError> {
     if let Ok(meta) = std::fs::symlink_metadata(path)
         && std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
     {
@@ -247,26 +247,6 @@ pub async fn serve(
             connections.clone(),
             idle,
         ));
-    }
-    if state.config.warm_up && Path::new("/bin/sh").exists() {
-        let warming = state.clone();
-        tokio::spawn(async move {
-            let spec = crate::spawn::SpawnSpec {
-                argv: vec!["/bin/sh".to_owned(), "-c".to_owned(), ":".to_owned()],
-                env: Vec::new(),
-                cwd: warming.workdir.clone(),
-                pty: None,
-            };
-            let started = Instant::now();
-            match warming
-                .processes
-                .exec(&spec, None, Some(Duration::from_secs(10)), 0)
-                .await
-            {
-                Ok(_) => tracing::debug!(took = ?started.elapsed(), "warmed up"),
-                Err(e) => tracing::debug!(error = %e, "warm-up failed"),
-            }
-        });
     }
     let main = state.main.clone();
     let main_exited = async {

@@ -291,13 +291,11 @@ impl LocalWorkloads {
             .annotations
             .get(IDLE_ANNOTATION)
             .is_some_and(|v| v == "true");
-        // A pool's member is started ahead of use: it warms up for whoever claims it.
-        let warm_up = local.labels.contains_key(names::WARM_POOL_SANDBOX);
         self.lock().insert(key.clone(), local);
         let this = self.clone();
         let spec = pod.spec.clone().unwrap_or_default();
         self.creates.spawn(async move {
-            let result = this.start(&key, &workload, &spec, idle, warm_up).await;
+            let result = this.start(&key, &workload, &spec, idle).await;
             let mut pods = this.lock();
             let Some(p) = pods.get_mut(&key) else { return };
             if p.workload != workload || p.terminating {
@@ -345,7 +343,6 @@ impl LocalWorkloads {
         workload: &WorkloadId,
         spec: &k8s_openapi::api::core::v1::PodSpec,
         idle: bool,
-        warm_up: bool,
     ) -> Result<(RuntimeClass, PathBuf, Vec<UnhonouredField>), String> {
         let mapped = workload_from_pod(&SandboxPod {
             pod: spec,
@@ -357,7 +354,6 @@ impl LocalWorkloads {
         .map_err(|e| e.to_string())?;
         let mut workload_spec = mapped.spec;
         workload_spec.idle = idle;
-        workload_spec.warm_up = warm_up;
         let _slot = self
             .create_slots
             .clone()

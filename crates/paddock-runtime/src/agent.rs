@@ -76,13 +76,6 @@ pub fn agent_options(spec: &WorkloadSpec) -> Vec<AgentOption> {
             value: workdir,
         },
     ];
-    if spec.warm_up {
-        options.push(AgentOption {
-            flag: "--warm-up",
-            env: "PADDOCK_AGENT_WARM_UP",
-            value: "true".to_owned(),
-        });
-    }
     if spec.command.is_some() {
         options.push(AgentOption {
             flag: "--main-log",

@@ -95,9 +95,6 @@ pub struct WorkloadSpec {
     /// exec (sandboxes created for `paddock run` and the SDKs).
     #[serde(default)]
     pub idle: bool,
-    /// Started ahead of use (a warm pool's member): the agent warms up the process-spawn path
-    /// once it serves, so the first command of whoever claims it pays no set-up.
-    pub warm_up: bool,
 }
 
 impl WorkloadSpec {
@@ -118,7 +115,6 @@ impl WorkloadSpec {
             read_only_rootfs: false,
             hostname: "paddock".to_owned(),
             idle: false,
-            warm_up: false,
         }
     }
 
