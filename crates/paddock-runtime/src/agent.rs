@@ -320,9 +320,10 @@ where
                 last,
             });
         }
-        // Tight at first (the agent is usually up within a few ms), then back off.
-        let pause = if waited < Duration::from_millis(50) {
-            1
+        // Tight while a sandbox usually becomes ready (a gVisor boot takes 100–250 ms), then
+        // back off.
+        let pause = if waited < Duration::from_millis(500) {
+            2
         } else {
             10
         };

@@ -80,6 +80,7 @@ fn quickstart_runs_as_root_without_sudo_and_shows_only_loopback() {
         .env("PADDOCK_AGENT_BIN", agent_binary())
         .env("PADDOCK_URL", &url)
         .env("PADDOCK_HOME", home.path())
+        .env("PADDOCK_TUNE_HOST", "0")
         .env_remove("PADDOCK_TOKEN")
         .output()
         .unwrap();
