@@ -81,6 +81,8 @@ fn quickstart_runs_as_root_without_sudo_and_shows_only_loopback() {
         .env("PADDOCK_URL", &url)
         .env("PADDOCK_HOME", home.path())
         .env("PADDOCK_TUNE_HOST", "0")
+        // The quickstart's serve outlives the test's handle: no spares to leave behind.
+        .env("PADDOCK_DEFAULT_POOL", "0")
         .env_remove("PADDOCK_TOKEN")
         .output()
         .unwrap();
@@ -128,7 +130,13 @@ async fn serve_resolves_a_relative_agent_path_against_the_callers_directory() {
     let relative = format!("./{name}");
     let mut serve = Command::new(paddock_bin())
         .current_dir(dir)
-        .args(["serve", "--agent", &relative, "--listen"])
+        .args([
+            "serve",
+            "--default-pool=0",
+            "--agent",
+            &relative,
+            "--listen",
+        ])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--home")
         .arg(home.path())
