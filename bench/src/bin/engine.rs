@@ -101,32 +101,7 @@ async fn fill_default_pool(server: &TestServer, runtime: &str) {
         .await
         .expect("delete");
     let pool = paddock_api::names::default_pool_name(runtime, "host");
-    let path = format!(
-        "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/default/sandboxwarmpools/{pool}"
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(p) = server
-            .client
-            .object_call(http::Method::GET, &path, None)
-            .await
-        {
-            let want = p
-                .pointer("/spec/replicas")
-                .and_then(serde_json::Value::as_i64);
-            let ready = p
-                .pointer("/status/readyReplicas")
-                .and_then(serde_json::Value::as_i64);
-            if want.is_some() && want == ready {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the default pool {pool} did not fill"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    paddock_testkit::cli::wait_pool_full(&server.client, &pool).await;
 }
 
 async fn exec_round_trips(server: &TestServer, n: usize) {

@@ -2,6 +2,7 @@
 //! gateway on a free loopback port, torn down (sandboxes included) when dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
+pub mod cli;
 pub mod kube;
 pub mod registry;
 pub mod serve;

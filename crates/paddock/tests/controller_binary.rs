@@ -27,6 +27,28 @@ async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// A kubeconfig in `dir` for the API server at `api`, with `namespace` as its default.
+fn write_kubeconfig(
+    dir: &std::path::Path,
+    api: std::net::SocketAddr,
+    namespace: Option<&str>,
+) -> std::path::PathBuf {
+    let namespace = namespace
+        .map(|ns| format!("    namespace: {ns}\n"))
+        .unwrap_or_default();
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{api}\n\
+             users:\n- name: me\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: me\n{namespace}\
+             current-context: fake\n"
+        ),
+    )
+    .expect("kubeconfig");
+    path
+}
+
 /// Runs `paddock-controller gateway`, with the kubeconfig from `--kubeconfig` (`by_flag`) or
 /// `KUBECONFIG`, lists templates through it in v1alpha1, and stops it with SIGTERM.
 async fn serves_the_gateway_from_a_kubeconfig(by_flag: bool) {
@@ -38,16 +60,7 @@ async fn serves_the_gateway_from_a_kubeconfig(by_flag: bool) {
     let stop_api = CancellationToken::new();
     tokio::spawn(api.clone().serve(api_listener, stop_api.clone()));
     let dir = tempfile::tempdir().expect("tmp");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{api_addr}\n\
-             users:\n- name: me\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: me\n    namespace: {NS}\n\
-             current-context: fake\n"
-        ),
-    )
-    .expect("kubeconfig");
+    let kubeconfig = write_kubeconfig(dir.path(), api_addr, Some(NS));
     api.insert(
         TEMPLATES,
         json!({
@@ -161,16 +174,7 @@ async fn a_webhook_that_cannot_serve_is_named_and_the_controller_runs_without_it
     let stop_api = CancellationToken::new();
     tokio::spawn(api.clone().serve(api_listener, stop_api.clone()));
     let dir = tempfile::tempdir().expect("tmp");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{api_addr}\n\
-             users:\n- name: me\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: me\n\
-             current-context: fake\n"
-        ),
-    )
-    .expect("kubeconfig");
+    let kubeconfig = write_kubeconfig(dir.path(), api_addr, None);
     let health = paddock_testkit::registry::free_port();
     let webhook = paddock_testkit::registry::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_paddock-controller"))

@@ -6,29 +6,17 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use paddock_testkit::agent_binary;
+use paddock_testkit::cli::{assert_ok, err, out, wait_pool_full};
 use paddock_testkit::registry::free_port;
 use paddock_testkit::serve::ServeProcess;
 
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_ok(o: &Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what}: exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        out(o),
-        err(o)
-    );
+/// `paddock serve` on a free port with `extra` flags.
+async fn serve(home: &Path, extra: &[&str]) -> ServeProcess {
+    ServeProcess::start(paddock_bin(), home, free_port(), extra).await
 }
 
 fn paddock_bin() -> &'static Path {
@@ -177,7 +165,7 @@ async fn serve_resolves_a_relative_agent_path_against_the_callers_directory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_main_process_that_cannot_run_fails_the_create_with_its_code_and_output() {
     let home = tempfile::tempdir().unwrap();
-    let s = ServeProcess::start(paddock_bin(), home.path(), free_port(), &[]).await;
+    let s = serve(home.path(), &[]).await;
     for runtime in ["gvisor", "bwrap"] {
         let started = Instant::now();
         let name = format!("missing-{runtime}");
@@ -238,7 +226,7 @@ async fn a_main_process_that_cannot_run_fails_the_create_with_its_code_and_outpu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_sandbox_flow_works_as_written() {
     let home = tempfile::tempdir().unwrap();
-    let s = ServeProcess::start(paddock_bin(), home.path(), free_port(), &[]).await;
+    let s = serve(home.path(), &[]).await;
     let local = tempfile::tempdir().unwrap();
     std::fs::write(local.path().join("data.csv"), "a,b\n1,2\n").unwrap();
     let run_in = |args: &[&str]| {
@@ -312,7 +300,7 @@ async fn the_readme_sandbox_flow_works_as_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ls_stat_find_and_df_work_inside_gvisor_and_bwrap() {
     let home = tempfile::tempdir().unwrap();
-    let s = ServeProcess::start(paddock_bin(), home.path(), free_port(), &[]).await;
+    let s = serve(home.path(), &[]).await;
     // bwrap sandboxes have no /sys.
     for (runtime, dirs) in [
         ("gvisor", "/ /proc /dev /sys /tmp /workspace"),
@@ -339,7 +327,7 @@ async fn ls_stat_find_and_df_work_inside_gvisor_and_bwrap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_ls_watch_prints_a_row_when_a_sandbox_changes() {
     let home = tempfile::tempdir().unwrap();
-    let s = ServeProcess::start(paddock_bin(), home.path(), free_port(), &[]).await;
+    let s = serve(home.path(), &[]).await;
     let mut watch = s
         .cli(&["sandbox", "ls", "--watch"])
         .stdout(Stdio::piped())
@@ -381,41 +369,12 @@ async fn sandbox_ls_watch_prints_a_row_when_a_sandbox_changes() {
     let _ = watch.wait();
 }
 
-/// Waits until the default pool `pool` has all its replicas ready.
-async fn wait_pool_full(s: &ServeProcess, pool: &str) {
-    let path = format!(
-        "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/default/sandboxwarmpools/{pool}"
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(p) = s.client.object_call(http::Method::GET, &path, None).await {
-            let want = p
-                .pointer("/spec/replicas")
-                .and_then(serde_json::Value::as_i64);
-            let ready = p
-                .pointer("/status/readyReplicas")
-                .and_then(serde_json::Value::as_i64);
-            if want.is_some() && want == ready {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "the pool {pool} did not fill");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bare_creates_take_a_fresh_sandbox_from_the_default_pool() {
     let home = tempfile::tempdir().unwrap();
-    let s = ServeProcess::start(
-        paddock_bin(),
-        home.path(),
-        free_port(),
-        &["--default-pool=2"],
-    )
-    .await;
+    let s = serve(home.path(), &["--default-pool=2"]).await;
     // The host image on gVisor is pooled from the start.
-    wait_pool_full(&s, "paddock-gvisor-host").await;
+    wait_pool_full(&s.client, "paddock-gvisor-host").await;
     let o = s.run(&["sandbox", "ls"]).await;
     assert!(
         err(&o).contains("No sandboxes"),
@@ -454,7 +413,7 @@ async fn bare_creates_take_a_fresh_sandbox_from_the_default_pool() {
         .await;
     assert_ok(&o, "run");
     assert_eq!(out(&o), "ok\n");
-    wait_pool_full(&s, "paddock-gvisor-host").await;
+    wait_pool_full(&s.client, "paddock-gvisor-host").await;
     let o = s
         .run(&[
             "run",
@@ -476,7 +435,7 @@ async fn bare_creates_take_a_fresh_sandbox_from_the_default_pool() {
         &s.run(&["run", "--runtime", "bwrap", "--", "true"]).await,
         "bwrap run",
     );
-    wait_pool_full(&s, "paddock-bwrap-host").await;
+    wait_pool_full(&s.client, "paddock-bwrap-host").await;
 
     // doctor shows the pools and what they cost.
     let o = s.run(&["doctor"]).await;
@@ -496,13 +455,7 @@ async fn bare_creates_take_a_fresh_sandbox_from_the_default_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_pool_zero_turns_default_pools_off() {
     let home = tempfile::tempdir().unwrap();
-    let s = ServeProcess::start(
-        paddock_bin(),
-        home.path(),
-        free_port(),
-        &["--default-pool=0"],
-    )
-    .await;
+    let s = serve(home.path(), &["--default-pool=0"]).await;
     let o = s.run(&["sandbox", "create", "--runtime", "bwrap"]).await;
     assert_ok(&o, "create");
     assert!(out(&o).starts_with("sbx-"), "{}", out(&o));

@@ -3,9 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
+use paddock_testkit::cli::{assert_ok, err, out};
 use paddock_testkit::registry::{Registry, build_layout, free_port, push, tools_present};
 use paddock_testkit::serve::ServeProcess;
 
@@ -17,24 +17,6 @@ async fn serve(home: &Path, extra: &[&str]) -> ServeProcess {
         extra,
     )
     .await
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_ok(o: &Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what}: exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        out(o),
-        err(o)
-    );
 }
 
 /// Waits until the server lists no sandbox (deletes finish in the background).
