@@ -137,32 +137,35 @@ pub async fn get(client_args: ClientArgs, req: GetRequest) -> Result<ExitCode> {
     if req.name.is_some() && ns.is_none() {
         bail!("a name needs a namespace; drop -A");
     }
-    let list = client
-        .object_call(Method::GET, &collection(kind, req.version, ns), None)
-        .await
-        .map_err(explain)?;
-    let items: Vec<Value> = list
-        .get("items")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|o| {
-            req.name
-                .as_deref()
-                .is_none_or(|n| o.pointer("/metadata/name").and_then(Value::as_str) == Some(n))
-        })
-        .cloned()
-        .collect();
-    if let Some(name) = &req.name
-        && items.is_empty()
-        && !req.watch
-    {
-        bail!(
-            "{} {name:?} not found in namespace {}",
-            kind.singular(),
-            client_args.namespace
-        );
-    }
+    // One object, or the list: what is printed whole (`-o json|yaml|jsonpath`), its items, and
+    // the resourceVersion a watch starts after.
+    let (whole, items) = match &req.name {
+        Some(name) => {
+            let object = client
+                .object_call(
+                    Method::GET,
+                    &format!("{}/{name}", collection(kind, req.version, ns)),
+                    None,
+                )
+                .await
+                .map_err(explain)?;
+            (object.clone(), vec![object])
+        }
+        None => {
+            let list = client
+                .object_call(Method::GET, &collection(kind, req.version, ns), None)
+                .await
+                .map_err(explain)?;
+            let items: Vec<Value> = list
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let mut whole = list_of(items.clone());
+            whole["metadata"] = list.get("metadata").cloned().unwrap_or_default();
+            (whole, items)
+        }
+    };
     let printer = ObjectPrinter {
         kind,
         output: req.output.clone(),
@@ -178,36 +181,19 @@ pub async fn get(client_args: ClientArgs, req: GetRequest) -> Result<ExitCode> {
             rows.extend(items.iter().map(|o| printer.row(o)));
             print_table(&rows);
         }
-        Output::Json => print_json(&if req.name.is_some() {
-            items[0].clone()
-        } else {
-            list_of(items.clone())
-        })?,
-        Output::Yaml => {
-            if req.name.is_some() {
-                print!("{}", paddock_api::yaml::to_string(&items[0]));
-            } else {
-                print!("{}", paddock_api::yaml::to_string(&list_of(items.clone())));
-            }
-        }
+        Output::Json => print_json(&whole)?,
+        Output::Yaml => print!("{}", paddock_api::yaml::to_string(&whole)),
         Output::Name => {
             for o in &items {
                 println!("{}", printer.name(o));
             }
         }
-        Output::JsonPath(t) => {
-            let value = if req.name.is_some() {
-                items[0].clone()
-            } else {
-                list_of(items.clone())
-            };
-            println!("{}", t.render(&value));
-        }
+        Output::JsonPath(t) => println!("{}", t.render(&whole)),
     }
     if !req.watch {
         return Ok(ExitCode::SUCCESS);
     }
-    let rv = list
+    let rv = whole
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str);
     let mut watch = client
