@@ -8,6 +8,13 @@
 //! them. TokenReviews answer for the tokens a test registers ([`FakeApiServer::accept_token`]);
 //! [`FakeApiServer::forbid`] makes a verb on a resource fail as RBAC would. No admission, no
 //! validation, no garbage collection, no kubelet: pods stay as written.
+//!
+//! By default every request is free. [`FakeApiServer::with_costs`] makes it cost what a real
+//! API server does ([`ApiCosts`]): each write waits for a storage commit, one commit at a time
+//! as in etcd's log, and its preconditions are checked at commit time (so a write queued behind
+//! another write to the same object conflicts, as on a real server); a patch that changes
+//! nothing commits nothing; watchers see an event only after it is committed, plus a delivery
+//! delay; a list costs per object returned.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -39,8 +46,51 @@ pub struct Key {
     pub name: String,
 }
 
+/// What each request costs on the modelled API server (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApiCosts {
+    /// One storage commit; commits are serialized, so this also bounds the write rate.
+    pub commit: std::time::Duration,
+    /// From a commit until a watcher receives the event.
+    pub watch_delay: std::time::Duration,
+    /// Per object a list returns.
+    pub list_per_object: std::time::Duration,
+}
+
+impl ApiCosts {
+    /// A single-member etcd on a local SSD behind one API server: 2 ms per commit (500 writes/s),
+    /// 0.5 ms watch delivery, 2 µs per listed object.
+    pub const TYPICAL: Self = Self {
+        commit: std::time::Duration::from_millis(2),
+        watch_delay: std::time::Duration::from_micros(500),
+        list_per_object: std::time::Duration::from_micros(2),
+    };
+}
+
+/// One request as the audit log would show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// `GET`, `POST`, `PUT`, `PATCH`, `DELETE`.
+    pub method: String,
+    /// The request path.
+    pub path: String,
+    /// A watch (`GET …?watch=true`).
+    pub watch: bool,
+    /// The response status code.
+    pub code: u16,
+}
+
+impl RequestRecord {
+    /// Whether the request asked for a change (create, update, patch, delete).
+    pub fn is_write(&self) -> bool {
+        matches!(self.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
+    }
+}
+
 #[derive(Clone, Debug)]
 struct WatchEvent {
+    /// When the event was committed (watchers see it `watch_delay` later).
+    at: std::time::Instant,
     rv: u64,
     resource: String,
     namespace: String,
@@ -67,7 +117,7 @@ struct State {
     watch_close: tokio_util::sync::CancellationToken,
     resource_version: u64,
     uid: u64,
-    requests: Vec<String>,
+    requests: Vec<RequestRecord>,
     /// Pod logs by (namespace, pod), served at `pods/{name}/log`.
     pod_logs: BTreeMap<(String, String), String>,
     /// Recent events, replayed to a watch that starts from an older resourceVersion.
@@ -83,6 +133,9 @@ pub struct FakeApiServer {
     state: Arc<Mutex<State>>,
     events: broadcast::Sender<WatchEvent>,
     record_requests: bool,
+    costs: ApiCosts,
+    /// Held for the length of one commit: writes commit one at a time.
+    commit_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Default for FakeApiServer {
@@ -91,6 +144,7 @@ impl Default for FakeApiServer {
     }
 }
 
+#[derive(Clone)]
 struct Route {
     resource: String,
     namespace: Option<String>,
@@ -231,12 +285,29 @@ impl FakeApiServer {
             state: Arc::new(Mutex::new(State::default())),
             events,
             record_requests: false,
+            costs: ApiCosts::default(),
+            commit_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
-    /// Also keep a `METHOD path` log of every request (see [`FakeApiServer::requests`]).
+    /// Also keep a log of every request (see [`FakeApiServer::requests`] and
+    /// [`FakeApiServer::request_log`]).
     pub fn recording(mut self) -> Self {
         self.record_requests = true;
+        self
+    }
+
+    /// The same server, through a handle whose requests are not recorded (for a test's own
+    /// clients, so the log shows only the component under test).
+    pub fn unrecorded(&self) -> Self {
+        let mut this = self.clone();
+        this.record_requests = false;
+        this
+    }
+
+    /// Makes requests cost what they cost on a real API server (see [`ApiCosts`]).
+    pub fn with_costs(mut self, costs: ApiCosts) -> Self {
+        self.costs = costs;
         self
     }
 
@@ -254,7 +325,24 @@ impl FakeApiServer {
     /// The `METHOD path` of every request so far (when recording), with `?watch` appended to
     /// watches.
     pub fn requests(&self) -> Vec<String> {
+        self.lock()
+            .requests
+            .iter()
+            .map(|r| {
+                let suffix = if r.watch { "?watch" } else { "" };
+                format!("{} {}{suffix}", r.method, r.path)
+            })
+            .collect()
+    }
+
+    /// Every request so far (when recording), with its response code.
+    pub fn request_log(&self) -> Vec<RequestRecord> {
         self.lock().requests.clone()
+    }
+
+    /// Forgets the requests recorded so far.
+    pub fn clear_request_log(&self) {
+        self.lock().requests.clear();
     }
 
     /// Makes TokenReviews of `token` authenticate `username`, for `audiences` (none: the API
@@ -344,6 +432,7 @@ impl FakeApiServer {
         object: &Value,
     ) {
         let ev = WatchEvent {
+            at: std::time::Instant::now(),
             rv: st.resource_version,
             resource: resource.to_owned(),
             namespace: namespace.to_owned(),
@@ -443,7 +532,18 @@ impl FakeApiServer {
         Ok((StatusCode::CREATED, obj))
     }
 
-    fn handle(&self, method: &Method, uri: &http::Uri, body: &[u8]) -> Response<ResBody> {
+    /// Answers one request; also returns how many objects it listed.
+    fn handle(&self, method: &Method, uri: &http::Uri, body: &[u8]) -> (Response<ResBody>, usize) {
+        let Some(route) = parse_path(uri.path()) else {
+            return (self.handle_object(method, uri, body), 0);
+        };
+        if *method == Method::GET && route.name.is_none() && !route.log {
+            return self.list_response(&route, &query(uri));
+        }
+        (self.handle_object(method, uri, body), 0)
+    }
+
+    fn handle_object(&self, method: &Method, uri: &http::Uri, body: &[u8]) -> Response<ResBody> {
         let Some(route) = parse_path(uri.path()) else {
             return error(
                 StatusCode::NOT_FOUND,
@@ -465,7 +565,7 @@ impl FakeApiServer {
             return self.pod_log(&ns, route.name.as_deref().unwrap_or_default());
         }
         match (method.clone(), route.name.clone()) {
-            (Method::GET, None) => self.list_response(&route, &q),
+            (Method::GET, None) => self.list_response(&route, &q).0,
             (Method::GET, Some(name)) => match self.get(&route.resource, &ns, &name) {
                 Some(v) => json_response(StatusCode::OK, &v),
                 None => not_found(&route.resource, &name),
@@ -576,7 +676,12 @@ impl FakeApiServer {
         ))
     }
 
-    fn list_response(&self, route: &Route, q: &BTreeMap<String, String>) -> Response<ResBody> {
+    /// A list, and how many objects it returned.
+    fn list_response(
+        &self,
+        route: &Route,
+        q: &BTreeMap<String, String>,
+    ) -> (Response<ResBody>, usize) {
         let selector = q.get("labelSelector").cloned().unwrap_or_default();
         let limit: usize = q
             .get("limit")
@@ -605,10 +710,9 @@ impl FakeApiServer {
         if more {
             meta["continue"] = json!((skip + items.len()).to_string());
         }
-        json_response(
-            StatusCode::OK,
-            &json!({"apiVersion": "v1", "kind": "List", "metadata": meta, "items": items}),
-        )
+        let n = items.len();
+        let body = json!({"apiVersion": "v1", "kind": "List", "metadata": meta, "items": items});
+        (json_response(StatusCode::OK, &body), n)
     }
 
     fn watch(&self, route: Route, q: &BTreeMap<String, String>) -> Response<ResBody> {
@@ -627,6 +731,7 @@ impl FakeApiServer {
                         .iter()
                         .filter(|(k, _)| k.resource == route.resource)
                         .map(|(k, v)| WatchEvent {
+                            at: std::time::Instant::now(),
                             rv: now,
                             resource: k.resource.clone(),
                             namespace: k.namespace.clone(),
@@ -649,7 +754,15 @@ impl FakeApiServer {
                 }
             }
         };
-        let live = tokio_stream_from(rx).filter(move |e| std::future::ready(e.rv > last));
+        let delay = self.costs.watch_delay;
+        let live = tokio_stream_from(rx)
+            .filter(move |e| std::future::ready(e.rv > last))
+            .then(move |e| async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep_until((e.at + delay).into()).await;
+                }
+                e
+            });
         let stream = futures::stream::iter(backlog)
             .chain(live)
             .take_until(closed.cancelled_owned())
@@ -675,11 +788,18 @@ impl FakeApiServer {
         r
     }
 
-    fn patch(&self, route: &Route, ns: &str, name: &str, patch: &Value) -> Response<ResBody> {
-        let key = route.key(ns, name);
-        let mut st = self.lock();
-        let Some(current) = st.objects.get(&key).cloned() else {
-            return not_found(&route.resource, name);
+    /// The object after `patch`, checked against the stored one: `Ok(None)` when the patch
+    /// changes nothing (the apiserver then writes nothing), an error response for a missing
+    /// object or a stale `resourceVersion` precondition.
+    fn patched(
+        st: &State,
+        route: &Route,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Option<Value>, Box<Response<ResBody>>> {
+        let Some(current) = st.objects.get(&route.key(ns, name)) else {
+            return Err(Box::new(not_found(&route.resource, name)));
         };
         if let Some(want) = patch
             .pointer("/metadata/resourceVersion")
@@ -689,13 +809,13 @@ impl FakeApiServer {
                     .pointer("/metadata/resourceVersion")
                     .and_then(Value::as_str)
         {
-            return error(
+            return Err(Box::new(error(
                 StatusCode::CONFLICT,
                 "Conflict",
                 format!(
                     "the object has been modified; please apply your changes to the latest version and try again ({name})"
                 ),
-            );
+            )));
         }
         let mut updated = current.clone();
         if route.status {
@@ -718,15 +838,54 @@ impl FakeApiServer {
                 updated["metadata"]["generation"] = json!(g + 1);
             }
         }
-        for keep in ["uid", "name", "namespace", "creationTimestamp"] {
+        for keep in [
+            "uid",
+            "name",
+            "namespace",
+            "creationTimestamp",
+            "resourceVersion",
+        ] {
             if let Some(v) = current["metadata"].get(keep) {
                 updated["metadata"][keep] = v.clone();
             }
         }
+        Ok((updated != *current).then_some(updated))
+    }
+
+    fn patch(&self, route: &Route, ns: &str, name: &str, patch: &Value) -> Response<ResBody> {
+        let mut st = self.lock();
+        let mut updated = match Self::patched(&st, route, ns, name, patch) {
+            Ok(Some(updated)) => updated,
+            Ok(None) => {
+                let current = st.objects.get(&route.key(ns, name)).cloned();
+                return json_response(StatusCode::OK, &current.unwrap_or(Value::Null));
+            }
+            Err(response) => return *response,
+        };
         updated["metadata"]["resourceVersion"] = json!(Self::next_rv(&mut st));
-        st.objects.insert(key, updated.clone());
+        st.objects.insert(route.key(ns, name), updated.clone());
         self.publish(&mut st, &route.resource, ns, "MODIFIED", &updated);
         json_response(StatusCode::OK, &updated)
+    }
+
+    /// Whether a request would commit to storage: a write that is not a patch changing nothing.
+    fn commits(&self, method: &Method, route: &Route, body: &[u8]) -> bool {
+        if route.resource == "authentication.k8s.io/tokenreviews" {
+            return false;
+        }
+        match *method {
+            Method::POST | Method::PUT | Method::DELETE => true,
+            Method::PATCH => {
+                let patch: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+                let ns = route.namespace.clone().unwrap_or_default();
+                let name = route.name.clone().unwrap_or_default();
+                !matches!(
+                    Self::patched(&self.lock(), route, &ns, &name, &patch),
+                    Ok(None)
+                )
+            }
+            _ => false,
+        }
     }
 
     fn replace(&self, route: &Route, ns: &str, name: &str, mut obj: Value) -> Response<ResBody> {
@@ -850,24 +1009,29 @@ impl tower::Service<Request<kube::client::Body>> for FakeApiServer {
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            Ok(this.respond(&parts.method, &parts.uri, &bytes))
+            Ok(this.respond(&parts.method, &parts.uri, &bytes).await)
         })
     }
 }
 
 impl FakeApiServer {
-    /// Answers one request.
-    fn respond(&self, method: &Method, uri: &http::Uri, body: &[u8]) -> Response<ResBody> {
+    /// Answers one request, paying its modelled cost, and records it when recording.
+    async fn respond(&self, method: &Method, uri: &http::Uri, body: &[u8]) -> Response<ResBody> {
         let q = query(uri);
         let watch =
             *method == Method::GET && q.get("watch").is_some_and(|w| w == "true" || w == "1");
-        if self.record_requests {
-            let suffix = if watch { "?watch" } else { "" };
-            self.lock()
-                .requests
-                .push(format!("{method} {}{suffix}", uri.path()));
-        }
-        if let Some(route) = parse_path(uri.path()) {
+        let record = |code: StatusCode| {
+            if self.record_requests {
+                self.lock().requests.push(RequestRecord {
+                    method: method.to_string(),
+                    path: uri.path().to_owned(),
+                    watch,
+                    code: code.as_u16(),
+                });
+            }
+        };
+        let route = parse_path(uri.path());
+        if let Some(route) = &route {
             let verb = match (method.as_str(), route.name.is_some(), watch) {
                 ("GET", _, true) => "watch",
                 ("GET", true, _) => "get",
@@ -878,14 +1042,35 @@ impl FakeApiServer {
                 ("DELETE", ..) => "delete",
                 _ => "",
             };
-            if let Some(denied) = self.denial(verb, &route) {
+            if let Some(denied) = self.denial(verb, route) {
+                record(denied.status());
                 return denied;
             }
-            if watch {
-                return self.watch(route, &q);
-            }
         }
-        self.handle(method, uri, body)
+        if let (true, Some(route)) = (watch, route.as_ref()) {
+            let r = self.watch(route.clone(), &q);
+            record(r.status());
+            return r;
+        }
+        let commit = !self.costs.commit.is_zero()
+            && route
+                .as_ref()
+                .is_some_and(|r| self.commits(method, r, body));
+        let held = if commit {
+            let guard = self.commit_lock.clone().lock_owned().await;
+            tokio::time::sleep(self.costs.commit).await;
+            Some(guard)
+        } else {
+            None
+        };
+        let (r, listed) = self.handle(method, uri, body);
+        drop(held);
+        if listed > 0 && !self.costs.list_per_object.is_zero() {
+            let n = u32::try_from(listed).unwrap_or(u32::MAX);
+            tokio::time::sleep(self.costs.list_per_object * n).await;
+        }
+        record(r.status());
+        r
     }
 
     /// Merge-patches a stored object (or its status) as a client would, e.g. to play the
@@ -930,7 +1115,7 @@ impl FakeApiServer {
                         .await
                         .map(|b| b.to_bytes())
                         .unwrap_or_default();
-                    Ok::<_, Infallible>(this.respond(&parts.method, &parts.uri, &bytes))
+                    Ok::<_, Infallible>(this.respond(&parts.method, &parts.uri, &bytes).await)
                 }
             });
             tokio::spawn(async move {
@@ -946,6 +1131,8 @@ impl FakeApiServer {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -969,5 +1156,112 @@ mod tests {
         assert!(!selector_matches("a=2", &o));
         assert!(selector_matches("!b", &o));
         assert!(selector_matches("", &o));
+    }
+
+    const PATH: &str = "/api/v1/namespaces/ns/configmaps/cm";
+
+    fn uri(path: &str) -> http::Uri {
+        path.parse().expect("uri")
+    }
+
+    fn rv(api: &FakeApiServer) -> String {
+        api.get("/configmaps", "ns", "cm").expect("stored")["metadata"]["resourceVersion"]
+            .as_str()
+            .expect("rv")
+            .to_owned()
+    }
+
+    fn seeded(costs: ApiCosts) -> FakeApiServer {
+        let api = FakeApiServer::new().recording().with_costs(costs);
+        api.insert(
+            "/configmaps",
+            json!({"metadata": {"name": "cm", "namespace": "ns"}, "data": {"a": "1"}}),
+        );
+        api
+    }
+
+    #[tokio::test]
+    async fn a_patch_that_changes_nothing_writes_nothing() {
+        let api = seeded(ApiCosts::default());
+        let before = rv(&api);
+        let mut events = api.events.subscribe();
+        let body = br#"{"data": {"a": "1"}}"#;
+        let r = api.respond(&Method::PATCH, &uri(PATH), body).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(rv(&api), before, "no new resourceVersion");
+        assert!(events.try_recv().is_err(), "no watch event");
+        let r = api
+            .respond(&Method::PATCH, &uri(PATH), br#"{"data": {"a": "2"}}"#)
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_ne!(rv(&api), before);
+        assert_eq!(events.try_recv().expect("an event").type_, "MODIFIED");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_are_serialized_and_checked_at_commit_time() {
+        let commit = Duration::from_millis(10);
+        let api = seeded(ApiCosts {
+            commit,
+            ..ApiCosts::default()
+        });
+        let locked = format!(
+            r#"{{"metadata": {{"resourceVersion": "{}"}}, "data": {{"b": "x"}}}}"#,
+            rv(&api)
+        );
+        let t0 = std::time::Instant::now();
+        let writes = (0..5).map(|i| {
+            let api = api.clone();
+            let body = if i == 0 {
+                locked.clone()
+            } else {
+                format!(r#"{{"data": {{"w{i}": "1"}}}}"#)
+            };
+            tokio::spawn(async move {
+                api.respond(&Method::PATCH, &uri(PATH), body.as_bytes())
+                    .await
+                    .status()
+            })
+        });
+        let codes: Vec<StatusCode> = futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .map(|r| r.expect("task"))
+            .collect();
+        assert!(t0.elapsed() >= commit * 5, "five commits, one at a time");
+        assert!(
+            codes
+                .iter()
+                .all(|c| *c == StatusCode::OK || *c == StatusCode::CONFLICT)
+        );
+        let log = api.request_log();
+        assert_eq!(log.len(), 5);
+        assert!(log.iter().all(RequestRecord::is_write));
+    }
+
+    #[tokio::test]
+    async fn a_stale_precondition_conflicts_after_waiting_for_its_commit() {
+        let api = seeded(ApiCosts {
+            commit: Duration::from_millis(5),
+            ..ApiCosts::default()
+        });
+        let stale = format!(
+            r#"{{"metadata": {{"resourceVersion": "{}"}}, "data": {{"b": "x"}}}}"#,
+            rv(&api)
+        );
+        let first = api
+            .respond(&Method::PATCH, &uri(PATH), stale.as_bytes())
+            .await;
+        assert_eq!(first.status(), StatusCode::OK);
+        let second = api
+            .respond(
+                &Method::PATCH,
+                &uri(PATH),
+                stale.replace('x', "y").as_bytes(),
+            )
+            .await;
+        assert_eq!(second.status(), StatusCode::CONFLICT);
+        let codes: Vec<u16> = api.request_log().iter().map(|r| r.code).collect();
+        assert_eq!(codes, [200, 409]);
     }
 }

@@ -3,6 +3,7 @@
 //! call.
 
 pub mod api_server;
+pub mod cluster;
 pub mod scripted;
 
-pub use api_server::FakeApiServer;
+pub use api_server::{ApiCosts, FakeApiServer, RequestRecord};
