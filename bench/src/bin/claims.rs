@@ -11,7 +11,7 @@
 //!    conflicts (409), and that no member went to two claims.
 //! 3. What the write cost implies: claims/s at saturation = commits/s ÷ writes per claim.
 //!
-//! Usage: `claims [--commit-ms F] [--watch-ms F] [--sequential N] [--burst N]`.
+//! Usage: `claims [--commit-ms F] [--batch N] [--watch-ms F] [--sequential N] [--burst N]`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -46,6 +46,7 @@ fn options() -> Result<Options, BoxError> {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--commit-ms" => o.costs.commit = Duration::from_secs_f64(value.parse::<f64>()? / 1e3),
+            "--batch" => o.costs.batch = value.parse()?,
             "--watch-ms" => {
                 o.costs.watch_delay = Duration::from_secs_f64(value.parse::<f64>()? / 1e3);
             }
@@ -267,8 +268,9 @@ fn main() -> Result<(), BoxError> {
         .build()?;
     runtime.block_on(async {
         println!(
-            "modelled API server: {:.1} ms per commit (serialized), {:.1} ms watch delivery",
+            "modelled API server: {:.1} ms per commit of up to {} writes (serialized), {:.1} ms watch delivery",
             o.costs.commit.as_secs_f64() * 1e3,
+            o.costs.batch.max(1),
             o.costs.watch_delay.as_secs_f64() * 1e3
         );
         let api = FakeApiServer::new().recording().with_costs(o.costs);
@@ -283,11 +285,12 @@ fn main() -> Result<(), BoxError> {
         let writes = sequential(&api, &o, &ready).await?;
         burst(&api, &o, &ready).await?;
         if !o.costs.commit.is_zero() {
-            let commits = 1.0 / o.costs.commit.as_secs_f64();
+            #[allow(clippy::cast_precision_loss)]
+            let rate = o.costs.batch.max(1) as f64 / o.costs.commit.as_secs_f64();
             println!(
-                "at saturation: {commits:.0} commits/s ÷ {writes:.1} writes per claim = {:.0} claims/s (upstream's ~18 writes: {:.0} claims/s)",
-                commits / writes,
-                commits / 18.0
+                "at saturation: {rate:.0} writes/s ÷ {writes:.1} writes per claim = {:.0} claims/s (upstream's ~18 writes: {:.0} claims/s)",
+                rate / writes,
+                rate / 18.0
             );
         }
         kubelet.abort();

@@ -5,7 +5,7 @@
 //! reserved for their claim so other claims skip them. Adoption changes metadata only: the warm
 //! member keeps running.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -90,11 +90,16 @@ pub fn candidate_sandboxes(core: &Core, claim: &SandboxClaim) -> Vec<Arc<Sandbox
     out
 }
 
-/// Members other claims hold: named by their `sandbox-name` annotation, or being adopted by
-/// them now.
-fn reserved(core: &Core, claim: &SandboxClaim, sandboxes: &[Arc<Sandbox>]) -> BTreeSet<String> {
+/// Members other claims hold: named by their `sandbox-name` annotation, or reserved for them
+/// (`adopting`: handed to a claim by its plan and not yet written).
+fn reserved(
+    core: &Core,
+    adopting: &HashMap<Key, String>,
+    claim: &SandboxClaim,
+    sandboxes: &[Arc<Sandbox>],
+) -> BTreeSet<String> {
     let me = Key::of(claim);
-    let mut out: BTreeSet<String> = lock(&core.adopting)
+    let mut out: BTreeSet<String> = adopting
         .iter()
         .filter(|(member, c)| member.namespace == me.namespace && **c != me.name)
         .map(|(member, _)| member.name.clone())
@@ -111,10 +116,22 @@ fn reserved(core: &Core, claim: &SandboxClaim, sandboxes: &[Arc<Sandbox>]) -> BT
     out
 }
 
+/// The members `plan` adopts.
+fn adopted_members(namespace: &str, plan: &ClaimPlan) -> Vec<Key> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            ClaimAction::Adopt { adoption } => Some(Key::new(namespace, &adoption.sandbox_name)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// One claim reconcile.
 pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
     let cache = core.cache();
     let Some(claim) = cache.get::<SandboxClaim>(&key.namespace, &key.name) else {
+        lock(&core.first_observed).remove(key);
         return Outcome::Done;
     };
     let ns = key.namespace.as_str();
@@ -127,21 +144,44 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
         .ports
         .workloads
         .network_policy(ns, &network_policy_name(&key.name));
-    let input = ClaimInput {
-        claim: &claim,
-        pool: pool.as_deref(),
-        template: template.as_deref(),
-        sandboxes: sandboxes.iter().map(AsRef::as_ref).collect(),
-        reserved: reserved(core, &claim, &sandboxes),
-        legacy_network_policy: legacy_policy.as_ref(),
-        now: &now,
-        config: &core.config.claim,
+    let first_observed = lock(&core.first_observed)
+        .entry(key.clone())
+        .or_insert_with(|| now.clone())
+        .clone();
+    // Planning and reserving the member it picks happen under one lock: claims reconciled at
+    // once are handed different members (upstream's per-pool queue), so a burst adopts in
+    // parallel instead of racing for the oldest member.
+    let (input, plan, reservations) = {
+        let mut adopting = lock(&core.adopting);
+        let input = ClaimInput {
+            claim: &claim,
+            pool: pool.as_deref(),
+            template: template.as_deref(),
+            sandboxes: sandboxes.iter().map(AsRef::as_ref).collect(),
+            reserved: reserved(core, &adopting, &claim, &sandboxes),
+            legacy_network_policy: legacy_policy.as_ref(),
+            now: &now,
+            first_observed: Some(&first_observed),
+            config: &core.config.claim,
+        };
+        let plan = plan_claim(&input);
+        let reservations = adopted_members(ns, &plan);
+        for member in &reservations {
+            adopting.insert(member.clone(), key.name.clone());
+        }
+        (input, plan, reservations)
     };
-    let plan = plan_claim(&input);
 
     let mut rv = claim.metadata.resource_version.clone();
     let mut failure = None;
+    // Events are recorded after the status write: they are writes too, and the claim's
+    // watchers wait for the status.
+    let mut events = Vec::new();
     for (i, action) in plan.actions.iter().enumerate() {
+        if let ClaimAction::Event { event } = action {
+            events.push(event);
+            continue;
+        }
         if let Err(e) = apply(core, &claim, key, &mut rv, action).await {
             failure = Some(ApplyFailure {
                 action_index: i,
@@ -149,6 +189,14 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
                 message: e.message,
             });
             break;
+        }
+    }
+    // The adopted member now carries the claim's owner reference in the cache (writes go
+    // through it), so no later plan offers it to another claim.
+    {
+        let mut adopting = lock(&core.adopting);
+        for member in &reservations {
+            adopting.remove(member);
         }
     }
     let (status, requeue, error) = match &failure {
@@ -165,13 +213,25 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
             (outcome.status, outcome.requeue_after, Some(outcome.error))
         }
     };
-    if let Some(status) = status
-        && let Err(e) = write_status(core, &claim, key, rv.as_deref(), &status).await
-    {
-        return Outcome::Retry(format!("writing the claim's status: {e}"));
+    let status_landed = match status {
+        Some(status) => match write_status(core, &claim, key, rv.as_deref(), &status).await {
+            Ok(landed) => landed,
+            Err(e) => return Outcome::Retry(format!("writing the claim's status: {e}")),
+        },
+        None => false,
+    };
+    for event in events {
+        core.record(Controller::Claim, &object_reference(claim.as_ref()), event)
+            .await;
     }
-    if failure.is_none() {
-        record_first_ready(core, &claim, &plan, &now);
+    if failure.is_none() && status_landed && plan.first_ready.is_some() {
+        record_first_ready(core, &claim, &plan, &now, &first_observed);
+        if let Some(patch) = &plan.annotate {
+            annotate(core, key, patch).await;
+        }
+    }
+    if failure.is_none() && (status_landed || !plan.write_status) && is_ready(&plan.status) {
+        lock(&core.first_observed).remove(key);
     }
     match error {
         Some(e) if e.class == ErrorClass::Transient => match requeue {
@@ -186,15 +246,36 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
     }
 }
 
-/// The status as a merge patch, conditional on the claim's latest known resourceVersion. A
-/// conflict or a claim already gone is dropped: another event reconciles it again.
+/// Merges the observability annotations into the claim's metadata. Best effort: they are
+/// for people and dashboards, and the metrics were already recorded from memory.
+async fn annotate(core: &Core, key: &Key, patch: &paddock_plan::patch::MetadataPatch) {
+    let mut patch = patch.clone();
+    patch.resource_version = None;
+    if let Err(e) = core
+        .patch(
+            Kind::SandboxClaim,
+            &key.namespace,
+            &key.name,
+            Part::Main,
+            &patch.to_merge_patch(),
+        )
+        .await
+        && e.kind != FailureKind::NotFound
+    {
+        tracing::debug!(claim = %key, error = %e.message, "could not annotate the claim");
+    }
+}
+
+/// The status as a merge patch, conditional on the claim's latest known resourceVersion.
+/// Returns whether it landed: a conflict or a claim already gone is dropped, as another event
+/// reconciles it again.
 async fn write_status(
     core: &Core,
     claim: &SandboxClaim,
     key: &Key,
     rv: Option<&str>,
     status: &SandboxClaimStatus,
-) -> Result<(), WriteError> {
+) -> Result<bool, WriteError> {
     let old = serde_json::to_value(claim.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
     let new = serde_json::to_value(status).unwrap_or(Value::Null);
     let mut patch = json!({ "status": merge_patch_between(&old, &new) });
@@ -211,13 +292,20 @@ async fn write_status(
         )
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         Err(e) if matches!(e.kind, FailureKind::Conflict | FailureKind::NotFound) => {
             tracing::debug!(claim = %key, "status write lost a race; a later event reconciles again");
-            Ok(())
+            Ok(false)
         }
         Err(e) => Err(e),
     }
+}
+
+fn is_ready(status: &SandboxClaimStatus) -> bool {
+    status
+        .conditions
+        .as_deref()
+        .is_some_and(|c| paddock_api::conditions::is_true(c, paddock_api::conditions::types::READY))
 }
 
 fn created_by(claim: &SandboxClaim) -> String {
@@ -290,9 +378,7 @@ async fn apply(
         }
         ClaimAction::PatchClaim { patch } => patch_claim(core, key, rv, patch).await,
         ClaimAction::Adopt { adoption } => {
-            let member = Key::new(ns, &adoption.sandbox_name);
-            lock(&core.adopting).insert(member.clone(), key.name.clone());
-            let result = async {
+            async {
                 if let Some(claim_patch) = &adoption.claim_patch {
                     patch_claim(core, key, rv, claim_patch).await?;
                 }
@@ -314,9 +400,7 @@ async fn apply(
                 count_creation(core, claim, &typed_sandbox(adopted), "warm", adoption.ready);
                 Ok(())
             }
-            .await;
-            lock(&core.adopting).remove(&member);
-            result
+            .await
         }
         ClaimAction::PatchSandbox { patch } => {
             let current = core
@@ -359,7 +443,13 @@ fn parse_time(s: &str) -> Option<jiff::Timestamp> {
 }
 
 /// The claim start-up histograms, once, on the plan that makes the claim Ready first.
-fn record_first_ready(core: &Core, claim: &SandboxClaim, plan: &ClaimPlan, now: &Time) {
+fn record_first_ready(
+    core: &Core,
+    claim: &SandboxClaim,
+    plan: &ClaimPlan,
+    now: &Time,
+    first_observed: &Time,
+) {
     let Some(first) = &plan.first_ready else {
         return;
     };
@@ -373,11 +463,15 @@ fn record_first_ready(core: &Core, claim: &SandboxClaim, plan: &ClaimPlan, now: 
             .map(|t| now.0.duration_since(t).as_millis_f64().max(0.0))
     };
     let m = core.metrics();
-    if let Some(ms) = since(CONTROLLER_FIRST_OBSERVED_AT) {
-        m.claim_controller_startup_latency
-            .get_or_create(&labels)
-            .observe(ms);
-    }
+    let observed = since(CONTROLLER_FIRST_OBSERVED_AT).unwrap_or_else(|| {
+        now.0
+            .duration_since(first_observed.0)
+            .as_millis_f64()
+            .max(0.0)
+    });
+    m.claim_controller_startup_latency
+        .get_or_create(&labels)
+        .observe(observed);
     if let Some(ms) = since(CLIENT_FIRST_REQUESTED_AT) {
         m.client_claim_startup_latency
             .get_or_create(&labels)

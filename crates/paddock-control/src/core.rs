@@ -183,6 +183,9 @@ pub struct Core {
     pub(crate) pools: Mutex<HashMap<Key, pool::PoolState>>,
     /// Members being adopted right now → the claim adopting each.
     pub(crate) adopting: Mutex<HashMap<Key, String>>,
+    /// When each claim not yet Ready was first reconciled (its `controller-first-observed-at`).
+    pub(crate) first_observed:
+        Mutex<HashMap<Key, k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>>,
     failures: Mutex<HashMap<(Controller, Key), u32>>,
 }
 
@@ -214,6 +217,7 @@ impl Core {
             metrics,
             pools: Mutex::default(),
             adopting: Mutex::default(),
+            first_observed: Mutex::default(),
             failures: Mutex::default(),
         })
     }

@@ -77,7 +77,7 @@ fn claim_json() -> Value {
 }
 
 #[tokio::test]
-async fn claim_adopts_a_ready_member_with_two_conditional_writes() {
+async fn claim_adopts_a_ready_member_with_one_conditional_write_before_its_status() {
     let (ctx, _children, mut api) = context();
     put(&ctx, template());
     put(&ctx, pool(1));
@@ -90,24 +90,8 @@ async fn claim_adopts_a_ready_member_with_two_conditional_writes() {
         async move { ctx.reconcile(Controller::Claim, &Key::of(&c)).await }
     });
 
-    // Stamp of the first observation, locked to the observed version.
-    let stamp = expect(&mut api, "PATCH", CLAIM).await;
-    assert_eq!(stamp.body["metadata"]["resourceVersion"], "10");
-    assert!(
-        stamp.body["metadata"]["annotations"]["agents.x-k8s.io/controller-first-observed-at"]
-            .is_string()
-    );
-    stamp.ok(&with_rv(claim_json(), "11"));
-
-    // Adoption step 1: the claim names the member, locked to the version the stamp returned.
-    let bind = expect(&mut api, "PATCH", CLAIM).await;
-    assert_eq!(
-        bind.body,
-        json!({"metadata": {"resourceVersion": "11", "annotations": {"agents.x-k8s.io/sandbox-name": "pool-abcde"}}})
-    );
-    bind.ok(&with_rv(claim_json(), "12"));
-
-    // Adoption step 2: the member, locked to its own version, becomes the claim's.
+    // The member is reserved for this claim while it plans: no claim write comes first.
+    // The member, locked to its own version, becomes the claim's.
     let adopt = expect(&mut api, "PATCH", &format!("{SANDBOXES}/pool-abcde")).await;
     let meta = &adopt.body["metadata"];
     assert_eq!(meta["resourceVersion"], "30");
@@ -134,17 +118,9 @@ async fn claim_adopts_a_ready_member_with_two_conditional_writes() {
     adopted["metadata"]["resourceVersion"] = json!("31");
     adopt.ok(&adopted);
 
-    // The first-ready stamp (it guards the start-up metrics), locked to the bind's version.
-    let first_ready = expect(&mut api, "PATCH", CLAIM).await;
-    assert_eq!(
-        first_ready.body,
-        json!({"metadata": {"resourceVersion": "12", "annotations": {"agents.x-k8s.io/claim-first-ready-at": "2026-09-01T12:00:00Z"}}})
-    );
-    first_ready.ok(&with_rv(claim_json(), "13"));
-
-    // The status, locked to the latest claim version, forwards the member's Ready.
+    // The status, locked to the observed claim version, forwards the member's Ready.
     let status = expect(&mut api, "PATCH", &format!("{CLAIM}/status")).await;
-    assert_eq!(status.body["metadata"]["resourceVersion"], "13");
+    assert_eq!(status.body["metadata"]["resourceVersion"], "10");
     assert_eq!(status.body["status"]["sandbox"]["name"], "pool-abcde");
     assert_eq!(
         status.body["status"]["sandbox"]["podIPs"],
@@ -159,7 +135,22 @@ async fn claim_adopts_a_ready_member_with_two_conditional_writes() {
         .expect("Ready");
     assert_eq!(ready["status"], "True");
     assert_eq!(ready["reason"], "DependenciesReady");
-    status.ok(&with_rv(claim_json(), "14"));
+    assert_eq!(
+        ready["lastTransitionTime"], "2026-09-01T12:00:00Z",
+        "the claim's own transition, not the member's"
+    );
+    status.ok(&with_rv(claim_json(), "11"));
+
+    // Then, off the claim's critical path, its observability annotations in one patch.
+    let annotate = expect(&mut api, "PATCH", CLAIM).await;
+    assert_eq!(
+        annotate.body,
+        json!({"metadata": {"annotations": {
+            "agents.x-k8s.io/controller-first-observed-at": "2026-09-01T12:00:00Z",
+            "agents.x-k8s.io/claim-first-ready-at": "2026-09-01T12:00:00Z",
+            "agents.x-k8s.io/sandbox-name": "pool-abcde"}}})
+    );
+    annotate.ok(&with_rv(claim_json(), "12"));
     let rest = tokio::time::timeout(Duration::from_millis(200), run).await;
     let action = match rest {
         Ok(joined) => joined.expect("join"),
@@ -193,14 +184,11 @@ async fn claim_that_loses_the_member_race_reports_adoption_conflict_and_retries_
         let ctx = ctx.clone();
         async move { ctx.reconcile(Controller::Claim, &Key::of(&c)).await }
     });
-    let bind = expect(&mut api, "PATCH", CLAIM).await;
-    assert_eq!(bind.body["metadata"]["resourceVersion"], "10");
-    bind.ok(&with_rv(claim_json(), "11"));
     expect(&mut api, "PATCH", &format!("{SANDBOXES}/pool-abcde"))
         .await
         .fail(409, "Conflict");
     let status = expect(&mut api, "PATCH", &format!("{CLAIM}/status")).await;
-    assert_eq!(status.body["metadata"]["resourceVersion"], "11");
+    assert_eq!(status.body["metadata"]["resourceVersion"], "10");
     let ready = &status.body["status"]["conditions"][0];
     assert_eq!(ready["reason"], "AdoptionConflict");
     status.ok(&with_rv(claim_json(), "12"));

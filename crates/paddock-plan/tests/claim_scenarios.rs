@@ -70,6 +70,7 @@ impl World {
             reserved: self.reserved.clone(),
             legacy_network_policy: self.legacy_np.as_ref(),
             now: &self.now,
+            first_observed: None,
             config: &self.config,
         }
     }
@@ -274,11 +275,9 @@ fn adoption_patch_makes_exactly_the_contract_edits() {
     w.sandboxes = vec![w.member("pool-m", true, None, 0)];
     let p = w.plan();
     let a = adoption(&p).unwrap();
-    let claim_patch = a.claim_patch.as_ref().unwrap();
-    assert_eq!(claim_patch.resource_version.as_deref(), Some("100"));
-    assert_eq!(
-        claim_patch.annotations.get("agents.x-k8s.io/sandbox-name"),
-        Some(&Some("pool-m".to_owned()))
+    assert!(
+        a.claim_patch.is_none(),
+        "the driver reserves the member; the claim is not written before it"
     );
 
     let sp = &a.sandbox_patch;
@@ -583,11 +582,9 @@ fn lost_binding_is_recovered_from_ownership_instead_of_taking_another() {
     let p = w.plan();
     assert!(adoption(&p).is_none() && created(&p).is_none());
     assert_eq!(bound(&p).as_deref(), Some("pool-m"));
-    assert_eq!(
-        claim_patches(&p)[0]
-            .annotations
-            .get("agents.x-k8s.io/sandbox-name"),
-        Some(&Some("pool-m".to_owned()))
+    assert!(
+        claim_patches(&p).is_empty(),
+        "the status names it; no annotation round trip"
     );
 }
 
@@ -1324,16 +1321,23 @@ fn first_observation_and_first_ready_are_stamped_once() {
     w.sandboxes[0].metadata.annotations =
         Some(map(&[("agents.x-k8s.io/sandbox-template-ref", "tpl")]));
     let p = w.plan();
-    let patches = claim_patches(&p);
     assert!(
-        patches[0]
+        claim_patches(&p).is_empty(),
+        "nothing is written before the status"
+    );
+    let annotate = p
+        .annotate
+        .as_ref()
+        .expect("the annotations, after the status");
+    assert_eq!(annotate.resource_version, None);
+    assert_eq!(
+        annotate
             .annotations
-            .contains_key("agents.x-k8s.io/controller-first-observed-at")
+            .get("agents.x-k8s.io/controller-first-observed-at"),
+        Some(&Some(paddock_plan::time::rfc3339_nano(&t(10))))
     );
     assert_eq!(
-        patches
-            .last()
-            .unwrap()
+        annotate
             .annotations
             .get("agents.x-k8s.io/claim-first-ready-at"),
         Some(&Some(paddock_plan::time::rfc3339_nano(&t(10))))
@@ -1350,12 +1354,14 @@ fn first_observation_and_first_ready_are_stamped_once() {
         ("agents.x-k8s.io/claim-first-ready-at", "y"),
     ]));
     let p = w.plan();
-    assert!(claim_patches(&p).is_empty());
+    assert!(claim_patches(&p).is_empty() && p.annotate.is_none());
     assert_eq!(p.first_ready, None);
 
     w.config.observability_annotations = false;
     w.claim.metadata.annotations = None;
-    assert!(claim_patches(&w.plan()).is_empty());
+    let p = w.plan();
+    assert!(claim_patches(&p).is_empty() && p.annotate.is_none());
+    assert!(p.first_ready.is_some(), "the metrics still count it");
 }
 
 #[test]

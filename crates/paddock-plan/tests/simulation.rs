@@ -443,6 +443,7 @@ impl Sim {
             reserved,
             legacy_network_policy: None,
             now: &now,
+            first_observed: None,
             config: &claim_config,
         };
         let plan = plan_claim(&input);

@@ -161,10 +161,6 @@ impl<'a> Planner<'a, '_> {
         // Any other Sandbox the claim controls (its binding was lost to a dropped write or a
         // stale cache): keep it rather than take a second one.
         if let Some(sb) = self.owned_sandboxes().into_iter().next() {
-            let mut patch = self.claim_lock();
-            let sb_name = sb.metadata.name.as_deref().unwrap_or_default();
-            patch.set_annotation(SANDBOX_NAME, sb_name);
-            self.actions.push(ClaimAction::PatchClaim { patch });
             return Ok(Found::Sandbox {
                 sandbox: Box::new(sb.clone()),
                 launch: LAUNCH_TYPE_WARM,
@@ -196,14 +192,10 @@ impl<'a> Planner<'a, '_> {
                 .collect();
             let fingerprint = self.recreate_fingerprint();
             match choose(candidates, fingerprint.as_ref()) {
-                Choice::Take(sb) => {
-                    let mut claim_patch = self.claim_lock();
-                    claim_patch.set_annotation(
-                        SANDBOX_NAME,
-                        sb.metadata.name.as_deref().unwrap_or_default(),
-                    );
-                    return self.adopt(sb, Some(claim_patch));
-                }
+                // The member is reserved for this claim by the driver while it plans, so the
+                // member patch (locked to the member's resourceVersion) is the only write
+                // adoption needs before the status; the claim finds it again by ownership.
+                Choice::Take(sb) => return self.adopt(sb, None),
                 Choice::Pending => {
                     let age = claim
                         .metadata

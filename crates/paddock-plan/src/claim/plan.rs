@@ -68,6 +68,8 @@ pub struct ClaimInput<'a> {
     pub legacy_network_policy: Option<&'a NetworkPolicy>,
     /// The current time.
     pub now: &'a Time,
+    /// When the controller first observed the claim (kept in memory; `None`: now).
+    pub first_observed: Option<&'a Time>,
     /// Tunables.
     pub config: &'a ClaimConfig,
 }
@@ -164,4 +166,9 @@ pub struct ClaimPlan {
     pub error: Option<PlanError>,
     /// Set when this plan makes the claim Ready for the first time.
     pub first_ready: Option<FirstReady>,
+    /// The observability annotations (`controller-first-observed-at`, `claim-first-ready-at`,
+    /// `sandbox-name`), merged into the claim's metadata after the status write lands (without
+    /// a resourceVersion lock: it only adds these keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotate: Option<MetadataPatch>,
 }

@@ -5,18 +5,17 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use paddock_api::conditions::{self as conds, claim as reason, status as cstatus, types};
-use paddock_api::names::CONTROLLER_FIRST_OBSERVED_AT;
 use paddock_api::v1beta1::{ClaimShutdownPolicy, Sandbox, SandboxClaim, SandboxClaimStatus};
 
+use super::ClaimError;
 use super::expiry::{CLAIM_EXPIRED_MESSAGE, claim_expiry, expired_event};
 use super::find::Found;
 use super::plan::{ClaimAction, ClaimInput, ClaimPlan, FirstReady};
 use super::status::{normalized_status, ready_condition};
-use super::{ClaimError, annotation};
 use crate::outcome::{Event, ObjectRef, PlanError, Propagation};
 use crate::ownership::controller_of_meta;
 use crate::patch::MetadataPatch;
-use crate::time::{min_requeue, rfc3339_nano, until};
+use crate::time::{min_requeue, until};
 
 /// Plans one claim reconcile (contract §2.5).
 pub fn plan_claim(input: &ClaimInput<'_>) -> ClaimPlan {
@@ -35,6 +34,7 @@ pub(super) struct Planner<'a, 'i> {
     pub(super) requeue: Option<Duration>,
     error: Option<PlanError>,
     pub(super) first_ready: Option<FirstReady>,
+    pub(super) annotate: Option<MetadataPatch>,
 }
 
 impl<'a, 'i> Planner<'a, 'i> {
@@ -50,6 +50,7 @@ impl<'a, 'i> Planner<'a, 'i> {
             requeue: None,
             error: None,
             first_ready: None,
+            annotate: None,
         }
     }
 
@@ -110,13 +111,6 @@ impl<'a, 'i> Planner<'a, 'i> {
         }
         if claim.metadata.deletion_timestamp.is_some() {
             return;
-        }
-        if self.input.config.observability_annotations
-            && annotation(claim, CONTROLLER_FIRST_OBSERVED_AT).is_none_or(str::is_empty)
-        {
-            let mut patch = self.claim_lock();
-            patch.set_annotation(CONTROLLER_FIRST_OBSERVED_AT, &rfc3339_nano(self.input.now));
-            self.actions.push(ClaimAction::PatchClaim { patch });
         }
 
         let old_conditions = self.old_status.conditions.clone().unwrap_or_default();
@@ -221,6 +215,7 @@ impl<'a, 'i> Planner<'a, 'i> {
             requeue_after: self.requeue,
             error: self.error,
             first_ready: self.first_ready,
+            annotate: self.annotate,
         }
     }
 }

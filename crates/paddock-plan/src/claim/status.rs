@@ -5,13 +5,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use paddock_api::conditions::{
     self as conds, claim as reason, sandbox as sandbox_reason, status as cstatus, types,
 };
-use paddock_api::names::{CLAIM_FIRST_READY_AT, LAUNCH_TYPE, SANDBOX_TEMPLATE_REF};
+use paddock_api::names::{
+    CLAIM_FIRST_READY_AT, CONTROLLER_FIRST_OBSERVED_AT, LAUNCH_TYPE, SANDBOX_NAME,
+    SANDBOX_TEMPLATE_REF,
+};
 use paddock_api::v1beta1::{ClaimSandboxStatus, Sandbox, SandboxClaimStatus};
 
 use super::expiry::CLAIM_EXPIRED_MESSAGE;
-use super::plan::{ClaimAction, FirstReady};
+use super::plan::FirstReady;
 use super::planner::Planner;
 use super::{ClaimError, annotation};
+use crate::patch::MetadataPatch;
 use crate::time::rfc3339_nano;
 
 /// Message when the bound Sandbox expired on its own.
@@ -105,8 +109,10 @@ impl Planner<'_, '_> {
                 reason::SANDBOX_EXPIRED,
                 SANDBOX_EXPIRED_MESSAGE,
             ),
+            // The claim's own transition time: the Sandbox's may predate the claim.
             Some(c) => Condition {
                 observed_generation: self.generation(),
+                last_transition_time: self.input.now.clone(),
                 ..c.clone()
             },
             None => self.ready(
@@ -189,11 +195,28 @@ impl Planner<'_, '_> {
                 sandbox_template: template,
             });
             if self.input.config.observability_annotations {
-                let mut patch = self.claim_lock();
-                patch.set_annotation(CLAIM_FIRST_READY_AT, &rfc3339_nano(self.input.now));
-                self.actions.push(ClaimAction::PatchClaim { patch });
+                self.annotate_first_ready(sandbox);
             }
         }
         self.status = Some(status);
+    }
+
+    /// The claim's observability annotations, written once after the status that makes it
+    /// Ready (off the claim's critical path, in one patch): when the controller first observed
+    /// it, when it became Ready, and which Sandbox it adopted.
+    fn annotate_first_ready(&mut self, sandbox: Option<&Sandbox>) {
+        let mut patch = MetadataPatch::default();
+        if annotation(self.claim, CONTROLLER_FIRST_OBSERVED_AT).is_none_or(str::is_empty) {
+            let observed = self.input.first_observed.unwrap_or(self.input.now);
+            patch.set_annotation(CONTROLLER_FIRST_OBSERVED_AT, &rfc3339_nano(observed));
+        }
+        patch.set_annotation(CLAIM_FIRST_READY_AT, &rfc3339_nano(self.input.now));
+        if let Some(name) = sandbox.and_then(|sb| sb.metadata.name.as_deref())
+            && name != self.name
+            && annotation(self.claim, SANDBOX_NAME) != Some(name)
+        {
+            patch.set_annotation(SANDBOX_NAME, name);
+        }
+        self.annotate = Some(patch);
     }
 }
