@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every paddock benchmark and prints the numbers the README quotes.
-# Usage: bench/run.sh [name...]   (no name = all)
+# Usage: bench/run.sh [name...]   (no name = all: agent store runtime engine sdk controller claims router)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p paddock-bench --bins -p paddock -q
@@ -56,4 +56,10 @@ if runs claims; then
     # a real one does (2 ms serialized commits, 0.5 ms watch delivery), with a stand-in kubelet:
     # sequential claim → Ready and writes per claim by verb and resource; a burst of 50.
     "$bin_dir/claims" ${CLAIMS_BENCH_ARGS:-}
+fi
+
+if runs router; then
+    # The gateway as upstream's sandbox-router: a small GET to a sandbox's port, direct and
+    # through the gateway, with the watch-fed Sandbox cache and with --cache-enabled=false.
+    "$bin_dir/router"
 fi

@@ -251,6 +251,15 @@ async fn burst(api: &FakeApiServer, o: &Options, ready: &ReadyClaims) -> Result<
             return Err(format!("{sb} was handed to two claims").into());
         }
     }
+    let mut by_kind: BTreeMap<String, u32> = BTreeMap::new();
+    for r in log.iter().filter(|r| r.is_write()) {
+        let k = if r.code == 409 {
+            format!("{} (409)", verb_resource(r))
+        } else {
+            verb_resource(r)
+        };
+        *by_kind.entry(k).or_default() += 1;
+    }
     let p = Percentiles::of(&mut each).ok_or("no samples")?;
     #[allow(clippy::cast_precision_loss)]
     let per_claim = writes as f64 / f64::from(n);
@@ -258,6 +267,9 @@ async fn burst(api: &FakeApiServer, o: &Options, ready: &ReadyClaims) -> Result<
         "burst of {n} claims on a pool of {n}: all Ready in {all:.0} ms (each: p50 {:.0} ms, max {:.0} ms); {warm} warm, no member twice; {per_claim:.1} writes per claim with the refill; {conflicts} conflicts (409)",
         p.p50, p.max
     );
+    for (k, v) in &by_kind {
+        println!("    {:<34} {:.1}", k, f64::from(*v) / f64::from(n));
+    }
     Ok(())
 }
 

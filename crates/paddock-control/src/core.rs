@@ -126,6 +126,15 @@ pub struct CoreConfig {
     pub claim_events: bool,
     /// Retry backoff.
     pub backoff: Backoff,
+    /// A Sandbox whose pod was just created and is not Ready yet writes its status only after
+    /// this long (the pod's first event usually brings a newer one sooner): a fast pod costs
+    /// one status write, not two. Zero (the default) writes at once; the Kubernetes tier,
+    /// where a write is a storage commit, uses [`CoreConfig::API_SERVER_WRITE_SAVING`]'s.
+    pub new_pod_status_settle: Duration,
+    /// While a pool is changing (refilling, members not Ready yet, at the same generation), its
+    /// status is written when it settles or after this long, whichever comes first: one write
+    /// per adoption and refill instead of one per step. Zero (the default) writes every change.
+    pub pool_status_coalesce: Duration,
 }
 
 impl Default for CoreConfig {
@@ -140,8 +149,17 @@ impl Default for CoreConfig {
             extensions: true,
             claim_events: true,
             backoff: Backoff::default(),
+            new_pod_status_settle: Duration::ZERO,
+            pool_status_coalesce: Duration::ZERO,
         }
     }
+}
+
+impl CoreConfig {
+    /// `(new_pod_status_settle, pool_status_coalesce)` where every write is an API server
+    /// commit: 100 ms and 500 ms.
+    pub const API_SERVER_WRITE_SAVING: (Duration, Duration) =
+        (Duration::from_millis(100), Duration::from_millis(500));
 }
 
 /// What one reconcile asks for next.
@@ -186,6 +204,8 @@ pub struct Core {
     /// When each claim not yet Ready was first reconciled (its `controller-first-observed-at`).
     pub(crate) first_observed:
         Mutex<HashMap<Key, k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>>,
+    /// Sandboxes whose new pod is settling → until when their not-Ready status is held back.
+    pub(crate) settling: Mutex<HashMap<Key, tokio::time::Instant>>,
     failures: Mutex<HashMap<(Controller, Key), u32>>,
 }
 
@@ -218,6 +238,7 @@ impl Core {
             pools: Mutex::default(),
             adopting: Mutex::default(),
             first_observed: Mutex::default(),
+            settling: Mutex::default(),
             failures: Mutex::default(),
         })
     }

@@ -34,6 +34,8 @@ pub struct PoolState {
     pub hold_until: Option<Instant>,
     /// Refill token bucket: tokens and when it was last topped up.
     pub tokens: Option<(f64, Instant)>,
+    /// Since when a status change has been held back while the pool changes.
+    pub status_held_since: Option<Instant>,
 }
 
 /// The create allowance from the refill bucket and the replenish hold, and when to look again
@@ -170,7 +172,16 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
             }
         });
     }
-    if plan.write_status {
+    let mut status_wake = None;
+    if !plan.write_status {
+        with_state(core, key, |s| s.status_held_since = None);
+    }
+    let write_status = plan.write_status && {
+        let hold = status_hold(core, &pool, &plan, creates.is_empty(), key);
+        status_wake = hold;
+        hold.is_none()
+    };
+    if write_status {
         let old =
             serde_json::to_value(pool.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
         let new = serde_json::to_value(&plan.status).unwrap_or(Value::Null);
@@ -192,11 +203,54 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
         return Outcome::Retry(e.message);
     }
     let wants_more = plan.wanted_creates > u32::try_from(creates.len()).unwrap_or(u32::MAX);
-    let requeue = match (plan.requeue_after, hold_wake.filter(|_| wants_more)) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    let requeue = [
+        plan.requeue_after,
+        hold_wake.filter(|_| wants_more),
+        status_wake,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     Outcome::after(requeue)
+}
+
+/// Whether to hold the pool's status change back, and for how long: while the pool is in
+/// motion (short of its replicas, members not Ready, creates pending) at the same generation,
+/// changes wait until it settles or `pool_status_coalesce` passes, so an adoption and its
+/// refill cost one status write (often none: the settled status equals the stored one).
+fn status_hold(
+    core: &Core,
+    pool: &SandboxWarmPool,
+    plan: &paddock_plan::pool::PoolPlan,
+    no_creates_now: bool,
+    key: &Key,
+) -> Option<Duration> {
+    let window = core.config.pool_status_coalesce;
+    let stored = pool.status.as_ref();
+    let desired = pool.spec.replicas.unwrap_or(1);
+    let replicas = plan.status.replicas.unwrap_or(0);
+    let settled = no_creates_now
+        && plan.wanted_creates == 0
+        && replicas == desired
+        && plan.status.ready_replicas.unwrap_or(0) == replicas;
+    let same_generation =
+        stored.is_some_and(|s| s.observed_generation == plan.status.observed_generation);
+    let mut out = None;
+    with_state(core, key, |s| {
+        if window.is_zero() || settled || !same_generation {
+            s.status_held_since = None;
+            return;
+        }
+        let now = Instant::now();
+        let since = *s.status_held_since.get_or_insert(now);
+        let held = now.duration_since(since);
+        if held < window {
+            out = Some(window - held);
+        } else {
+            s.status_held_since = None;
+        }
+    });
+    out
 }
 
 /// Creates members in slow-start batches (1, 2, 4, …), recording each created name in the
@@ -216,7 +270,7 @@ async fn create_members(
         rest = later;
         let results = join_all(
             now.iter()
-                .map(|sb| core.create(Object::Sandbox((*sb).clone()))),
+                .map(|sb| core.create(Object::Sandbox(named_member(sb)))),
         )
         .await;
         let mut failed = false;
@@ -242,4 +296,32 @@ async fn create_members(
         batch = batch.saturating_mul(2);
     }
     created
+}
+
+/// The member with a name of its own, made as the API server makes one from `generateName`
+/// (the prefix and five characters), so its create also carries the `pod-name` annotation the
+/// Sandbox loop would otherwise patch in afterwards. A clash fails the create like any other
+/// (AlreadyExists) and the next reconcile tries a new name.
+fn named_member(member: &Sandbox) -> Sandbox {
+    use std::hash::{BuildHasher, Hasher};
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut sb = member.clone();
+    let Some(prefix) = sb.metadata.generate_name.take() else {
+        return sb;
+    };
+    let mut bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let mut name = prefix;
+    for _ in 0..5 {
+        let i = usize::try_from(bits % ALPHABET.len() as u64).unwrap_or(0);
+        name.push(char::from(ALPHABET[i]));
+        bits /= ALPHABET.len() as u64;
+    }
+    sb.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(paddock_api::names::POD_NAME.to_owned(), name.clone());
+    sb.metadata.name = Some(name);
+    sb
 }

@@ -16,7 +16,7 @@ use paddock_plan::sandbox::{SandboxAction, SandboxInput, plan_sandbox, status_af
 use serde_json::{Value, json};
 
 use crate::cache::Key;
-use crate::core::{Core, Outcome};
+use crate::core::{Core, Outcome, lock};
 use crate::metrics::{
     CreationLatencyLabels, UNKNOWN_CLAIM_TEMPLATE, launch_type, sandbox_template,
 };
@@ -44,6 +44,7 @@ fn action_name(action: Option<&SandboxAction>) -> &'static str {
 pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
     let workloads = &core.ports.workloads;
     let Some(sb) = core.cache().get::<Sandbox>(&key.namespace, &key.name) else {
+        lock(&core.settling).remove(key);
         workloads.release(&key.namespace, &key.name, Release::Gone);
         return Outcome::Done;
     };
@@ -98,6 +99,16 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
         }
     };
     let tier_changed = add_tier_conditions(&mut status, &old, workloads.conditions(&sb, &now));
+    if let Some(wait) = settling(
+        core,
+        key,
+        &plan,
+        failure.is_none() && error.is_none(),
+        &status,
+    ) {
+        // The new pod's own events bring a newer status within moments; write that one.
+        return Outcome::RequeueAfter(requeue_after.map_or(wait, |d| d.min(wait)));
+    }
     if status != old && (planned_write || tier_changed) {
         if let Err(e) = write_status(core, key, &old, &status).await {
             return Outcome::Retry(format!("writing the Sandbox's status: {e}"));
@@ -122,6 +133,42 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
         }
         None => Outcome::after(requeue_after),
     }
+}
+
+/// How long to hold a not-Ready status back because this Sandbox's pod was created less than
+/// `new_pod_status_settle` ago (`None`: write it now).
+fn settling(
+    core: &Core,
+    key: &Key,
+    plan: &paddock_plan::sandbox::SandboxPlan,
+    clean: bool,
+    status: &SandboxStatus,
+) -> Option<Duration> {
+    let settle = core.config.new_pod_status_settle;
+    let mut settling = lock(&core.settling);
+    let now = tokio::time::Instant::now();
+    let created_pod = plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, SandboxAction::CreatePod { .. }));
+    if clean && created_pod && !settle.is_zero() {
+        settling.insert(key.clone(), now + settle);
+    }
+    match settling.get(key) {
+        Some(until) if clean && *until > now && !is_ready(status) => Some(*until - now),
+        Some(_) => {
+            settling.remove(key);
+            None
+        }
+        None => None,
+    }
+}
+
+fn is_ready(status: &SandboxStatus) -> bool {
+    status
+        .conditions
+        .as_deref()
+        .is_some_and(|c| conds::is_true(c, types::READY))
 }
 
 /// Sets the tier's own conditions on `status` (keeping a condition's transition time while its

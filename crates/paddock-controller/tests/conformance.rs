@@ -59,6 +59,9 @@ async fn kube_tier() -> KubeTier {
         &client,
         CoreConfig {
             replenish_delay: Duration::from_secs(1),
+            // As `paddock controller` runs: the scenarios hold with its write savings.
+            new_pod_status_settle: CoreConfig::API_SERVER_WRITE_SAVING.0,
+            pool_status_coalesce: CoreConfig::API_SERVER_WRITE_SAVING.1,
             ..CoreConfig::default()
         },
         clock.clone(),

@@ -214,7 +214,14 @@ async fn pool_scales_up_in_slow_start_batches_and_waits_for_its_creates() {
     for i in 0..3 {
         let create = expect(&mut api, "POST", SANDBOXES).await;
         let meta = &create.body["metadata"];
-        assert_eq!(meta["generateName"], "pool-");
+        let given = meta["name"]
+            .as_str()
+            .expect("a name chosen like generateName's");
+        assert!(
+            given.starts_with("pool-") && given.len() == "pool-".len() + 5,
+            "{given}"
+        );
+        assert_eq!(meta["annotations"]["agents.x-k8s.io/pod-name"], given);
         assert_eq!(
             meta["labels"]["agents.x-k8s.io/warm-pool-sandbox"],
             name_hash("pool")

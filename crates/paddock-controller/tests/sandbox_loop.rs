@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::{context, expect, expect_no_more, now, put, stored, typed};
+use common::{context, context_with, expect, expect_no_more, now, put, stored, typed};
 use paddock_api::names::name_hash;
 use paddock_api::v1beta1::Sandbox;
-use paddock_control::{Controller, Key, Outcome};
+use paddock_control::{Controller, CoreConfig, Key, Outcome};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -142,6 +142,31 @@ async fn sandbox_creates_pvc_pod_annotation_service_and_status_exactly() {
 
     let action = run.await.expect("join");
     assert_eq!(action, Outcome::Done);
+    expect_no_more(&mut api).await;
+}
+
+/// A pod just created is not Ready: its status waits for the pod's own events (or the settle
+/// time), so a pod that starts at once costs one status write.
+#[tokio::test]
+async fn a_new_pods_not_ready_status_is_held_while_it_settles() {
+    let settle = CoreConfig::API_SERVER_WRITE_SAVING.0;
+    let (ctx, _children, mut api) = context_with(CoreConfig {
+        new_pod_status_settle: settle,
+        ..CoreConfig::default()
+    });
+    let sb: Sandbox = typed(sandbox(json!({"podTemplate": pod_template()})));
+    put(&ctx, sb.clone());
+    let run = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { ctx.reconcile(Controller::Sandbox, &Key::of(&sb)).await }
+    });
+    let pod = expect(&mut api, "POST", "/api/v1/namespaces/ns/pods").await;
+    let body = pod.body.clone();
+    pod.respond(201, &stored(body, "uid-pod", "11"));
+    expect(&mut api, "PATCH", SB)
+        .await
+        .ok(&sandbox(json!({"podTemplate": pod_template()})));
+    assert_eq!(run.await.expect("join"), Outcome::RequeueAfter(settle));
     expect_no_more(&mut api).await;
 }
 

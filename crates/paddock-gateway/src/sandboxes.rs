@@ -907,16 +907,25 @@ pub async fn inside(
         path.push('?');
         path.push_str(&query.join("&"));
     }
-    let sandbox = find_sandbox(&state, &namespace, &name).await?;
-    let sandbox_name = sandbox
-        .metadata
-        .name
-        .clone()
-        .unwrap_or_else(|| name.clone());
-    let target = state
-        .backend
-        .target(&namespace, &sandbox_name, None)
-        .await?;
+    // Most requests name the sandbox itself: the backend locates it (from its cache on a
+    // cluster) without reading the object; a claim's name is resolved to its sandbox.
+    let (sandbox_name, target) = match state.backend.target(&namespace, &name, None).await {
+        Ok(target) => (name.clone(), target),
+        Err(e) if e.code == Code::NotFound => {
+            let sandbox = find_sandbox(&state, &namespace, &name).await?;
+            let sandbox_name = sandbox
+                .metadata
+                .name
+                .clone()
+                .unwrap_or_else(|| name.clone());
+            let target = state
+                .backend
+                .target(&namespace, &sandbox_name, None)
+                .await?;
+            (sandbox_name, target)
+        }
+        Err(e) => return Err(e.into()),
+    };
     let timeout = state.options.proxy_timeout;
     forward(&state.client, &target, req, &path, timeout).await.map_err(|e| match e {
         ForwardError::Connect(why) => ApiError::new(Code::SandboxNotReady, format!("the agent of sandbox {sandbox_name:?} does not answer ({why}); is the sandbox running?")),

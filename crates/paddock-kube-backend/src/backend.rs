@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -28,6 +29,8 @@ use paddock_backend::{
 };
 use serde_json::{Value, json};
 
+use crate::cache::{SandboxCache, SandboxCacheScope};
+
 /// Where the static agent is put inside an image sandbox's pod (an emptyDir).
 pub const AGENT_DIR: &str = "/.paddock/bin";
 /// The agent binary inside [`AGENT_DIR`].
@@ -49,6 +52,8 @@ pub struct BackendConfig {
     pub agent_image: Option<String>,
     /// Accept loopback pod IPs (tests, single-node setups).
     pub allow_loopback_pod_ip: bool,
+    /// Which Sandboxes to keep in memory for routing.
+    pub sandbox_cache: SandboxCacheScope,
 }
 
 impl Default for BackendConfig {
@@ -58,6 +63,7 @@ impl Default for BackendConfig {
             agent_port: DEFAULT_PORT,
             agent_image: None,
             allow_loopback_pod_ip: false,
+            sandbox_cache: SandboxCacheScope::default(),
         }
     }
 }
@@ -68,6 +74,7 @@ pub struct KubeBackend {
     client: Client,
     config: BackendConfig,
     cluster_version: Option<String>,
+    sandboxes: Option<Arc<SandboxCache>>,
 }
 
 impl std::fmt::Debug for KubeBackend {
@@ -338,7 +345,21 @@ impl KubeBackend {
             client,
             config,
             cluster_version: None,
+            sandboxes: None,
         }
+    }
+
+    /// Starts the watch that keeps the Sandboxes of `config.sandbox_cache` in memory, so
+    /// routing a request needs no API call (must run inside a Tokio runtime).
+    #[must_use]
+    pub fn with_sandbox_cache(mut self) -> Self {
+        self.sandboxes = SandboxCache::spawn(self.client.clone(), &self.config.sandbox_cache);
+        self
+    }
+
+    /// The Sandbox cache, when one runs.
+    pub fn sandbox_cache(&self) -> Option<&Arc<SandboxCache>> {
+        self.sandboxes.as_ref()
     }
 
     /// Asks the API server for its version once, for `GET /v1/info` (left out when it does
@@ -449,7 +470,12 @@ impl KubeBackend {
     /// Where the agent of a Ready sandbox answers: its pod IP, else its Pod's, else its
     /// headless Service's DNS name.
     async fn locate(&self, namespace: &str, name: &str, port: u16) -> Result<String, ApiError> {
-        let sandbox = self.get_sandbox(namespace, name).await?;
+        // A cached Sandbox that is Ready answers at once; one the cache lacks or holds as not
+        // Ready (its watch event may be a moment behind) is read fresh.
+        let sandbox = match self.sandboxes.as_ref().and_then(|c| c.get(namespace, name)) {
+            Some(sb) if is_ready_sandbox(&sb) => sb,
+            _ => Arc::new(self.get_sandbox(namespace, name).await?),
+        };
         let not_ready = |why: String| {
             ApiError::new(
                 Code::SandboxNotReady,
@@ -609,6 +635,14 @@ impl KubeBackend {
 }
 
 /// The Pod a Sandbox runs in: its `pod-name` annotation, else its own name.
+fn is_ready_sandbox(sandbox: &Sandbox) -> bool {
+    sandbox
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .is_some_and(|c| paddock_api::conditions::is_true(c, paddock_api::conditions::types::READY))
+}
+
 fn pod_name<'a>(sandbox: &'a Sandbox, name: &'a str) -> &'a str {
     sandbox
         .metadata

@@ -5,11 +5,14 @@
 //!
 //! - [`backend`]: [`KubeBackend`], the `Backend` over the Kubernetes API.
 //! - [`tokenreview`]: [`TokenReviewVerifier`], `--auth tokenreview` with its decision cache.
+//! - [`cache`]: [`SandboxCache`], the watch-fed Sandboxes routing reads.
 
 pub mod backend;
+pub mod cache;
 pub mod tokenreview;
 
 pub use backend::{BackendConfig, KubeBackend};
+pub use cache::{SandboxCache, SandboxCacheScope};
 pub use tokenreview::TokenReviewVerifier;
 
 /// Every (API group, resource, verb) the gateway calls; deploy/router/rbac.yaml grants exactly

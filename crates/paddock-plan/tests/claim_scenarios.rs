@@ -617,7 +617,10 @@ fn cold_sandbox_is_named_after_the_claim_with_every_label_and_default() {
     );
     assert_eq!(
         sb.metadata.annotations.clone().unwrap(),
-        map(&[("agents.x-k8s.io/sandbox-template-ref", "tpl")])
+        map(&[
+            ("agents.x-k8s.io/sandbox-template-ref", "tpl"),
+            ("agents.x-k8s.io/pod-name", "c")
+        ])
     );
     assert_eq!(
         sb.metadata.owner_references,
@@ -1484,4 +1487,30 @@ fn claim_plan_serialises() {
     assert_eq!(json["actions"][0]["action"], "adopt");
     let back: ClaimPlan = serde_json::from_value(json).unwrap();
     assert_eq!(back, p);
+}
+
+#[test]
+fn a_status_naming_a_member_still_seen_in_its_pool_waits_for_the_cache() {
+    // Another controller adopted pool-m and wrote this status; this one's cache lags.
+    let mut w = World::new();
+    w.sandboxes = vec![
+        w.member("pool-m", true, None, 0),
+        w.member("pool-n", true, None, 1),
+    ];
+    w.claim.status = Some(SandboxClaimStatus {
+        sandbox: Some(ClaimSandboxStatus {
+            name: Some("pool-m".into()),
+            pod_ips: None,
+        }),
+        conditions: Some(vec![cond(
+            "Ready",
+            "True",
+            "DependenciesReady",
+            "Pod is Ready",
+        )]),
+    });
+    let p = w.plan();
+    assert!(p.actions.is_empty(), "no second adoption: {:?}", p.actions);
+    assert!(!p.write_status, "the Ready status stays");
+    assert_eq!(p.requeue_after, Some(Duration::from_millis(50)));
 }

@@ -12,8 +12,8 @@ use paddock_gateway::auth::{ScopedTokens, Token};
 
 use paddock_kube::flags::parse_duration;
 use paddock_kube::{ClusterArgs, LogArgs};
-use paddock_kube_backend::BackendConfig;
 use paddock_kube_backend::tokenreview::CacheConfig;
+use paddock_kube_backend::{BackendConfig, SandboxCacheScope};
 
 /// Flags of `paddock gateway`.
 #[derive(Clone, Debug, clap::Args)]
@@ -88,6 +88,17 @@ pub struct GatewayArgs {
     /// single-node setups only.
     #[arg(long)]
     pub allow_loopback_pod_ip: bool,
+
+    /// Keep Sandboxes in memory from one watch, so routing a request needs no API call
+    /// (upstream's router flag; on by default here). `false`: GET the Sandbox per request.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub cache_enabled: bool,
+
+    /// With --cache-enabled: only this namespace's Sandboxes ("" = every namespace; the
+    /// gateway then needs list and watch on Sandboxes cluster-wide).
+    #[arg(long, value_name = "NS", default_value = "")]
+    pub cache_namespace: String,
 
     /// Client-side limit on Kubernetes API requests per second; negative = no limit.
     #[arg(long, value_name = "QPS", default_value_t = -1.0, allow_negative_numbers = true)]
@@ -350,6 +361,11 @@ impl GatewayArgs {
                 agent_port: self.agent_port,
                 agent_image: self.agent_image.clone(),
                 allow_loopback_pod_ip: self.allow_loopback_pod_ip,
+                sandbox_cache: match (self.cache_enabled, self.cache_namespace.as_str()) {
+                    (false, _) => SandboxCacheScope::Off,
+                    (true, "") => SandboxCacheScope::AllNamespaces,
+                    (true, ns) => SandboxCacheScope::Namespace(ns.to_owned()),
+                },
             },
             proxy_timeout: self.proxy_timeout,
             qps: (self.kube_api_qps >= 0.0).then_some(self.kube_api_qps),

@@ -51,7 +51,8 @@ fn auth_name(auth: &AuthSettings) -> &'static str {
 /// The gateway's state for a client and settings: the Kubernetes backend (its cluster version
 /// asked once) and the auth mode.
 pub async fn app_state(client: Client, settings: &GatewaySettings) -> AppState {
-    let mut backend = KubeBackend::new(client.clone(), settings.backend.clone());
+    let mut backend =
+        KubeBackend::new(client.clone(), settings.backend.clone()).with_sandbox_cache();
     backend.discover_cluster_version().await;
     let auth = match &settings.auth {
         AuthSettings::None => Auth::None,

@@ -952,3 +952,59 @@ async fn watch_resumes_from_its_last_resource_version_when_the_api_server_ends_i
     drop(body);
     gw.finish().await;
 }
+
+/// Routing reads a Ready sandbox from the watch-fed cache: after the cache holds it, requests
+/// make no API call; with `--cache-enabled=false` each one GETs the Sandbox (upstream's default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_reads_sandboxes_from_the_watch_fed_cache_unless_disabled() {
+    let agent = Agent::start().await;
+    for cache in [true, false] {
+        let gw = Gateway::start(GatewayArgs {
+            cache_enabled: cache,
+            ..args(agent.port)
+        })
+        .await;
+        gw.api.insert(
+            SANDBOXES,
+            ready_sandbox("sb-cached", Some("127.0.0.1"), None),
+        );
+        let sandbox = gw.sdk().sandbox("sb-cached", NS);
+        // The first request may come before the watch delivers the Sandbox (it then GETs).
+        sandbox
+            .exec(&ProcessRequest::shell("true"))
+            .await
+            .expect("exec");
+        let get = format!("GET /apis/agents.x-k8s.io/v1beta1/namespaces/{NS}/sandboxes/sb-cached");
+        let gets = |api: &FakeApiServer| api.requests().iter().filter(|r| **r == get).count();
+        if cache {
+            wait_for("the cache to hold the sandbox", || {
+                (gw.api
+                    .requests()
+                    .iter()
+                    .any(|r| r.ends_with("/sandboxes?watch")))
+                .then_some(())
+            })
+            .await;
+        }
+        let before = gets(&gw.api);
+        for _ in 0..5 {
+            let out = sandbox
+                .exec(&ProcessRequest::shell("echo hi"))
+                .await
+                .expect("exec");
+            assert_eq!(out.stdout_text(), "hi\n");
+        }
+        let per_request = gets(&gw.api) - before;
+        if cache {
+            assert_eq!(
+                per_request,
+                0,
+                "cached: no GET per request: {:#?}",
+                gw.api.requests()
+            );
+        } else {
+            assert_eq!(per_request, 5, "uncached: one GET per request");
+        }
+        gw.finish().await;
+    }
+}

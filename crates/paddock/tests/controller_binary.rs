@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 use paddock_testkit::kube::FakeApiServer;
+use paddock_testkit::kube::cluster::write_kubeconfig;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -25,28 +26,6 @@ async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// A kubeconfig in `dir` for the API server at `api`, with `namespace` as its default.
-fn write_kubeconfig(
-    dir: &std::path::Path,
-    api: std::net::SocketAddr,
-    namespace: Option<&str>,
-) -> std::path::PathBuf {
-    let namespace = namespace
-        .map(|ns| format!("    namespace: {ns}\n"))
-        .unwrap_or_default();
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{api}\n\
-             users:\n- name: me\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: me\n{namespace}\
-             current-context: fake\n"
-        ),
-    )
-    .expect("kubeconfig");
-    path
 }
 
 /// Runs `paddock-controller gateway`, with the kubeconfig from `--kubeconfig` (`by_flag`) or

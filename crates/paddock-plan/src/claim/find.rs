@@ -31,7 +31,13 @@ pub(super) enum Found {
     },
     /// Warm members are still waiting for an address: look again shortly.
     Wait(Duration),
+    /// The status names a member this claim adopted, but the observed member does not show
+    /// the adoption yet (another controller's write, not yet seen): change nothing, look again.
+    CacheBehind(Duration),
 }
+
+/// How soon to look again when the observed objects lag behind the claim's status.
+const CACHE_BEHIND_REQUEUE: Duration = Duration::from_millis(50);
 
 impl<'a> Planner<'a, '_> {
     pub(super) fn reconcile_active(&mut self) -> Result<Found, ClaimError> {
@@ -98,6 +104,20 @@ impl<'a> Planner<'a, '_> {
                     LAUNCH_TYPE_COLD
                 },
             });
+        }
+
+        // The status is written only after an adoption landed: a member it names that still
+        // looks like a pool's is a member whose adoption this controller has not seen yet.
+        if let Some(status_name) = self
+            .old_status
+            .sandbox
+            .as_ref()
+            .and_then(|s| s.name.as_deref())
+            && let Some(sb) = self.by_name(status_name)
+            && controller_of_meta(&sb.metadata)
+                .is_some_and(|r| is_extensions_kind(r, SandboxWarmPool::KIND))
+        {
+            return Ok(Found::CacheBehind(CACHE_BEHIND_REQUEUE));
         }
 
         // b. The Sandbox the annotation (or legacy label) names.

@@ -156,6 +156,10 @@ impl<'a, 'i> Planner<'a, 'i> {
                     (Some(*sandbox), None, Some(launch), None)
                 }
                 Ok(Found::Wait(d)) => (None, None, None, Some(d)),
+                Ok(Found::CacheBehind(d)) => {
+                    self.requeue = min_requeue(self.requeue, Some(d));
+                    return;
+                }
                 Err(e) => (None, Some(e), None, None),
             }
         };

@@ -59,12 +59,16 @@ pub struct ApiCosts {
     pub watch_delay: std::time::Duration,
     /// Per object a list returns.
     pub list_per_object: std::time::Duration,
+    /// One GET of one object (a round trip through the API server's handlers).
+    pub get: std::time::Duration,
 }
 
 impl ApiCosts {
     /// A single-member etcd on a local SSD behind one API server: 2 ms per commit of up to 8
-    /// writes (at most 4,000 writes/s), 0.5 ms watch delivery, 2 µs per listed object.
+    /// writes (at most 4,000 writes/s), 0.5 ms watch delivery, 2 µs per listed object, 0.5 ms
+    /// per GET.
     pub const TYPICAL: Self = Self {
+        get: std::time::Duration::from_micros(500),
         commit: std::time::Duration::from_millis(2),
         batch: 8,
         watch_delay: std::time::Duration::from_micros(500),
@@ -1149,6 +1153,10 @@ impl FakeApiServer {
                 .is_some_and(|r| self.commits(method, r, body));
         if commit {
             self.wait_for_commit().await;
+        }
+        let is_get = *method == Method::GET && route.as_ref().is_some_and(|r| r.name.is_some());
+        if is_get {
+            precise_sleep(self.costs.get).await;
         }
         let (r, listed) = self.handle(method, uri, body);
         if listed > 0 && !self.costs.list_per_object.is_zero() {

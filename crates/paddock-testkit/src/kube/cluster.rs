@@ -292,3 +292,88 @@ impl ReadyClaims {
         }
     }
 }
+
+/// Checks what a burst of claims must leave behind: every claim Ready and bound (by its
+/// status) to a Sandbox it controls, no Sandbox bound to two claims, and no claim controlling
+/// a second live Sandbox. Returns how many were adopted warm (bound to a Sandbox not named like
+/// the claim).
+///
+/// # Errors
+/// The first broken rule, worded for a test failure.
+pub fn check_claims(
+    api: &FakeApiServer,
+    namespace: &str,
+    claims: &[String],
+) -> Result<usize, String> {
+    let sandboxes: Vec<Value> = api
+        .list(SANDBOXES)
+        .into_iter()
+        .filter(|s| s["metadata"]["namespace"] == namespace)
+        .filter(|s| s.pointer("/metadata/deletionTimestamp").is_none())
+        .collect();
+    let mut bound = BTreeMap::new();
+    let mut warm = 0;
+    for name in claims {
+        let claim = api
+            .get(CLAIMS, namespace, name)
+            .ok_or_else(|| format!("claim {name} is gone"))?;
+        if !is_ready(&claim) {
+            return Err(format!("claim {name} is not Ready: {}", claim["status"]));
+        }
+        let uid = claim["metadata"]["uid"].clone();
+        let sb = claim
+            .pointer("/status/sandbox/name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("claim {name} names no Sandbox"))?;
+        if let Some(other) = bound.insert(sb.to_owned(), name.clone()) {
+            return Err(format!("Sandbox {sb} is bound to both {other} and {name}"));
+        }
+        let controlled: Vec<&str> = sandboxes
+            .iter()
+            .filter(|s| {
+                s.pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|r| r["controller"] == true && r["uid"] == uid)
+                    })
+            })
+            .filter_map(|s| s["metadata"]["name"].as_str())
+            .collect();
+        if controlled != [sb] {
+            return Err(format!(
+                "claim {name} is bound to {sb} but controls {controlled:?}"
+            ));
+        }
+        if sb != name {
+            warm += 1;
+        }
+    }
+    Ok(warm)
+}
+
+/// A kubeconfig in `dir` for an API server served over plain HTTP at `addr` (see
+/// [`FakeApiServer::serve`]), with `namespace` as its default when given.
+///
+/// # Panics
+/// When the file cannot be written.
+pub fn write_kubeconfig(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    namespace: Option<&str>,
+) -> std::path::PathBuf {
+    let namespace = namespace
+        .map(|ns| format!("    namespace: {ns}\n"))
+        .unwrap_or_default();
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\n\
+             users:\n- name: me\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: me\n{namespace}\
+             current-context: fake\n"
+        ),
+    )
+    .expect("kubeconfig");
+    path
+}

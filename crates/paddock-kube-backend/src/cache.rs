@@ -1,0 +1,75 @@
+//! The Sandboxes the gateway routes to, kept current by one watch (upstream router's
+//! `--cache-enabled` / `--cache-namespace`), so a proxied request finds its sandbox's address
+//! in memory instead of waiting for a GET. A sandbox the cache does not hold yet (created a
+//! moment ago, or outside the cached namespace) is still looked up with a GET.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::Client;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, watcher};
+use paddock_api::v1beta1::Sandbox;
+use tokio::task::JoinHandle;
+
+/// Which Sandboxes the gateway keeps in memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SandboxCacheScope {
+    /// None: every request GETs its Sandbox (upstream's default).
+    Off,
+    /// Every namespace the gateway may list.
+    #[default]
+    AllNamespaces,
+    /// One namespace.
+    Namespace(String),
+}
+
+/// A watch-fed store of Sandboxes.
+#[derive(Debug)]
+pub struct SandboxCache {
+    store: Store<Sandbox>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for SandboxCache {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SandboxCache {
+    /// Starts the watch; `None` for [`SandboxCacheScope::Off`]. The watch relists with backoff
+    /// on its own when the API server ends it or the connection breaks.
+    pub fn spawn(client: Client, scope: &SandboxCacheScope) -> Option<Arc<Self>> {
+        let api: kube::Api<Sandbox> = match scope {
+            SandboxCacheScope::Off => return None,
+            SandboxCacheScope::AllNamespaces => kube::Api::all(client),
+            SandboxCacheScope::Namespace(ns) => kube::Api::namespaced(client, ns),
+        };
+        let (store, writer) = reflector::store();
+        let stream = watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|sb: &mut Sandbox| sb.metadata.managed_fields = None)
+            .reflect(writer);
+        let task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                if let Err(e) = event {
+                    tracing::debug!(error = %e, "sandbox cache watch failed; relisting");
+                }
+            }
+        });
+        Some(Arc::new(Self { store, task }))
+    }
+
+    /// The cached Sandbox, if the cache holds it.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Sandbox>> {
+        self.store.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// Waits for the first list (for tests and start-up).
+    pub async fn wait_ready(&self) {
+        let _ = self.store.wait_until_ready().await;
+    }
+}
