@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every paddock benchmark and prints the numbers the README quotes.
-# Usage: bench/run.sh [name...]   (no name = all: agent store runtime engine sdk controller claims router)
+# Usage: bench/run.sh [name...]   (no name = all: agent store runtime engine sdk controller claims router
+#        sdk-upstream)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p paddock-bench --bins -p paddock -q
@@ -62,4 +63,12 @@ if runs router; then
     # The gateway as upstream's sandbox-router: a small GET to a sandbox's port, direct and
     # through the gateway, with the watch-fed Sandbox cache and with --cache-enabled=false.
     "$bin_dir/router"
+fi
+
+if runs sdk-upstream; then
+    # Upstream's Python SDK (k8s-agent-sandbox 1.0.8, from PyPI) against paddock's controller
+    # on the stand-in cluster of kube_stack: warm create_sandbox, claim create → bound and Ready.
+    python3 -m venv target/pyenv-upstream
+    target/pyenv-upstream/bin/pip install -q --disable-pip-version-check "k8s-agent-sandbox==1.0.8"
+    target/pyenv-upstream/bin/python bench/sdk_upstream.py "$bin_dir/kube_stack" 20
 fi

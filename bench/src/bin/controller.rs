@@ -5,9 +5,9 @@
 //!    steady pass (nothing to change: planner + cache lookups only), 100 at a time like the
 //!    default `--sandbox-concurrent-workers`.
 //! 2. The controller's memory with 5,000 Sandboxes and their 5,000 running Pods cached: the
-//!    real reflectors (pods trimmed as upstream's) and the Sandbox controller, fed over HTTP by
-//!    the fake API server in a child process, so its memory is not counted. Target ≤ 150 MiB
-//!    RSS (upstream advises a 2 GiB limit for its controller).
+//!    real reflectors (pods trimmed to what the Sandbox loop reads) and the Sandbox controller,
+//!    fed over HTTP by the fake API server in a child process, so its memory is not counted.
+//!    Target ≤ 80 MiB RSS (issue 18; upstream advises a 2 GiB limit for its controller).
 //!
 //! Usage: `controller` (the child mode `controller --serve-fake N` is internal).
 
@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 const THROUGHPUT_SANDBOXES: usize = 10_000;
 const RSS_SANDBOXES: usize = 5_000;
 const WORKERS: usize = 100;
-const RSS_TARGET_MIB: f64 = 150.0;
+const RSS_TARGET_MIB: f64 = 80.0;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

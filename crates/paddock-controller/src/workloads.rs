@@ -9,7 +9,9 @@ use std::fmt::Debug;
 use std::sync::{Arc, RwLock};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, PodSpec, Service};
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, Pod, PodCondition, PodSpec, PodStatus, Service,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
@@ -31,8 +33,10 @@ use tokio::sync::watch;
 
 use crate::writes::Writer;
 
-/// Upstream's pod transform: metadata without finalizers or managedFields, `spec.nodeName`
-/// only, full status. Cuts a cached pod to a fraction of its size.
+/// What the Sandbox loop reads of a pod (`PodObservation`), nothing more: metadata without
+/// finalizers or managedFields, `spec.nodeName`, and of the status the phase, the pod IPs and
+/// the `Ready` and `PodScheduled` conditions. Upstream keeps the whole status; container
+/// statuses (image IDs, container IDs, states) are most of a running pod's size.
 pub fn trim_pod(pod: &mut Pod) {
     pod.metadata.managed_fields = None;
     pod.metadata.finalizers = None;
@@ -40,6 +44,21 @@ pub fn trim_pod(pod: &mut Pod) {
     pod.spec = node_name.map(|n| PodSpec {
         node_name: Some(n),
         ..PodSpec::default()
+    });
+    pod.status = pod.status.take().map(|s| PodStatus {
+        phase: s.phase,
+        pod_ips: s.pod_ips,
+        conditions: s.conditions.map(|cs| {
+            cs.into_iter()
+                .filter(|c| c.type_ == "Ready" || c.type_ == "PodScheduled")
+                .map(|c| PodCondition {
+                    last_probe_time: None,
+                    last_transition_time: None,
+                    ..c
+                })
+                .collect()
+        }),
+        ..PodStatus::default()
     });
 }
 
@@ -580,7 +599,7 @@ fn ignore_gone(result: Result<(), WriteError>) -> Result<(), WriteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, PodStatus};
+    use k8s_openapi::api::core::v1::{Container, ContainerStatus, PodIP};
     use std::collections::BTreeMap;
 
     fn pod(name: &str, hash: &str) -> Pod {
@@ -611,16 +630,56 @@ mod tests {
             }],
             ..PodSpec::default()
         });
-        p.status = Some(PodStatus {
-            phase: Some("Running".into()),
-            ..PodStatus::default()
-        });
+        let before = PodObservation::from_pod(&running(p.clone()));
+        p = running(p);
         trim_pod(&mut p);
-        let spec = p.spec.expect("spec kept for nodeName");
+        let spec = p.spec.clone().expect("spec kept for nodeName");
         assert_eq!(spec.node_name.as_deref(), Some("node-1"));
         assert!(spec.containers.is_empty());
         assert_eq!(p.metadata.finalizers, None);
-        assert_eq!(p.status.and_then(|s| s.phase).as_deref(), Some("Running"));
+        assert_eq!(
+            PodObservation::from_pod(&p),
+            before,
+            "the Sandbox loop sees the same pod"
+        );
+        let status = p.status.expect("status");
+        assert!(status.container_statuses.is_none() && status.host_ip.is_none());
+        assert_eq!(status.conditions.map(|c| c.len()), Some(2));
+    }
+
+    /// A pod as the kubelet reports it once running.
+    fn running(mut p: Pod) -> Pod {
+        p.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            host_ip: Some("192.0.2.10".into()),
+            pod_ips: Some(vec![PodIP {
+                ip: "10.0.0.9".into(),
+            }]),
+            conditions: Some(
+                [
+                    ("Ready", "True"),
+                    ("PodScheduled", "True"),
+                    ("Initialized", "True"),
+                ]
+                .into_iter()
+                .map(|(t, s)| PodCondition {
+                    type_: t.into(),
+                    status: s.into(),
+                    reason: Some("Because".into()),
+                    ..PodCondition::default()
+                })
+                .collect(),
+            ),
+            container_statuses: Some(vec![ContainerStatus {
+                name: "c".into(),
+                image: "img".into(),
+                image_id: "sha256:0f".into(),
+                ready: true,
+                ..ContainerStatus::default()
+            }]),
+            ..PodStatus::default()
+        });
+        p
     }
 
     #[test]

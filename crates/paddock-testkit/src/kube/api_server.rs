@@ -1,6 +1,7 @@
 //! An in-memory Kubernetes API server as a tower service, for the scenario tests and the
 //! benchmarks: create (with `generateName`), get, list (label selectors), watch (from a
-//! resourceVersion, or the current state as synthetic `ADDED` events when none is given), JSON
+//! resourceVersion, or the current state as synthetic `ADDED` events when none is given; label
+//! selectors and `metadata.name`/`metadata.namespace` field selectors), JSON
 //! merge patch (main resource and `/status`, with the `resourceVersion` precondition), replace
 //! (optimistic lock; the main resource keeps the stored status and `/status` replaces only the
 //! status, as with a status subresource) and delete (UID/resourceVersion preconditions).
@@ -267,6 +268,28 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether `obj` satisfies a field selector of `metadata.name` / `metadata.namespace` terms
+/// (`=`, `==`, `!=`), the fields every resource supports.
+fn fields_match(selector: &str, obj: &Value) -> bool {
+    selector.split(',').filter(|t| !t.is_empty()).all(|term| {
+        let (field, want, equal) = if let Some((f, v)) = term.split_once("!=") {
+            (f, v, false)
+        } else if let Some((f, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+            (f, v, true)
+        } else {
+            return false;
+        };
+        let got = match field {
+            "metadata.name" => obj.pointer("/metadata/name"),
+            "metadata.namespace" => obj.pointer("/metadata/namespace"),
+            _ => return false,
+        }
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+        (got == want) == equal
+    })
 }
 
 /// Whether `obj`'s labels satisfy a selector of `k=v`, `k!=v`, `k` and `!k` terms.
@@ -694,6 +717,7 @@ impl FakeApiServer {
         q: &BTreeMap<String, String>,
     ) -> (Response<ResBody>, usize) {
         let selector = q.get("labelSelector").cloned().unwrap_or_default();
+        let fields = q.get("fieldSelector").cloned().unwrap_or_default();
         let limit: usize = q
             .get("limit")
             .and_then(|l| l.parse().ok())
@@ -707,7 +731,7 @@ impl FakeApiServer {
             .iter()
             .filter(|(k, _)| k.resource == route.resource)
             .filter(|(k, _)| route.namespace.as_ref().is_none_or(|ns| *ns == k.namespace))
-            .filter(|(_, v)| selector_matches(&selector, v))
+            .filter(|(_, v)| selector_matches(&selector, v) && fields_match(&fields, v))
             .skip(skip);
         let items: Vec<Value> = matching
             .by_ref()
@@ -728,6 +752,7 @@ impl FakeApiServer {
 
     fn watch(&self, route: Route, q: &BTreeMap<String, String>) -> Response<ResBody> {
         let selector = q.get("labelSelector").cloned().unwrap_or_default();
+        let fields = q.get("fieldSelector").cloned().unwrap_or_default();
         let from = q.get("resourceVersion").filter(|v| !v.is_empty());
         let (backlog, rx, last, closed) = {
             let st = self.lock();
@@ -786,7 +811,8 @@ impl FakeApiServer {
                         .namespace
                         .as_ref()
                         .is_none_or(|ns| *ns == ev.namespace)
-                    && selector_matches(&selector, &ev.object);
+                    && selector_matches(&selector, &ev.object)
+                    && fields_match(&fields, &ev.object);
                 let line = keep.then(|| {
                     let mut s = json!({"type": ev.type_, "object": &*ev.object}).to_string();
                     s.push('\n');
@@ -1199,6 +1225,9 @@ impl FakeApiServer {
                 () = shutdown.cancelled() => return,
                 r = listener.accept() => match r { Ok(a) => a, Err(_) => continue },
             };
+            // As Go's net package (and so kube-apiserver) does: without it, a watch event written
+            // after another waits for the client's delayed ACK (about 40 ms).
+            let _ = tcp.set_nodelay(true);
             let this = self.clone();
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let this = this.clone();
@@ -1240,6 +1269,20 @@ mod tests {
         let r = parse_path("/api/v1/pods").expect("route");
         assert_eq!(r.resource, "/pods");
         assert!(r.namespace.is_none());
+    }
+
+    #[test]
+    fn field_selectors_match_name_and_namespace() {
+        let o = json!({"metadata": {"name": "a", "namespace": "ns"}});
+        assert!(fields_match("metadata.name=a", &o));
+        assert!(fields_match("metadata.name==a,metadata.namespace=ns", &o));
+        assert!(!fields_match("metadata.name=b", &o));
+        assert!(fields_match("metadata.name!=b", &o));
+        assert!(
+            !fields_match("spec.nodeName=x", &o),
+            "unsupported fields match nothing"
+        );
+        assert!(fields_match("", &o));
     }
 
     #[test]
