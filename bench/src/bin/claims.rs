@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use paddock_bench::Percentiles;
-use paddock_controller::ControllerArgs;
+use paddock_controller::args::Settings;
 use paddock_testkit::kube::cluster::{
     self, CLAIMS, POOLS, ReadyClaims, SANDBOXES, TEMPLATES, spawn_kubelet, wait_pool_full,
     wait_quiet,
@@ -56,18 +56,6 @@ fn options() -> Result<Options, BoxError> {
         }
     }
     Ok(o)
-}
-
-fn settings() -> Result<paddock_controller::args::Settings, BoxError> {
-    let args = ControllerArgs {
-        extensions: true,
-        leader_elect: false,
-        enable_webhook: false,
-        metrics_bind_address: "0".into(),
-        health_probe_bind_address: "0".into(),
-        ..ControllerArgs::default()
-    };
-    Ok(args.validate()?)
 }
 
 /// `verb resource[/status]` of a request, as an audit summary shows it.
@@ -289,7 +277,7 @@ fn main() -> Result<(), BoxError> {
         let shutdown = CancellationToken::new();
         let controller = tokio::spawn(paddock_controller::run::run_with(
             api.client(),
-            settings()?,
+            Settings::embedded()?,
             shutdown.clone(),
         ));
         let kubelet = spawn_kubelet(&api);

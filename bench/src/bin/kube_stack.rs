@@ -9,7 +9,7 @@
 use std::io::Read as _;
 use std::time::Duration;
 
-use paddock_controller::ControllerArgs;
+use paddock_controller::args::Settings;
 use paddock_testkit::kube::cluster::{self, POOLS, TEMPLATES, spawn_kubelet, wait_pool_full};
 use paddock_testkit::kube::{ApiCosts, FakeApiServer};
 use tokio_util::sync::CancellationToken;
@@ -30,15 +30,7 @@ fn main() -> Result<(), BoxError> {
         let port = listener.local_addr()?.port();
         let stop = CancellationToken::new();
         tokio::spawn(api.clone().serve(listener, stop.clone()));
-        let settings = ControllerArgs {
-            extensions: true,
-            leader_elect: false,
-            enable_webhook: false,
-            metrics_bind_address: "0".into(),
-            health_probe_bind_address: "0".into(),
-            ..ControllerArgs::default()
-        }
-        .validate()?;
+        let settings = Settings::embedded()?;
         let controller = tokio::spawn(paddock_controller::run::run_with(
             api.client(),
             settings,

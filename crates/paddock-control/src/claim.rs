@@ -249,17 +249,7 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
 /// Merges the observability annotations into the claim's metadata. Best effort: they are
 /// for people and dashboards, and the metrics were already recorded from memory.
 async fn annotate(core: &Core, key: &Key, patch: &paddock_plan::patch::MetadataPatch) {
-    let mut patch = patch.clone();
-    patch.resource_version = None;
-    if let Err(e) = core
-        .patch(
-            Kind::SandboxClaim,
-            &key.namespace,
-            &key.name,
-            Part::Main,
-            &patch.to_merge_patch(),
-        )
-        .await
+    if let Err(e) = merge_claim_metadata(core, key, patch, None).await
         && e.kind != FailureKind::NotFound
     {
         tracing::debug!(claim = %key, error = %e.message, "could not annotate the claim");
@@ -334,6 +324,25 @@ fn count_creation(core: &Core, claim: &SandboxClaim, sb: &Sandbox, launch: &str,
         .inc();
 }
 
+/// Merges `patch` into the claim's metadata, locked to `rv` when given.
+async fn merge_claim_metadata(
+    core: &Core,
+    key: &Key,
+    patch: &paddock_plan::patch::MetadataPatch,
+    rv: Option<String>,
+) -> Result<Object, WriteError> {
+    let mut patch = patch.clone();
+    patch.resource_version = rv;
+    core.patch(
+        Kind::SandboxClaim,
+        &key.namespace,
+        &key.name,
+        Part::Main,
+        &patch.to_merge_patch(),
+    )
+    .await
+}
+
 /// Patches the claim's metadata, locked to `rv`, which advances on success.
 async fn patch_claim(
     core: &Core,
@@ -341,17 +350,7 @@ async fn patch_claim(
     rv: &mut Option<String>,
     patch: &paddock_plan::patch::MetadataPatch,
 ) -> Result<(), WriteError> {
-    let mut patch = patch.clone();
-    patch.resource_version.clone_from(rv);
-    let updated = core
-        .patch(
-            Kind::SandboxClaim,
-            &key.namespace,
-            &key.name,
-            Part::Main,
-            &patch.to_merge_patch(),
-        )
-        .await?;
+    let updated = merge_claim_metadata(core, key, patch, rv.clone()).await?;
     *rv = Some(updated.resource_version().to_owned());
     Ok(())
 }

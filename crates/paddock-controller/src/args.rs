@@ -273,6 +273,26 @@ pub struct Workers {
 /// Total workers above which upstream warns.
 const MANY_WORKERS: i64 = 1000;
 
+impl Settings {
+    /// A controller embedded in a test, a benchmark or a stand-in cluster: all four
+    /// controllers, no leader election, no conversion webhook, no metrics or probe servers;
+    /// every other flag at its default.
+    ///
+    /// # Errors
+    /// None in practice (the defaults are valid); as [`ControllerArgs::validate`].
+    pub fn embedded() -> Result<Self, ControllerError> {
+        ControllerArgs {
+            extensions: true,
+            leader_elect: false,
+            enable_webhook: false,
+            metrics_bind_address: "0".into(),
+            health_probe_bind_address: "0".into(),
+            ..ControllerArgs::default()
+        }
+        .validate()
+    }
+}
+
 impl ControllerArgs {
     /// Checks every flag as upstream does at start-up and derives the settings.
     ///

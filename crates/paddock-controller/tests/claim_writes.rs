@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use paddock_controller::ControllerArgs;
+use paddock_controller::args::Settings;
 use paddock_testkit::kube::cluster::{
     self, POOLS, ReadyClaims, TEMPLATES, check_claims, spawn_kubelet, wait_pool_full, wait_quiet,
 };
@@ -14,19 +14,6 @@ use paddock_testkit::kube::{ApiCosts, FakeApiServer, RequestRecord};
 use tokio_util::sync::CancellationToken;
 
 const NS: &str = "writes";
-
-fn settings() -> paddock_controller::args::Settings {
-    ControllerArgs {
-        extensions: true,
-        leader_elect: false,
-        enable_webhook: false,
-        metrics_bind_address: "0".into(),
-        health_probe_bind_address: "0".into(),
-        ..ControllerArgs::default()
-    }
-    .validate()
-    .expect("valid flags")
-}
 
 /// `METHOD plural[/status] [name]` of a write.
 fn describe(r: &RequestRecord) -> String {
@@ -60,7 +47,7 @@ impl Cluster {
         let stop = CancellationToken::new();
         let controller = tokio::spawn(paddock_controller::run::run_with(
             api.client(),
-            settings(),
+            Settings::embedded().expect("valid flags"),
             stop.clone(),
         ));
         let kubelet = spawn_kubelet(&api);

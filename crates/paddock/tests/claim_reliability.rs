@@ -80,13 +80,12 @@ impl Fixture {
                 u32::try_from(CLAIMS).expect("u32"),
             ),
         );
-        wait_pool_full(
-            &self.api,
-            NS,
-            "python-pool",
-            i64::try_from(CLAIMS).expect("i64"),
-        )
-        .await;
+        self.pool_refilled().await;
+    }
+
+    async fn pool_refilled(&self) {
+        let size = i64::try_from(CLAIMS).expect("i64");
+        wait_pool_full(&self.api, NS, "python-pool", size).await;
     }
 
     async fn burst(&self) -> Vec<String> {
@@ -118,13 +117,7 @@ impl Fixture {
                 Err(e) => panic!("{e}"),
             }
         }
-        wait_pool_full(
-            &self.api,
-            NS,
-            "python-pool",
-            i64::try_from(CLAIMS).expect("i64"),
-        )
-        .await;
+        self.pool_refilled().await;
     }
 
     fn stop(self) {

@@ -85,12 +85,13 @@ impl<'a> Planner<'a, '_> {
         let labelled = claim_label(claim, SANDBOX_NAME).filter(|v| !v.is_empty());
 
         // a. The Sandbox the status names.
-        if let Some(status_name) = self
+        let named_by_status = self
             .old_status
             .sandbox
             .as_ref()
             .and_then(|s| s.name.as_deref())
-            && let Some(sb) = self.by_name(status_name)
+            .and_then(|n| Some((n, self.by_name(n)?)));
+        if let Some((status_name, sb)) = named_by_status
             && is_controlled_by(&sb.metadata, uid)
         {
             let warm = annotated == Some(status_name)
@@ -108,12 +109,7 @@ impl<'a> Planner<'a, '_> {
 
         // The status is written only after an adoption landed: a member it names that still
         // looks like a pool's is a member whose adoption this controller has not seen yet.
-        if let Some(status_name) = self
-            .old_status
-            .sandbox
-            .as_ref()
-            .and_then(|s| s.name.as_deref())
-            && let Some(sb) = self.by_name(status_name)
+        if let Some((_, sb)) = named_by_status
             && controller_of_meta(&sb.metadata)
                 .is_some_and(|r| is_extensions_kind(r, SandboxWarmPool::KIND))
         {
