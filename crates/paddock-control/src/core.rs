@@ -304,6 +304,9 @@ impl Core {
     /// listed (and the tier's children too), its workers. Everything stops at `shutdown`;
     /// in-flight reconciles finish first. Await the returned tasks to wait for that.
     pub fn start(self: &Arc<Self>, shutdown: CancellationToken) -> JoinSet<()> {
+        // Reservations of a previous term whose reconciles were cut off would hide their
+        // members from every claim of this one.
+        lock(&self.adopting).clear();
         let mut tasks = JoinSet::new();
         for &kind in self.kinds() {
             let core = self.clone();
