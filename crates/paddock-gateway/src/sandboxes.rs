@@ -534,7 +534,14 @@ const SANDBOX_ENDED: [&str; 4] = [
 ];
 
 fn ready_outcome(object: &Object) -> Result<Outcome, ApiError> {
-    let ready = ready_of(object);
+    // A condition written for an older generation says nothing about this one (a resume just
+    // patched the spec; the Ready left from before the suspension is not an answer).
+    let generation = object.metadata().generation;
+    let ready = ready_of(object).filter(|c| {
+        c.observed_generation
+            .zip(generation)
+            .is_none_or(|(seen, now)| seen >= now)
+    });
     let reason = ready.map_or("", |c| c.reason.as_str());
     let message = ready.map_or("", |c| c.message.as_str());
     let name = match object {
@@ -932,4 +939,36 @@ pub async fn inside(
         ForwardError::Timeout(d) => ApiError::new(Code::DeadlineExceeded, format!("sandbox {sandbox_name:?} did not answer within {d:?}")),
         ForwardError::BadRequest(why) => ApiError::invalid(why),
     }.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sandbox(generation: i64, observed: i64) -> Object {
+        Object::from_value(
+            Kind::Sandbox,
+            json!({
+                "apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+                "metadata": {"name": "sb", "namespace": "default", "generation": generation},
+                "spec": {"podTemplate": {"spec": {"containers": [{"name": "main", "image": "x"}]}}},
+                "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "DependenciesReady",
+                    "message": "", "lastTransitionTime": "2026-09-01T12:00:00Z", "observedGeneration": observed}]}
+            }),
+        )
+        .expect("a sandbox")
+    }
+
+    #[test]
+    fn a_ready_condition_from_an_older_generation_is_no_answer() {
+        assert!(matches!(
+            ready_outcome(&sandbox(3, 2)),
+            Ok(Outcome::Waiting)
+        ));
+        assert!(matches!(
+            ready_outcome(&sandbox(3, 3)),
+            Ok(Outcome::Ready(name)) if name == "sb"
+        ));
+    }
 }
