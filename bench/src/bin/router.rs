@@ -92,7 +92,7 @@ async fn gateway(
         }
     });
     for _ in 0..200 {
-        if reqwest_free_get(&format!("{url}/healthz")).await {
+        if answers_ok(&format!("{url}/healthz")).await {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -101,7 +101,7 @@ async fn gateway(
 }
 
 /// Whether a plain GET answers 200.
-async fn reqwest_free_get(url: &str) -> bool {
+async fn answers_ok(url: &str) -> bool {
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let Ok(uri) = url.parse::<hyper::Uri>() else {

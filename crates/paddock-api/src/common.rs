@@ -254,3 +254,12 @@ pub struct SandboxClaimStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<ClaimSandboxStatus>,
 }
+
+impl SandboxClaimStatus {
+    /// Whether the `Ready` condition is `True`.
+    pub fn is_ready(&self) -> bool {
+        self.conditions
+            .as_deref()
+            .is_some_and(|c| crate::conditions::is_true(c, crate::conditions::types::READY))
+    }
+}

@@ -89,6 +89,29 @@ pub fn pool_member_prefix(pool: &str) -> String {
     format!("{pool}-")
 }
 
+/// Length of the random suffix the API server appends to `generateName`.
+pub const GENERATED_SUFFIX_LEN: usize = 5;
+/// `generateName` prefixes are cut to this length, as Kubernetes does (63 − 5).
+pub const MAX_GENERATE_NAME_PREFIX: usize = 58;
+const GENERATED_NAME_ALPHABET: &[u8; 27] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// The name the API server makes from `generateName`: `prefix` cut to
+/// [`MAX_GENERATE_NAME_PREFIX`] characters, then five characters of Kubernetes' alphabet drawn
+/// from `random` (rejection sampling keeps them uniform). `None` when `random` ran out first:
+/// draw again with fresh bytes (32 are practically always enough).
+pub fn generated_name(prefix: &str, random: impl IntoIterator<Item = u8>) -> Option<String> {
+    let mut name: String = prefix.chars().take(MAX_GENERATE_NAME_PREFIX).collect();
+    // 243 = 9 × 27: bytes above it would favour the first letters.
+    let suffix = random
+        .into_iter()
+        .filter(|b| *b < 243)
+        .take(GENERATED_SUFFIX_LEN)
+        .map(|b| char::from(GENERATED_NAME_ALPHABET[usize::from(b % 27)]));
+    let before = name.len();
+    name.extend(suffix);
+    (name.len() - before == GENERATED_SUFFIX_LEN).then_some(name)
+}
+
 /// Label on the SandboxTemplate and SandboxWarmPool of a default pool (`true`), which `paddock
 /// serve` keeps so that sandboxes created from a bare image start at once; on the pod template
 /// of its members, it holds the pool's name.
@@ -161,6 +184,23 @@ pub fn warm_pool_selector(pool_name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn generated_names_cut_the_prefix_and_draw_from_the_alphabet() {
+        use super::{GENERATED_SUFFIX_LEN, MAX_GENERATE_NAME_PREFIX, generated_name};
+        let name = generated_name("pool-", [0, 250, 26, 27, 100, 7, 9]).expect("enough bytes");
+        assert_eq!(
+            name, "pool-b9bbv",
+            "250 is skipped; 27 wraps to the first letter"
+        );
+        let long = generated_name(&"x".repeat(100), [1u8; 5]).expect("enough bytes");
+        assert_eq!(long.len(), MAX_GENERATE_NAME_PREFIX + GENERATED_SUFFIX_LEN);
+        assert_eq!(
+            generated_name("p-", [255u8, 1, 2]),
+            None,
+            "ran out of bytes"
+        );
+    }
+
     use super::*;
 
     #[test]

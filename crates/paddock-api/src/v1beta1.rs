@@ -67,6 +67,15 @@ pub struct SandboxStatus {
     pub node_name: Option<String>,
 }
 
+impl SandboxStatus {
+    /// Whether the `Ready` condition is `True`.
+    pub fn is_ready(&self) -> bool {
+        self.conditions
+            .as_deref()
+            .is_some_and(|c| crate::conditions::is_true(c, crate::conditions::types::READY))
+    }
+}
+
 root_object! {
     /// An isolated, stateful, singleton workload: one pod, optional volumes and Service.
     Sandbox {

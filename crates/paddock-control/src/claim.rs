@@ -230,7 +230,7 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
             annotate(core, key, patch).await;
         }
     }
-    if failure.is_none() && (status_landed || !plan.write_status) && is_ready(&plan.status) {
+    if failure.is_none() && (status_landed || !plan.write_status) && plan.status.is_ready() {
         lock(&core.first_observed).remove(key);
     }
     match error {
@@ -289,13 +289,6 @@ async fn write_status(
         }
         Err(e) => Err(e),
     }
-}
-
-fn is_ready(status: &SandboxClaimStatus) -> bool {
-    status
-        .conditions
-        .as_deref()
-        .is_some_and(|c| paddock_api::conditions::is_true(c, paddock_api::conditions::types::READY))
 }
 
 fn created_by(claim: &SandboxClaim) -> String {

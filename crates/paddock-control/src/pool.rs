@@ -172,16 +172,13 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
             }
         });
     }
-    let mut status_wake = None;
-    if !plan.write_status {
+    let status_wake = if plan.write_status {
+        status_hold(core, &pool, &plan, creates.is_empty(), key)
+    } else {
         with_state(core, key, |s| s.status_held_since = None);
-    }
-    let write_status = plan.write_status && {
-        let hold = status_hold(core, &pool, &plan, creates.is_empty(), key);
-        status_wake = hold;
-        hold.is_none()
+        None
     };
-    if write_status {
+    if plan.write_status && status_wake.is_none() {
         let old =
             serde_json::to_value(pool.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
         let new = serde_json::to_value(&plan.status).unwrap_or(Value::Null);
@@ -298,30 +295,24 @@ async fn create_members(
     created
 }
 
-/// The member with a name of its own, made as the API server makes one from `generateName`
-/// (the prefix and five characters), so its create also carries the `pod-name` annotation the
-/// Sandbox loop would otherwise patch in afterwards. A clash fails the create like any other
-/// (AlreadyExists) and the next reconcile tries a new name.
+/// The member with a name of its own, made as the API server makes one from `generateName`,
+/// so its create also carries the `pod-name` annotation the Sandbox loop would otherwise patch
+/// in afterwards. A clash fails the create like any other (AlreadyExists) and the next
+/// reconcile tries a new name; without randomness the API server names it, as before.
 fn named_member(member: &Sandbox) -> Sandbox {
-    use std::hash::{BuildHasher, Hasher};
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut sb = member.clone();
-    let Some(prefix) = sb.metadata.generate_name.take() else {
-        return sb;
-    };
-    let mut bits = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let mut name = prefix;
-    for _ in 0..5 {
-        let i = usize::try_from(bits % ALPHABET.len() as u64).unwrap_or(0);
-        name.push(char::from(ALPHABET[i]));
-        bits /= ALPHABET.len() as u64;
+    let mut random = [0u8; 32];
+    let name = sb.metadata.generate_name.as_deref().and_then(|prefix| {
+        getrandom::fill(&mut random).ok()?;
+        paddock_api::names::generated_name(prefix, random)
+    });
+    if let Some(name) = name {
+        sb.metadata.generate_name = None;
+        sb.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(paddock_api::names::POD_NAME.to_owned(), name.clone());
+        sb.metadata.name = Some(name);
     }
-    sb.metadata
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(paddock_api::names::POD_NAME.to_owned(), name.clone());
-    sb.metadata.name = Some(name);
     sb
 }

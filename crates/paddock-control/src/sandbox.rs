@@ -155,20 +155,13 @@ fn settling(
         settling.insert(key.clone(), now + settle);
     }
     match settling.get(key) {
-        Some(until) if clean && *until > now && !is_ready(status) => Some(*until - now),
+        Some(until) if clean && *until > now && !status.is_ready() => Some(*until - now),
         Some(_) => {
             settling.remove(key);
             None
         }
         None => None,
     }
-}
-
-fn is_ready(status: &SandboxStatus) -> bool {
-    status
-        .conditions
-        .as_deref()
-        .is_some_and(|c| conds::is_true(c, types::READY))
 }
 
 /// Sets the tier's own conditions on `status` (keeping a condition's transition time while its

@@ -21,7 +21,7 @@ use kube::core::{Request, WatchEvent};
 use paddock_api::kinds::{Kind, Version};
 use paddock_api::names;
 use paddock_api::stored::Object;
-use paddock_api::v1beta1::{OperatingMode, Sandbox};
+use paddock_api::v1beta1::{OperatingMode, Sandbox, SandboxStatus};
 use paddock_backend::targets::{DEFAULT_PORT, pod_ip_allowed};
 use paddock_backend::{
     ApiError, Backend, BoxFuture, ByteStream, Code, Endpoint, ObjectEvent, ObjectList, ObjectWatch,
@@ -357,11 +357,6 @@ impl KubeBackend {
         self
     }
 
-    /// The Sandbox cache, when one runs.
-    pub fn sandbox_cache(&self) -> Option<&Arc<SandboxCache>> {
-        self.sandboxes.as_ref()
-    }
-
     /// Asks the API server for its version once, for `GET /v1/info` (left out when it does
     /// not answer).
     pub async fn discover_cluster_version(&mut self) {
@@ -473,7 +468,7 @@ impl KubeBackend {
         // A cached Sandbox that is Ready answers at once; one the cache lacks or holds as not
         // Ready (its watch event may be a moment behind) is read fresh.
         let sandbox = match self.sandboxes.as_ref().and_then(|c| c.get(namespace, name)) {
-            Some(sb) if is_ready_sandbox(&sb) => sb,
+            Some(sb) if sb.status.as_ref().is_some_and(SandboxStatus::is_ready) => sb,
             _ => Arc::new(self.get_sandbox(namespace, name).await?),
         };
         let not_ready = |why: String| {
@@ -635,14 +630,6 @@ impl KubeBackend {
 }
 
 /// The Pod a Sandbox runs in: its `pod-name` annotation, else its own name.
-fn is_ready_sandbox(sandbox: &Sandbox) -> bool {
-    sandbox
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_deref())
-        .is_some_and(|c| paddock_api::conditions::is_true(c, paddock_api::conditions::types::READY))
-}
-
 fn pod_name<'a>(sandbox: &'a Sandbox, name: &'a str) -> &'a str {
     sandbox
         .metadata

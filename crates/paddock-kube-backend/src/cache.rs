@@ -67,9 +67,4 @@ impl SandboxCache {
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Sandbox>> {
         self.store.get(&ObjectRef::new(name).within(namespace))
     }
-
-    /// Waits for the first list (for tests and start-up).
-    pub async fn wait_ready(&self) {
-        let _ = self.store.wait_until_ready().await;
-    }
 }

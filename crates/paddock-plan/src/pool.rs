@@ -21,8 +21,8 @@ use paddock_api::names::{
     name_hash, warm_pool_selector,
 };
 use paddock_api::v1beta1::{
-    PersistentVolumeClaimTemplate, PodMetadata, Sandbox, SandboxSpec, SandboxTemplate,
-    SandboxWarmPool, SandboxWarmPoolStatus, WarmPoolUpdateStrategyType,
+    PersistentVolumeClaimTemplate, PodMetadata, Sandbox, SandboxSpec, SandboxStatus,
+    SandboxTemplate, SandboxWarmPool, SandboxWarmPoolStatus, WarmPoolUpdateStrategyType,
 };
 use serde::{Deserialize, Serialize};
 
@@ -267,11 +267,7 @@ fn label<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
 
 /// Whether a Sandbox's `Ready` condition is `True`.
 pub fn is_ready(sandbox: &Sandbox) -> bool {
-    sandbox
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_deref())
-        .is_some_and(|c| conditions::is_true(c, types::READY))
+    sandbox.status.as_ref().is_some_and(SandboxStatus::is_ready)
 }
 
 /// Whether a Sandbox's mirrored `PodScheduled` condition says `False`/`Unschedulable`.

@@ -374,6 +374,11 @@ impl FakeApiServer {
         self.lock().requests.clone()
     }
 
+    /// How many requests were recorded so far.
+    pub fn request_count(&self) -> usize {
+        self.lock().requests.len()
+    }
+
     /// Forgets the requests recorded so far.
     pub fn clear_request_log(&self) {
         self.lock().requests.clear();

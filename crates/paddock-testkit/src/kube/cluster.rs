@@ -151,11 +151,11 @@ pub async fn wait_pool_full(api: &FakeApiServer, namespace: &str, name: &str, re
 
 /// Waits until no request has reached the (recording) server for `quiet`.
 pub async fn wait_quiet(api: &FakeApiServer, quiet: Duration) {
-    let mut seen = api.request_log().len();
+    let mut seen = api.request_count();
     let mut since = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let n = api.request_log().len();
+        let n = api.request_count();
         if n != seen {
             seen = n;
             since = Instant::now();
