@@ -189,7 +189,7 @@ mod tests {
         use super::{GENERATED_SUFFIX_LEN, MAX_GENERATE_NAME_PREFIX, generated_name};
         let name = generated_name("pool-", [0, 250, 26, 27, 100, 7, 9]).expect("enough bytes");
         assert_eq!(
-            name, "pool-b9bbv",
+            name, "pool-b9bzk",
             "250 is skipped; 27 wraps to the first letter"
         );
         let long = generated_name(&"x".repeat(100), [1u8; 5]).expect("enough bytes");
