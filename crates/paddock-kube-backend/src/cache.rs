@@ -25,6 +25,22 @@ pub enum SandboxCacheScope {
     Namespace(String),
 }
 
+impl SandboxCacheScope {
+    /// The scope upstream's router flags ask for: `--cache-enabled` and `--cache-namespace`
+    /// ("" = every namespace); `None` when the namespace is not a namespace name.
+    pub fn from_flags(enabled: bool, namespace: &str) -> Option<Self> {
+        if !enabled {
+            return Some(Self::Off);
+        }
+        if namespace.is_empty() {
+            return Some(Self::AllNamespaces);
+        }
+        paddock_api::syntax::dns1123_label(namespace)
+            .is_empty()
+            .then(|| Self::Namespace(namespace.to_owned()))
+    }
+}
+
 /// A watch-fed store of Sandboxes.
 #[derive(Debug)]
 pub struct SandboxCache {

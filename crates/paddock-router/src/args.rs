@@ -294,6 +294,14 @@ impl GatewayArgs {
         if self.proxy_timeout.is_zero() {
             return Err(flag("--proxy-timeout", &"0", "must be greater than 0"));
         }
+        let sandbox_cache = SandboxCacheScope::from_flags(self.cache_enabled, &self.cache_namespace)
+            .ok_or_else(|| {
+                flag(
+                    "--cache-namespace",
+                    &self.cache_namespace,
+                    "must be a namespace name (lower-case letters, digits and '-', at most 63), or empty for every namespace",
+                )
+            })?;
         if self.kube_api_burst == 0 {
             return Err(flag("--kube-api-burst", &0, "must be greater than 0"));
         }
@@ -361,11 +369,7 @@ impl GatewayArgs {
                 agent_port: self.agent_port,
                 agent_image: self.agent_image.clone(),
                 allow_loopback_pod_ip: self.allow_loopback_pod_ip,
-                sandbox_cache: match (self.cache_enabled, self.cache_namespace.as_str()) {
-                    (false, _) => SandboxCacheScope::Off,
-                    (true, "") => SandboxCacheScope::AllNamespaces,
-                    (true, ns) => SandboxCacheScope::Namespace(ns.to_owned()),
-                },
+                sandbox_cache,
             },
             proxy_timeout: self.proxy_timeout,
             qps: (self.kube_api_qps >= 0.0).then_some(self.kube_api_qps),
@@ -397,6 +401,39 @@ mod tests {
         assert_eq!(a.cluster_domain, "cluster.local");
         assert_eq!(a.authz_tokenreview_ttl, Duration::from_secs(30));
         assert_eq!(a.authz_tokenreview_cache_size, 2048);
+    }
+
+    #[test]
+    fn the_sandbox_cache_is_on_everywhere_by_default_and_a_bad_namespace_is_named() {
+        let ok = |a: GatewayArgs| a.validate_with_env(Some("t".into())).expect("valid");
+        assert_eq!(
+            ok(GatewayArgs::default()).backend.sandbox_cache,
+            SandboxCacheScope::AllNamespaces
+        );
+        let one = GatewayArgs {
+            cache_namespace: "team-a".into(),
+            ..GatewayArgs::default()
+        };
+        assert_eq!(
+            ok(one).backend.sandbox_cache,
+            SandboxCacheScope::Namespace("team-a".into())
+        );
+        let off = GatewayArgs {
+            cache_enabled: false,
+            ..GatewayArgs::default()
+        };
+        assert_eq!(ok(off).backend.sandbox_cache, SandboxCacheScope::Off);
+        let err = GatewayArgs {
+            cache_namespace: "Team_A".into(),
+            ..GatewayArgs::default()
+        }
+        .validate_with_env(Some("t".into()))
+        .expect_err("not a namespace")
+        .to_string();
+        assert!(
+            err.contains("--cache-namespace") && err.contains("Team_A"),
+            "{err}"
+        );
     }
 
     #[test]
