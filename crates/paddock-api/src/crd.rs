@@ -217,7 +217,7 @@ fn printer_columns(kind: Kind, version: Version) -> Vec<Value> {
 }
 
 /// Sorts object keys recursively so the output is stable and reads like controller-gen's.
-fn sort_keys(value: &mut Value) {
+pub(crate) fn sort_keys(value: &mut Value) {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<(String, Value)> = std::mem::take(map).into_iter().collect();

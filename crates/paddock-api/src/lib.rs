@@ -9,6 +9,7 @@
 //! - [`common`]: sub-types both versions share.
 //! - [`names`]: label and annotation keys, the name hash.
 //! - [`conditions`]: condition types and reasons.
+//! - [`policy`]: `SandboxPolicy`, paddock's own kind (egress rules), its schema and CRD.
 
 pub mod any;
 pub mod common;
@@ -19,6 +20,7 @@ pub mod crd;
 pub mod kinds;
 pub mod names;
 mod object;
+pub mod policy;
 pub mod schema;
 pub mod stored;
 pub mod syntax;

@@ -129,7 +129,7 @@ fn kind_description(kind: Kind) -> &'static str {
 }
 
 /// Generates the structural schema of one Rust type.
-fn spec_schema<T: JsonSchema>() -> Value {
+pub(crate) fn spec_schema<T: JsonSchema>() -> Value {
     let settings = SchemaSettings::draft2020_12().with(|s| {
         s.inline_subschemas = false;
         s.meta_schema = None;

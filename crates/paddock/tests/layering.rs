@@ -15,6 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("paddock-api", &[]),
     ("paddock-wire", &[]),
     ("paddock-plan", &["paddock-api"]),
+    ("paddock-policy", &["paddock-api"]),
     ("paddock-control", &["paddock-api", "paddock-plan"]),
     // Ports and parts.
     ("paddock-backend", &["paddock-api", "paddock-wire"]),

@@ -9,6 +9,7 @@
 //! manifests that follow no upstream schema) get a hint naming the right field.
 
 mod checker;
+mod policy;
 mod semantics;
 
 use std::fmt;
@@ -59,9 +60,18 @@ pub struct Valid {
     pub value: Value,
 }
 
+/// A valid object of any kind `paddock validate` knows: one of the four, or a SandboxPolicy.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Validated {
+    /// Sandbox, SandboxTemplate, SandboxClaim or SandboxWarmPool.
+    Object(Box<Valid>),
+    /// paddock's own SandboxPolicy.
+    Policy(Box<crate::policy::SandboxPolicy>),
+}
+
 /// The outcome for one document of a YAML stream.
 #[derive(Clone, Debug, PartialEq)]
-pub struct DocumentReport {
+pub struct DocumentReport<T = Valid> {
     /// Position of the document in the stream, from 1.
     pub number: usize,
     /// Line the document starts on.
@@ -71,7 +81,7 @@ pub struct DocumentReport {
     /// `metadata.name` (or `generateName`) as written, if any.
     pub name: Option<String>,
     /// The validated object, or every problem found.
-    pub result: Result<Valid, Vec<Problem>>,
+    pub result: Result<T, Vec<Problem>>,
 }
 
 /// Validates every document of a YAML (or JSON) stream.
@@ -79,6 +89,35 @@ pub struct DocumentReport {
 /// # Errors
 /// The text is not YAML; the error carries line and column.
 pub fn validate_text(text: &str) -> Result<Vec<DocumentReport>, SyntaxError> {
+    reports(text, validate_document)
+}
+
+/// Validates every document of a YAML (or JSON) stream that may also hold SandboxPolicies.
+///
+/// # Errors
+/// The text is not YAML; the error carries line and column.
+pub fn validate_any_text(text: &str) -> Result<Vec<DocumentReport<Validated>>, SyntaxError> {
+    reports(text, |doc| {
+        if doc.value.get("kind").and_then(Value::as_str) == Some(crate::policy::POLICY_KIND) {
+            policy::validate_policy(&doc.value, Some(doc)).map(|p| Validated::Policy(Box::new(p)))
+        } else {
+            validate_document(doc).map(|v| Validated::Object(Box::new(v)))
+        }
+    })
+}
+
+/// Validates a SandboxPolicy given as JSON (as the REST API receives it).
+///
+/// # Errors
+/// Every problem found.
+pub fn validate_policy(value: &Value) -> Result<crate::policy::SandboxPolicy, Vec<Problem>> {
+    policy::validate_policy(value, None)
+}
+
+fn reports<T>(
+    text: &str,
+    check: impl Fn(&Document) -> Result<T, Vec<Problem>>,
+) -> Result<Vec<DocumentReport<T>>, SyntaxError> {
     let docs = yaml::parse_documents(text)?;
     Ok(docs
         .iter()
@@ -100,7 +139,7 @@ pub fn validate_text(text: &str) -> Result<Vec<DocumentReport>, SyntaxError> {
                 .or_else(|| doc.value.pointer("/metadata/generateName"))
                 .and_then(Value::as_str)
                 .map(str::to_owned),
-            result: validate_document(doc),
+            result: check(doc),
         })
         .collect())
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use paddock_api::validate::{DocumentReport, validate_text};
+use paddock_api::validate::{DocumentReport, Validated, validate_any_text};
 
 use crate::input::read_sources;
 
@@ -13,7 +13,7 @@ pub fn run(files: &[PathBuf], quiet: bool) -> Result<ExitCode> {
     let mut valid = 0usize;
     let mut invalid = 0usize;
     for source in read_sources(files)? {
-        let reports = match validate_text(&source.text) {
+        let reports = match validate_any_text(&source.text) {
             Ok(r) => r,
             Err(e) => {
                 println!("{}: not valid YAML: {e}", source.name);
@@ -68,7 +68,7 @@ pub fn run(files: &[PathBuf], quiet: bool) -> Result<ExitCode> {
     })
 }
 
-fn describe(report: &DocumentReport, documents: usize) -> String {
+fn describe(report: &DocumentReport<Validated>, documents: usize) -> String {
     let what = match (&report.kind, &report.name) {
         (Some(k), Some(n)) => format!("{k} {n}"),
         (Some(k), None) => k.clone(),
