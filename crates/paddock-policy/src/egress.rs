@@ -478,6 +478,19 @@ impl EgressRules {
         }
     }
 
+    /// Whether DNS may hand `ip` to the sandbox for an allowed name: it is public, or some
+    /// CIDR rule (on any port) names it. Connections are checked again with their port.
+    pub fn answerable(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.mode() == EgressMode::Audit
+            || self.layers.iter().all(|l| {
+                is_public(ip)
+                    || l.rules
+                        .iter()
+                        .any(|r| r.cidrs.iter().any(|c| c.contains(ip)))
+            })
+    }
+
     /// Whether DNS inside the sandbox should answer for `name`: some rule of every layer names
     /// it (on any port), or the rules only audit.
     pub fn resolves(&self, name: &str) -> bool {

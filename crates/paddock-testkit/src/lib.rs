@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod kube;
+pub mod net;
 pub mod registry;
 pub mod serve;
 

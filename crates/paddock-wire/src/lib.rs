@@ -7,9 +7,11 @@
 //! - [`sandbox`]: creating and describing sandboxes (`/v1/sandboxes`), `apply` results.
 //! - [`process`]: running commands (`/v1/exec`, `/v1/processes`).
 //! - [`files`]: directory listings (`/v1/files`).
+//! - [`egress`]: a sandbox's record of connections (`/v1/sandboxes/{name}/egress`).
 //! - [`error`]: the error body and its stable codes.
 //! - `schema` (feature `schema`): the JSON Schemas, by name.
 
+pub mod egress;
 pub mod error;
 pub mod files;
 pub mod process;
@@ -17,6 +19,7 @@ pub mod sandbox;
 #[cfg(feature = "schema")]
 pub mod schema;
 
+pub use egress::{EgressKind, EgressLog, EgressRecord};
 pub use error::{Code, ErrorBody};
 pub use files::{DirectoryListing, FileEntry};
 pub use process::{ExecResult, ExitStatus, ProcessInfo, ProcessRequest, ProcessState, TermSize};

@@ -21,6 +21,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("paddock-backend", &["paddock-api", "paddock-wire"]),
     ("paddock-store", &[]),
     ("paddock-runtime", &["paddock-api"]),
+    (
+        "paddock-egress",
+        &["paddock-api", "paddock-policy", "paddock-wire"],
+    ),
     ("paddock-agent", &["paddock-wire"]),
     ("paddock-client", &["paddock-wire"]),
     // The embedded tier: the core's ports on the store and the runtime.

@@ -1,0 +1,292 @@
+//! The egress proxy: how a sandbox with a `SandboxPolicy` reaches the network, and the only way.
+//!
+//! Each such sandbox gets its own network namespace ([`netns`]) holding nothing but a loopback
+//! on which this proxy listens: an HTTP proxy on `127.0.0.1:3128` (CONNECT tunnels and plain
+//! HTTP, [`proxy`]) and a DNS responder on `127.0.0.1:53` that answers only names the policy
+//! allows ([`dns`]). The sandbox gets `HTTP_PROXY`/`HTTPS_PROXY` ([`proxy_env`]), so pip, npm,
+//! git, curl and requests work; anything that ignores them finds no route. Every decision comes
+//! from `paddock-policy`, every connection lands in the sandbox's [`log`], and the rules can be
+//! swapped while the sandbox runs ([`SandboxEgress::set_rules`]).
+//!
+//! Connections to a name go to the addresses the proxy resolved for it ([`resolve`]), never to
+//! an address the sandbox chose, and a TLS server name that the rules do not allow ends the
+//! tunnel ([`sni`]).
+
+pub mod dns;
+pub mod log;
+pub mod netns;
+pub mod proxy;
+pub mod resolve;
+pub mod sni;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use paddock_policy::{DenyReason, EgressRules};
+use paddock_wire::EgressRecord;
+use tokio::task::JoinHandle;
+
+pub use log::EgressLogBook;
+pub use netns::{Netns, NetnsError};
+pub use resolve::{ResolveError, Resolver};
+
+/// The proxy's port inside a sandbox's namespace.
+pub const PROXY_PORT: u16 = 3128;
+
+/// Where the proxy listens inside a sandbox's namespace.
+pub fn proxy_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], PROXY_PORT))
+}
+
+/// Where the DNS responder listens inside a sandbox's namespace.
+pub fn dns_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 53))
+}
+
+/// The environment a sandbox behind the proxy gets: both spellings of the proxy variables, and
+/// `NO_PROXY` for its own loopback.
+pub fn proxy_env() -> Vec<(String, String)> {
+    let url = format!("http://{}", proxy_addr());
+    let mut env = Vec::new();
+    for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+        env.push((name.to_owned(), url.clone()));
+        env.push((name.to_ascii_lowercase(), url.clone()));
+    }
+    env.push(("NO_PROXY".to_owned(), "localhost,127.0.0.1,::1".to_owned()));
+    env.push(("no_proxy".to_owned(), "localhost,127.0.0.1,::1".to_owned()));
+    env
+}
+
+/// The `/etc/resolv.conf` of a sandbox behind the proxy.
+pub const RESOLV_CONF: &str = "nameserver 127.0.0.1\noptions ndots:0 attempts:1 timeout:2\n";
+
+/// One sandbox's egress: its rules, its usage against the limits, its record.
+#[derive(Debug)]
+pub struct SandboxEgress {
+    name: String,
+    rules: RwLock<Arc<EgressRules>>,
+    bytes: AtomicU64,
+    requests: AtomicU64,
+    log: EgressLogBook,
+}
+
+impl SandboxEgress {
+    /// A sandbox's egress state under these rules; `name` is how logs name it.
+    pub fn new(name: impl Into<String>, rules: EgressRules) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.into(),
+            rules: RwLock::new(Arc::new(rules)),
+            bytes: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            log: EgressLogBook::default(),
+        })
+    }
+
+    /// The rules now in force.
+    pub fn rules(&self) -> Arc<EgressRules> {
+        Arc::clone(
+            &self
+                .rules
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Replaces the rules; new connections and DNS questions use them at once.
+    pub fn set_rules(&self, rules: EgressRules) {
+        *self
+            .rules
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(rules);
+    }
+
+    /// The sandbox's record.
+    pub fn log(&self) -> &EgressLogBook {
+        &self.log
+    }
+
+    /// Bytes and connections used so far.
+    pub fn usage(&self) -> (u64, u64) {
+        (
+            self.bytes.load(Ordering::Relaxed),
+            self.requests.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Counts one more connection, unless a limit is already spent.
+    fn start_request(&self, rules: &EgressRules) -> Result<(), DenyReason> {
+        let limits = rules.limits();
+        if let Some(max) = limits.bytes
+            && self.bytes.load(Ordering::Relaxed) >= max
+        {
+            return Err(DenyReason::LimitSpent {
+                limit: "bytes",
+                value: max,
+            });
+        }
+        let used = self.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(max) = limits.requests
+            && used >= max
+        {
+            self.requests.fetch_sub(1, Ordering::Relaxed);
+            return Err(DenyReason::LimitSpent {
+                limit: "requests",
+                value: max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts `n` bytes; false once the byte limit is passed (the connection must end).
+    fn spend_bytes(&self, n: u64) -> bool {
+        let total = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
+        match self.rules().limits().bytes {
+            Some(max) => total <= max,
+            None => true,
+        }
+    }
+
+    fn record(&self, record: EgressRecord) {
+        tracing::debug!(
+            sandbox = %self.name, host = %record.host, port = record.port,
+            allowed = record.allowed, reason = record.reason.as_deref().unwrap_or(""),
+            "egress"
+        );
+        self.log.push(record);
+    }
+}
+
+/// The proxy: what every sandbox shares (the resolver) and the sandboxes it serves.
+#[derive(Debug, Clone)]
+pub struct EgressProxy {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    resolver: Resolver,
+    sandboxes: Mutex<HashMap<String, Attached>>,
+}
+
+#[derive(Debug)]
+struct Attached {
+    egress: Arc<SandboxEgress>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Attaching a sandbox failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The namespace could not be used.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// A socket could not be handed to the runtime.
+    #[error("cannot serve egress for {sandbox}: {source}")]
+    Io {
+        /// The sandbox.
+        sandbox: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl EgressProxy {
+    /// A proxy that resolves names with `resolver`.
+    pub fn new(resolver: Resolver) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                resolver,
+                sandboxes: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn sandboxes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Attached>> {
+        self.inner
+            .sandboxes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Serves a sandbox in its namespace: binds the proxy and DNS there and starts answering.
+    /// Must be called within a tokio runtime. Attaching again replaces the earlier attachment.
+    ///
+    /// # Errors
+    /// The namespace is gone or its ports are taken.
+    pub fn attach(
+        &self,
+        key: &str,
+        netns: &Netns,
+        egress: Arc<SandboxEgress>,
+    ) -> Result<Arc<SandboxEgress>, AttachError> {
+        let sockets = netns.bind(&[proxy_addr()], &[dns_addr()])?;
+        let io = |source| AttachError::Io {
+            sandbox: key.to_owned(),
+            source,
+        };
+        let mut tasks = Vec::new();
+        for listener in sockets.tcp {
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(io)?;
+            tasks.push(self.serve_proxy(listener, Arc::clone(&egress)));
+        }
+        for socket in sockets.udp {
+            let socket = tokio::net::UdpSocket::from_std(socket).map_err(io)?;
+            tasks.push(tokio::spawn(dns::serve(
+                socket,
+                Arc::clone(&egress),
+                self.inner.resolver.clone(),
+            )));
+        }
+        self.sandboxes().insert(
+            key.to_owned(),
+            Attached {
+                egress: Arc::clone(&egress),
+                tasks,
+            },
+        );
+        Ok(egress)
+    }
+
+    /// Serves the HTTP proxy for one sandbox on a listener (the namespace's, or any other: the
+    /// Kubernetes tier and tests use plain listeners).
+    pub fn serve_proxy(
+        &self,
+        listener: tokio::net::TcpListener,
+        egress: Arc<SandboxEgress>,
+    ) -> JoinHandle<()> {
+        tokio::spawn(proxy::serve(listener, egress, self.inner.resolver.clone()))
+    }
+
+    /// The egress state of an attached sandbox.
+    pub fn get(&self, key: &str) -> Option<Arc<SandboxEgress>> {
+        self.sandboxes().get(key).map(|a| Arc::clone(&a.egress))
+    }
+
+    /// Stops serving a sandbox; its open connections end.
+    pub fn detach(&self, key: &str) -> Option<Arc<SandboxEgress>> {
+        self.sandboxes().remove(key).map(|a| Arc::clone(&a.egress))
+    }
+
+    /// The keys of attached sandboxes.
+    pub fn attached(&self) -> Vec<String> {
+        self.sandboxes().keys().cloned().collect()
+    }
+}
+
+/// Now, as records spell it.
+fn now() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Millisecond)
+        .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string())
+}
