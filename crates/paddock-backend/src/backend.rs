@@ -127,6 +127,33 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Value> + Send>>;
 /// A stream of bytes (a log), ending with an error when reading it fails midway.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send>>;
 
+/// A stream of a sandbox's egress records as they happen.
+pub type EgressStream = Pin<Box<dyn Stream<Item = paddock_wire::EgressRecord> + Send>>;
+
+/// A sandbox's egress record: what is kept, and (when asked to follow) what comes next.
+pub struct EgressFeed {
+    /// The records kept, oldest first.
+    pub records: Vec<paddock_wire::EgressRecord>,
+    /// The records that follow, when asked for.
+    pub follow: Option<EgressStream>,
+}
+
+impl std::fmt::Debug for EgressFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EgressFeed")
+            .field("records", &self.records.len())
+            .field("follow", &self.follow.is_some())
+            .finish()
+    }
+}
+
+fn no_policies<T>() -> Result<T, ApiError> {
+    Err(ApiError::new(
+        Code::NotImplemented,
+        "this backend does not keep SandboxPolicies (on Kubernetes, kubectl apply them)",
+    ))
+}
+
 /// The backend contract.
 pub trait Backend: Send + Sync + 'static {
     /// `embedded` or `kubernetes`.
@@ -243,6 +270,50 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Option<String>, ApiError>> {
         let _ = sandbox;
         Box::pin(async { Ok(None) })
+    }
+
+    /// Stores a SandboxPolicy (already validated, namespace set): `created`, `configured` or
+    /// `unchanged`.
+    fn apply_policy(&self, policy: Value) -> BoxFuture<'_, Result<&'static str, ApiError>> {
+        let _ = policy;
+        Box::pin(async { no_policies() })
+    }
+
+    /// A SandboxPolicy.
+    fn get_policy(&self, namespace: &str, name: &str) -> BoxFuture<'_, Result<Value, ApiError>> {
+        let _ = (namespace, name);
+        Box::pin(async { no_policies() })
+    }
+
+    /// The SandboxPolicies of a namespace (all namespaces for `None`).
+    fn list_policies(
+        &self,
+        namespace: Option<&str>,
+    ) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
+        let _ = namespace;
+        Box::pin(async { no_policies() })
+    }
+
+    /// Deletes a SandboxPolicy.
+    fn delete_policy(&self, namespace: &str, name: &str) -> BoxFuture<'_, Result<(), ApiError>> {
+        let _ = (namespace, name);
+        Box::pin(async { no_policies() })
+    }
+
+    /// A Sandbox's egress record (empty when it has no network).
+    fn egress(
+        &self,
+        namespace: &str,
+        sandbox: &str,
+        follow: bool,
+    ) -> BoxFuture<'_, Result<EgressFeed, ApiError>> {
+        let _ = (namespace, sandbox, follow);
+        Box::pin(async {
+            Err(ApiError::new(
+                Code::NotImplemented,
+                "this backend keeps no egress record; read the egress proxy's",
+            ))
+        })
     }
 
     /// Pulls an image into the local cache, reporting progress as JSON events

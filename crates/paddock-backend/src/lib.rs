@@ -21,7 +21,7 @@ pub mod targets;
 
 pub use auth::{TokenVerifier, Verdict};
 pub use backend::{
-    Backend, BoxFuture, ByteStream, Endpoint, EventStream, ObjectEvent, ObjectList, ObjectWatch,
-    Part, Propagation, Target, Termination, WatchEventType,
+    Backend, BoxFuture, ByteStream, EgressFeed, EgressStream, Endpoint, EventStream, ObjectEvent,
+    ObjectList, ObjectWatch, Part, Propagation, Target, Termination, WatchEventType,
 };
 pub use error::{ApiError, Code};

@@ -312,6 +312,61 @@ impl Sandbox {
         copy_body(resp, out, "the log").await
     }
 
+    /// The sandbox's egress record: every connection, request and DNS question its egress proxy
+    /// answered, oldest first (empty when the sandbox has no network).
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn egress(&self) -> Result<Vec<paddock_wire::EgressRecord>> {
+        let log: paddock_wire::EgressLog = self
+            .client
+            .json(Method::GET, &self.path("/egress", &[]), None)
+            .await?;
+        Ok(log.items)
+    }
+
+    /// Follows the egress record: calls `on_record` with each kept record, then with each new
+    /// one as its connection ends, until it returns `false` or the sandbox goes away.
+    ///
+    /// # Errors
+    /// As any call; a line that is not a record is a `Protocol` error.
+    pub async fn follow_egress(
+        &self,
+        mut on_record: impl FnMut(&paddock_wire::EgressRecord) -> bool,
+    ) -> Result<()> {
+        let query = [("follow", "true".to_owned())];
+        let resp = self
+            .client
+            .send(Method::GET, &self.path("/egress", &query), None)
+            .await?;
+        let mut body = resp.into_body();
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                Error::new(
+                    ErrorCode::ConnectionFailed,
+                    format!("reading the egress record: {e}"),
+                )
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let record: paddock_wire::EgressRecord =
+                    serde_json::from_slice(&line[..line.len() - 1]).map_err(protocol)?;
+                if !on_record(&record) {
+                    return Ok(());
+                }
+            }
+            if pending.len() > 1 << 20 {
+                return Err(protocol("an egress record line longer than 1 MiB"));
+            }
+        }
+        Ok(())
+    }
+
     /// Writes a file atomically (parents created), with an optional mode such as `0755`.
     ///
     /// # Errors

@@ -231,7 +231,8 @@ fn loopback_up() -> std::io::Result<()> {
             return Err(std::io::Error::last_os_error());
         }
         // IFF_UP | IFF_RUNNING = 0x41 fits the 16-bit flags field.
-        req.ifr_ifru.ifru_flags |= libc::c_short::try_from(libc::IFF_UP | libc::IFF_RUNNING).unwrap_or(0x41);
+        req.ifr_ifru.ifru_flags |=
+            libc::c_short::try_from(libc::IFF_UP | libc::IFF_RUNNING).unwrap_or(0x41);
         if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
             return Err(std::io::Error::last_os_error());
         }

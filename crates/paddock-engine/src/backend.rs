@@ -7,8 +7,8 @@ use paddock_api::kinds::Kind;
 use paddock_api::stored::Object;
 use paddock_api::v1beta1::Sandbox;
 use paddock_backend::{
-    ApiError, Backend, BoxFuture, ByteStream, Code, Endpoint, EventStream, ObjectEvent, ObjectList,
-    ObjectWatch, Part, Propagation, Target, WatchEventType,
+    ApiError, Backend, BoxFuture, ByteStream, Code, EgressFeed, EgressStream, Endpoint,
+    EventStream, ObjectEvent, ObjectList, ObjectWatch, Part, Propagation, Target, WatchEventType,
 };
 use paddock_control::{Core, Key};
 use paddock_store::{
@@ -18,6 +18,7 @@ use paddock_store::{
 use serde_json::{Value, json};
 
 use crate::default_pools::{self, DefaultPoolSettings, Demand};
+use crate::egress::POLICIES;
 use crate::resources::resource;
 use crate::store_errors::api_error;
 use crate::workloads::{LocalWorkloads, Phase};
@@ -398,6 +399,130 @@ impl Backend for EngineBackend {
                 .collect::<Vec<_>>(),
         });
         info
+    }
+
+    fn apply_policy(&self, policy: Value) -> BoxFuture<'_, Result<&'static str, ApiError>> {
+        Box::pin(async move {
+            let namespace = policy
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+                .to_owned();
+            let name = policy
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let outcome = match self.store.get(POLICIES, &namespace, &name).await {
+                Ok(current) => {
+                    if current.get("spec") == policy.get("spec")
+                        && current.pointer("/metadata/labels") == policy.pointer("/metadata/labels")
+                        && current.pointer("/metadata/annotations")
+                            == policy.pointer("/metadata/annotations")
+                    {
+                        "unchanged"
+                    } else {
+                        let mut next = current.clone();
+                        next["spec"] = policy.get("spec").cloned().unwrap_or(Value::Null);
+                        for field in ["labels", "annotations"] {
+                            if let Some(v) = policy.pointer(&format!("/metadata/{field}")) {
+                                next["metadata"][field] = v.clone();
+                            }
+                        }
+                        self.store.update(POLICIES, next).await.map_err(api_error)?;
+                        "configured"
+                    }
+                }
+                Err(paddock_store::StoreError::NotFound { .. }) => {
+                    self.store
+                        .create(POLICIES, policy)
+                        .await
+                        .map_err(api_error)?;
+                    "created"
+                }
+                Err(e) => return Err(api_error(e)),
+            };
+            if let Some(egress) = self.workloads.egress() {
+                egress.poke();
+            }
+            Ok(outcome)
+        })
+    }
+
+    fn get_policy(&self, namespace: &str, name: &str) -> BoxFuture<'_, Result<Value, ApiError>> {
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        Box::pin(async move {
+            self.store
+                .get(POLICIES, &namespace, &name)
+                .await
+                .map_err(api_error)
+        })
+    }
+
+    fn list_policies(
+        &self,
+        namespace: Option<&str>,
+    ) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
+        let options = ListOptions {
+            namespace: namespace.map(str::to_owned),
+            ..Default::default()
+        };
+        Box::pin(async move {
+            Ok(self
+                .store
+                .list(POLICIES, options)
+                .await
+                .map_err(api_error)?
+                .items)
+        })
+    }
+
+    fn delete_policy(&self, namespace: &str, name: &str) -> BoxFuture<'_, Result<(), ApiError>> {
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        Box::pin(async move {
+            self.store
+                .delete(POLICIES, &namespace, &name, Default::default())
+                .await
+                .map_err(api_error)?;
+            if let Some(egress) = self.workloads.egress() {
+                egress.poke();
+            }
+            Ok(())
+        })
+    }
+
+    fn egress(
+        &self,
+        namespace: &str,
+        sandbox: &str,
+        follow: bool,
+    ) -> BoxFuture<'_, Result<EgressFeed, ApiError>> {
+        let key = Key {
+            namespace: namespace.to_owned(),
+            name: sandbox.to_owned(),
+        };
+        Box::pin(async move {
+            let Some(egress) = self.workloads.egress().and_then(|e| e.sandbox(&key)) else {
+                return Ok(EgressFeed {
+                    records: Vec::new(),
+                    follow: None,
+                });
+            };
+            let (records, feed) = egress.log().snapshot_and_follow();
+            let follow = follow.then(|| {
+                let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+                    loop {
+                        match feed.recv().await {
+                            Ok(record) => return Some((record, feed)),
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                        }
+                    }
+                });
+                Box::pin(stream) as EgressStream
+            });
+            Ok(EgressFeed { records, follow })
+        })
     }
 
     fn pull_image(&self, image: &str) -> BoxFuture<'_, Result<EventStream, ApiError>> {

@@ -12,6 +12,7 @@
 
 pub mod backend;
 pub mod default_pools;
+pub mod egress;
 pub mod objects;
 pub mod resources;
 mod store_errors;
@@ -58,6 +59,8 @@ pub struct EngineConfig {
     /// Pools of ready sandboxes for bare image creates (off unless set; `paddock serve` keeps
     /// two per runtime and image).
     pub default_pools: DefaultPoolSettings,
+    /// Egress for Sandboxes whose SandboxPolicy allows it (`None`: no sandbox gets a network).
+    pub egress: Option<egress::EgressSettings>,
 }
 
 impl EngineConfig {
@@ -74,6 +77,7 @@ impl EngineConfig {
             clock: Arc::new(SystemClock),
             replenish_delay: REFILL_HOLD,
             default_pools: DefaultPoolSettings::off(),
+            egress: Some(egress::EgressSettings::default()),
         }
     }
 }
@@ -157,6 +161,12 @@ impl Engine {
             Waker::new(queues.clone()),
             config.home.join("volumes"),
         );
+        if let Some(settings) = &config.egress {
+            let egress =
+                egress::LocalEgress::new(store.clone(), config.home.join("egress"), settings);
+            workloads.set_egress(egress.clone());
+            tasks.spawn(egress.keep_current(shutdown.clone()));
+        }
         // Re-attach before the Sandbox loop runs, so surviving sandboxes are not started again.
         let existing = store
             .list(resources::resource(Kind::Sandbox), Default::default())

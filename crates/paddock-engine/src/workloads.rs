@@ -114,6 +114,8 @@ pub struct LocalWorkloads {
     creates: tokio_util::task::TaskTracker,
     /// Passes of the exit check so far (tests wait on it instead of sleeping).
     exit_checks: std::sync::atomic::AtomicU64,
+    /// Networks for Sandboxes whose policy allows egress.
+    egress: std::sync::OnceLock<Arc<crate::egress::LocalEgress>>,
 }
 
 /// Workloads started at once at most (a gVisor start is CPU-heavy on a small host).
@@ -140,7 +142,18 @@ impl LocalWorkloads {
             teardowns: tokio_util::task::TaskTracker::new(),
             creates: tokio_util::task::TaskTracker::new(),
             exit_checks: std::sync::atomic::AtomicU64::new(0),
+            egress: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Gives Sandboxes whose policy allows egress their network (set once, at start).
+    pub fn set_egress(&self, egress: Arc<crate::egress::LocalEgress>) {
+        let _ = self.egress.set(egress);
+    }
+
+    /// Egress of this host's Sandboxes, when enabled.
+    pub fn egress(&self) -> Option<&Arc<crate::egress::LocalEgress>> {
+        self.egress.get()
     }
 
     fn this(&self) -> Option<Arc<Self>> {
@@ -354,6 +367,26 @@ impl LocalWorkloads {
         .map_err(|e| e.to_string())?;
         let mut workload_spec = mapped.spec;
         workload_spec.idle = idle;
+        let egress = self.egress.get();
+        if let Some(egress) = egress
+            && let Some((network, env)) = egress.attach(key, workload).await?
+        {
+            workload_spec.network = Some(network);
+            for (name, value) in env {
+                if !workload_spec.env.iter().any(|e| e.name == name) {
+                    workload_spec
+                        .env
+                        .push(paddock_runtime::spec::EnvVar { name, value });
+                }
+            }
+        }
+        let networked = workload_spec.network.is_some();
+        let detach_on_failure = |e: String| {
+            if networked && let Some(egress) = egress {
+                egress.detach(key);
+            }
+            e
+        };
         let _slot = self
             .create_slots
             .clone()
@@ -371,7 +404,7 @@ impl LocalWorkloads {
             .runtime
             .create(workload, &workload_spec)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| detach_on_failure(e.to_string()))?;
         Ok((
             started.runtime_class,
             started.agent_socket,
@@ -404,6 +437,9 @@ impl LocalWorkloads {
         let runtime = self.runtime.clone();
         let wake = self.wake.clone();
         let key = key.clone();
+        if let Some(egress) = self.egress.get() {
+            egress.detach(&key);
+        }
         self.teardowns.spawn(async move {
             // Mark it stopping at once (state answers Stopping), then wait until it is gone.
             if let Err(e) = runtime.stop(&pod.workload).await {
@@ -501,6 +537,9 @@ impl LocalWorkloads {
                             unhonoured: Vec::new(),
                         },
                     );
+                    if let Some(egress) = self.egress.get() {
+                        egress.reattach(key, &info.workload.id).await;
+                    }
                     tracing::info!(sandbox = %key, "re-attached to a sandbox");
                 }
                 (Some((key, _)), None) => {

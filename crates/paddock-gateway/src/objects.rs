@@ -98,7 +98,7 @@ pub fn decode_documents(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Value>,
     Ok(docs.into_iter().map(|d| d.value).collect())
 }
 
-fn decode_one(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+pub(crate) fn decode_one(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     let mut docs = decode_documents(headers, body)?;
     match docs.len() {
         1 => Ok(docs.remove(0)),
@@ -430,12 +430,20 @@ pub async fn apply(
         return Err(ApiError::invalid("the manifest holds no objects").into());
     }
     let mut prepared = Vec::new();
+    let mut policies = Vec::new();
     let mut problems = Vec::new();
     for (i, mut doc) in docs.into_iter().enumerate() {
         if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut)
             && !meta.contains_key("namespace")
         {
             meta.insert("namespace".into(), Value::String(default_ns.clone()));
+        }
+        if doc.get("kind").and_then(Value::as_str) == Some(paddock_api::policy::POLICY_KIND) {
+            match crate::policies::validate(&doc) {
+                Ok(()) => policies.push(doc),
+                Err(e) => problems.push(json!({"document": i + 1, "object": describe(&doc), "message": e.message, "details": e.details})),
+            }
+            continue;
         }
         match to_storage(None, &doc) {
             Ok((valid, stored)) => prepared.push((valid.object.kind(), doc, stored)),
@@ -454,6 +462,11 @@ pub async fn apply(
         return Err(err.into());
     }
     let mut results = Vec::new();
+    // Policies first: a Sandbox in the same manifest finds its policy when it starts.
+    for policy in policies {
+        let action = state.backend.apply_policy(policy.clone()).await?;
+        results.push(applied(&policy, action));
+    }
     for (kind, original, stored) in prepared {
         let namespace = match stored.namespace() {
             "" => "default".to_owned(),

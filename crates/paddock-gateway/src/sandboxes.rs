@@ -283,6 +283,10 @@ impl CreateRequest for CreateSandbox {
         if !self.labels.is_empty() {
             sandbox["metadata"]["labels"] = json!(self.labels);
         }
+        if let Some(policy) = &self.policy {
+            sandbox["metadata"]["annotations"] =
+                json!({paddock_api::policy::POLICY_ANNOTATION: policy});
+        }
         if let Some(at) = shutdown_time(self.timeout_seconds)? {
             sandbox["spec"]["shutdownTime"] = json!(at);
             sandbox["spec"]["shutdownPolicy"] = json!("Delete");
@@ -300,6 +304,7 @@ impl CreateRequest for CreateSandbox {
             && self.resources.is_none()
             && self.volumes.is_empty()
             && self.labels.is_empty()
+            && self.policy.is_none()
     }
 
     fn claim(&self, name: &str, namespace: &str, pool: &str) -> Result<Value, ApiError> {
@@ -316,6 +321,10 @@ impl CreateRequest for CreateSandbox {
         });
         for (k, v) in &self.labels {
             claim["metadata"]["labels"][k] = json!(v);
+        }
+        if let Some(policy) = &self.policy {
+            claim["metadata"]["annotations"][paddock_api::policy::POLICY_ANNOTATION] =
+                json!(policy);
         }
         if !self.env.is_empty() {
             claim["spec"]["env"] = Value::Array(
@@ -697,7 +706,11 @@ fn idle_default_pool_member(sandbox: &Sandbox) -> bool {
 }
 
 /// Finds the Sandbox for `name`: a Sandbox of that name, or the one a claim of that name holds.
-async fn find_sandbox(state: &AppState, namespace: &str, name: &str) -> Result<Sandbox, ApiError> {
+pub(crate) async fn find_sandbox(
+    state: &AppState,
+    namespace: &str,
+    name: &str,
+) -> Result<Sandbox, ApiError> {
     match get_sandbox(state, namespace, name).await {
         Ok(s) => return Ok(s),
         Err(e) if e.code != Code::NotFound => return Err(e),

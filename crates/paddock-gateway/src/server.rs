@@ -21,7 +21,7 @@ use crate::error::{ApiError, ApiResult, Code, ErrorResponse, status_of};
 use crate::metrics::Metrics;
 use crate::proxy::{ForwardError, forward};
 use crate::router_contract::{self, RouteOptions};
-use crate::{objects, openapi, sandboxes};
+use crate::{objects, openapi, policies, sandboxes};
 use paddock_backend::{Backend, Part};
 
 /// How clients authenticate.
@@ -115,6 +115,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{name}/pause", post(sandboxes::pause))
         .route("/v1/sandboxes/{name}/resume", post(sandboxes::resume))
         .route("/v1/sandboxes/{name}/logs", get(sandboxes::logs))
+        .route("/v1/sandboxes/{name}/egress", get(policies::egress))
+        .route(
+            "/apis/paddock.dev/v1alpha1/sandboxpolicies",
+            get(policies::list_all),
+        )
+        .route(
+            "/apis/paddock.dev/v1alpha1/namespaces/{namespace}/sandboxpolicies",
+            get(policies::list).post(policies::create),
+        )
+        .route(
+            "/apis/paddock.dev/v1alpha1/namespaces/{namespace}/sandboxpolicies/{name}",
+            get(policies::get).delete(policies::delete),
+        )
         .route("/v1/sandboxes/{name}/{*rest}", any(sandboxes::inside))
         .route("/v1/apply", post(objects::apply))
         .route("/v1/info", get(info))

@@ -362,6 +362,17 @@ impl EgressRules {
         })
     }
 
+    /// Rules that allow nothing (what a sandbox gets when its policy goes missing).
+    pub fn deny_all() -> Self {
+        Self {
+            layers: vec![Layer {
+                mode: EgressMode::Enforce,
+                rules: Vec::new(),
+                limits: EgressLimits::default(),
+            }],
+        }
+    }
+
     /// The meet: what both allow. Use it to put a claim's policy on its template's.
     pub fn meet(mut self, other: EgressRules) -> Self {
         self.layers.extend(other.layers);

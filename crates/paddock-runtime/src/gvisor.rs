@@ -111,6 +111,9 @@ pub fn oci_config(input: &BundleInput<'_>) -> Value {
         }
         mounts.push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}));
     }
+    if let Some(network) = &spec.network {
+        mounts.push(bind(&network.resolv_conf, "/etc/resolv.conf", true));
+    }
     mounts.push(bind(input.agent_binary, crate::agent::AGENT_PATH, true));
     if let Some(shim) = input.stat_shim {
         mounts.push(bind(shim, STAT_SHIM_PATH, true));
@@ -138,8 +141,14 @@ pub fn oci_config(input: &BundleInput<'_>) -> Value {
     if let Some(p) = input.limits.pids {
         resources.insert("pids".into(), json!({"limit": p}));
     }
+    // With a network, the sandbox joins the egress proxy's namespace and runsc passes its
+    // sockets through to it (`--network=host`); without, gVisor's own stack has no interface.
+    let network = match &spec.network {
+        Some(n) => json!({"type": "network", "path": n.netns}),
+        None => json!({"type": "network"}),
+    };
     let mut linux = json!({
-        "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+        "namespaces": [{"type": "pid"}, network, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
         "resources": resources,
         "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
         "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
@@ -201,6 +210,7 @@ impl Gvisor {
         id: &WorkloadId,
         dir: &WorkloadDir,
         config: &Value,
+        networked: bool,
     ) -> Result<(), RuntimeError> {
         let bundle = dir.bundle();
         std::fs::create_dir(&bundle).map_err(RuntimeError::io("create", &bundle))?;
@@ -212,7 +222,12 @@ impl Gvisor {
         // Detached runsc keeps inherited pipes open for the sandbox's lifetime: null stdio only.
         let status = self
             .command()
-            .args(["--network=none", "--platform=ptrace", "--host-uds=create"])
+            .arg(if networked {
+                "--network=host"
+            } else {
+                "--network=none"
+            })
+            .args(["--platform=ptrace", "--host-uds=create"])
             .arg("--log")
             .arg(&log)
             .args(["run", "--detach", "--bundle"])
@@ -466,7 +481,7 @@ impl Gvisor {
             limits,
             cgroups_path: Some(format!("/{}/{}", host.cgroup_parent, id)),
         });
-        self.start(id, dir, &config).await?;
+        self.start(id, dir, &config, spec.network.is_some()).await?;
         let g = self.clone();
         let watched = id.clone();
         crate::agent::wait_ready(&dir.socket(), host.ready_timeout, move || {

@@ -35,4 +35,4 @@ pub use podspec::{
     MappedWorkload, PodMappingError, SandboxPod, UnhonouredField, workload_from_pod,
 };
 pub use runtime::{Runtime, RuntimeError, Workload, WorkloadId, WorkloadInfo, WorkloadState};
-pub use spec::{RuntimeClass, WorkloadSpec};
+pub use spec::{NetworkAttachment, RuntimeClass, WorkloadSpec};

@@ -95,6 +95,19 @@ pub struct WorkloadSpec {
     /// exec (sandboxes created for `paddock run` and the SDKs).
     #[serde(default)]
     pub idle: bool,
+    /// A network to join instead of none: the namespace the egress proxy serves (see
+    /// `paddock-egress`). `None`: the sandbox has no network at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkAttachment>,
+}
+
+/// The network namespace a sandbox joins, and its resolver configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAttachment {
+    /// A pinned network namespace (an nsfs bind mount) that the sandbox joins.
+    pub netns: PathBuf,
+    /// A host file bound read-only at `/etc/resolv.conf` inside the sandbox.
+    pub resolv_conf: PathBuf,
 }
 
 impl WorkloadSpec {
@@ -115,6 +128,7 @@ impl WorkloadSpec {
             read_only_rootfs: false,
             hostname: "paddock".to_owned(),
             idle: false,
+            network: None,
         }
     }
 

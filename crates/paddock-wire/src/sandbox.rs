@@ -51,6 +51,10 @@ pub struct CreateSandbox {
     /// Labels of the Sandbox (or claim).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The SandboxPolicy that governs the sandbox (its egress); for a claim, it narrows the
+    /// template's. Without one the sandbox has no network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
     /// Answer once the sandbox is Ready (default `true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<bool>,

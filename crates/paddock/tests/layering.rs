@@ -37,6 +37,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "paddock-backend",
             "paddock-store",
             "paddock-runtime",
+            "paddock-egress",
+            "paddock-policy",
         ],
     ),
     // The Kubernetes tier.

@@ -12,7 +12,9 @@ use super::{Bwrap, BwrapInput, PreparedBwrap, bwrap_args, process_start_time, re
 use crate::cgroup::{CgroupMode, WorkloadCgroup};
 use crate::isolation::{Found, Isolation, Launch};
 use crate::runtime::{BoxFuture, RuntimeError, WorkloadId, WorkloadState};
-use crate::spec::{ResourceLimits, RuntimeClass};
+use std::os::fd::OwnedFd;
+
+use crate::spec::{NetworkAttachment, ResourceLimits, RuntimeClass};
 use crate::workdir::{ResolvedMount, WorkloadDir, WorkloadMeta};
 
 /// The bubblewrap backend with its pool of processes started ahead (cgroup v1 hosts only,
@@ -125,7 +127,7 @@ impl BwrapIsolation {
                 .map_err(|e| e.to_string())
                 .and_then(|procs| {
                     s.bwrap
-                        .prepare(&s.pool_dir.join(format!("{name}.json")), procs)
+                        .prepare(&s.pool_dir.join(format!("{name}.json")), procs, None)
                 });
             match prepared {
                 Ok(prepared) => self.pool().push((prepared, cgroup)),
@@ -145,13 +147,20 @@ impl BwrapIsolation {
         id: &WorkloadId,
         dir: &WorkloadDir,
         limits: &ResourceLimits,
+        network: Option<&NetworkAttachment>,
     ) -> Result<PreparedBwrap, RuntimeError> {
         let s = &self.0;
         let limits_err = |reason: String| RuntimeError::Limits {
             reason,
             remedy: "run paddock as root, or delegate a cgroup to it".into(),
         };
-        let pooled = self.pool().pop();
+        // Pooled processes were started in our own network namespace; a networked sandbox
+        // needs one started in its namespace.
+        let pooled = if network.is_some() {
+            None
+        } else {
+            self.pool().pop()
+        };
         if let Some((mut prepared, pool_cgroup)) = pooled {
             let adopted = pool_cgroup
                 .rename(&s.cgroups, &s.cgroup_parent, id.as_str())
@@ -182,8 +191,20 @@ impl BwrapIsolation {
         let cgroup = WorkloadCgroup::create(&s.cgroups, &s.cgroup_parent, id.as_str(), limits)
             .map_err(|e| limits_err(e.to_string()))?;
         let procs = cgroup.open_procs().map_err(|e| limits_err(e.to_string()))?;
+        let netns = match network {
+            Some(n) => Some(
+                std::fs::File::open(&n.netns)
+                    .map(OwnedFd::from)
+                    .map_err(|e| RuntimeError::Start {
+                        backend: RuntimeClass::Bwrap,
+                        id: id.clone(),
+                        message: format!("network namespace {}: {e}", n.netns.display()),
+                    })?,
+            ),
+            None => None,
+        };
         s.bwrap
-            .prepare(&dir.bwrap_status(), procs)
+            .prepare(&dir.bwrap_status(), procs, netns)
             .map_err(|message| RuntimeError::Start {
                 backend: RuntimeClass::Bwrap,
                 id: id.clone(),
@@ -212,11 +233,15 @@ impl BwrapIsolation {
                         target.as_str()
                     }
                 }));
-                crate::workdir::create_mount_points(&merged, &dirs, &[crate::agent::AGENT_PATH])?;
+                let mut files = vec![crate::agent::AGENT_PATH];
+                if spec.network.is_some() {
+                    files.push("/etc/resolv.conf");
+                }
+                crate::workdir::create_mount_points(&merged, &dirs, &files)?;
                 Some(merged)
             }
         };
-        let prepared = self.prepared(id, dir, &limits)?;
+        let prepared = self.prepared(id, dir, &limits, spec.network.as_ref())?;
         self.prewarm();
         let run_dir = dir.run_dir();
         let args = bwrap_args(&BwrapInput {

@@ -17,7 +17,7 @@
 mod backend;
 
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -63,10 +63,22 @@ pub fn bwrap_args(input: &BwrapInput<'_>) -> Vec<OsString> {
     let uid = spec.run_as_user.unwrap_or(0).to_string();
     let gid = spec.run_as_group.unwrap_or(0).to_string();
     let mut a: Vec<OsString> = Vec::with_capacity(64);
+    // With a network, bwrap stays in the namespace it was started in (the egress proxy's,
+    // joined before exec); otherwise `--unshare-all` gives it an empty one.
+    let unshare: &[&dyn AsRef<std::ffi::OsStr>] = if spec.network.is_some() {
+        &[
+            &"--unshare-ipc",
+            &"--unshare-pid",
+            &"--unshare-uts",
+            &"--unshare-cgroup-try",
+        ]
+    } else {
+        &[&"--unshare-all"]
+    };
+    push(&mut a, unshare);
     push(
         &mut a,
         &[
-            &"--unshare-all",
             &"--unshare-user",
             &"--disable-userns",
             &"--uid",
@@ -119,6 +131,12 @@ pub fn bwrap_args(input: &BwrapInput<'_>) -> Vec<OsString> {
         }
     }
     push(&mut a, &[&"--proc", &"/proc", &"--dev", &"/dev"]);
+    if let Some(network) = &spec.network {
+        push(
+            &mut a,
+            &[&"--ro-bind", &network.resolv_conf, &"/etc/resolv.conf"],
+        );
+    }
     push(
         &mut a,
         &[&"--ro-bind", &input.agent_binary, &crate::agent::AGENT_PATH],
@@ -232,6 +250,7 @@ impl Bwrap {
         &self,
         status_path: &Path,
         cgroup_procs: Vec<OwnedFd>,
+        netns: Option<OwnedFd>,
     ) -> Result<PreparedBwrap, String> {
         let mut inherited: Vec<OwnedFd> = Vec::with_capacity(4);
         for program in self.seccomp.iter() {
@@ -273,7 +292,7 @@ impl Bwrap {
             cmd.stderr(Stdio::inherit());
         }
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let keep = Arc::new((inherited, cgroup_procs));
+        let keep = Arc::new((inherited, cgroup_procs, netns));
         let in_child = Arc::clone(&keep);
         set_pre_exec(&mut cmd, move || {
             for fd in &in_child.0 {
@@ -281,6 +300,12 @@ impl Bwrap {
             }
             for procs in &in_child.1 {
                 rustix::io::write(procs, b"0")?;
+            }
+            if let Some(netns) = &in_child.2 {
+                rustix::thread::move_into_link_name_space(
+                    netns.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )?;
             }
             Ok(())
         });
@@ -338,7 +363,7 @@ fn set_pre_exec<F>(cmd: &mut std::process::Command, hook: F)
 where
     F: Fn() -> std::io::Result<()> + Send + Sync + 'static,
 {
-    // SAFETY: the hook only makes async-signal-safe system calls (fcntl, write) on descriptors
+    // SAFETY: the hook only makes async-signal-safe system calls (fcntl, write, setns) on descriptors
     // it owns through an `Arc` kept alive by the closure; it allocates nothing and takes no locks.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(cmd, hook);

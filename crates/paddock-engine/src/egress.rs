@@ -1,0 +1,381 @@
+//! Egress on this host: which Sandboxes get a network, under which rules, kept current.
+//!
+//! A Sandbox gets a network only when a `SandboxPolicy` with an `egress` part governs it: named
+//! by the Sandbox's own `paddock.dev/policy` annotation, its template's (the SandboxTemplate
+//! named by `agents.x-k8s.io/sandbox-template-ref`) or its owning claim's. Every such policy
+//! applies at once (their meet), so a claim can only narrow its template's policy. The
+//! workload joins a namespace served by the egress proxy; the rules are recomputed whenever a
+//! policy, Sandbox, claim or template changes, and apply to the next connection.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use paddock_api::kinds::Kind;
+use paddock_api::names::SANDBOX_TEMPLATE_REF;
+use paddock_api::policy::{
+    POLICY_ANNOTATION, POLICY_GROUP, POLICY_KIND, POLICY_PLURAL, SandboxPolicy,
+};
+use paddock_control::Key;
+use paddock_egress::{EgressProxy, Netns, Resolver, SandboxEgress};
+use paddock_policy::EgressRules;
+use paddock_runtime::{NetworkAttachment, WorkloadId};
+use paddock_store::{ObjectStore, ResourceType, StoreError};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::resources::resource;
+
+/// The store resource of SandboxPolicies.
+pub const POLICIES: ResourceType =
+    ResourceType::namespaced(POLICY_GROUP, POLICY_PLURAL, POLICY_KIND);
+
+/// How egress is set up on this host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EgressSettings {
+    /// Where the proxy resolves names (the host's resolver by default).
+    pub resolver: Resolver,
+}
+
+/// The policies of a Sandbox could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyLookupError {
+    /// A policy named by an annotation does not exist.
+    #[error(
+        "SandboxPolicy {name:?} (named by the {source_kind}'s {POLICY_ANNOTATION} annotation) does not exist in namespace {namespace}: create it with `paddock apply -f`"
+    )]
+    Missing {
+        /// Namespace.
+        namespace: String,
+        /// The policy's name.
+        name: String,
+        /// Which object named it.
+        source_kind: &'static str,
+    },
+    /// A stored policy does not compile (it was stored without validation).
+    #[error("SandboxPolicy {name:?}: {message}")]
+    Invalid {
+        /// The policy's name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The store failed.
+    #[error("reading policies: {0}")]
+    Store(String),
+}
+
+#[derive(Debug)]
+struct Attachment {
+    workload: WorkloadId,
+    netns: PathBuf,
+}
+
+/// Egress for the engine's Sandboxes.
+#[derive(Debug)]
+pub struct LocalEgress {
+    proxy: EgressProxy,
+    store: Arc<dyn ObjectStore>,
+    dir: PathBuf,
+    attached: Mutex<HashMap<Key, Attachment>>,
+    changed: tokio::sync::Notify,
+}
+
+fn policy_name(object: &Value) -> Option<String> {
+    object
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(POLICY_ANNOTATION))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+impl LocalEgress {
+    /// Egress state under `dir` (namespaces' pins and the sandboxes' `resolv.conf`).
+    pub fn new(store: Arc<dyn ObjectStore>, dir: PathBuf, settings: &EgressSettings) -> Arc<Self> {
+        Arc::new(Self {
+            proxy: EgressProxy::new(settings.resolver.clone()),
+            store,
+            dir,
+            attached: Mutex::new(HashMap::new()),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn attached(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Attachment>> {
+        self.attached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The proxy (records and usage of attached sandboxes).
+    pub fn proxy(&self) -> &EgressProxy {
+        &self.proxy
+    }
+
+    /// The egress state of a Sandbox that has a network.
+    pub fn sandbox(&self, key: &Key) -> Option<Arc<SandboxEgress>> {
+        self.proxy.get(&key.to_string())
+    }
+
+    async fn get(
+        &self,
+        resource: ResourceType,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, PolicyLookupError> {
+        match self.store.get(resource, namespace, name).await {
+            Ok(v) => Ok(Some(v)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(PolicyLookupError::Store(e.to_string())),
+        }
+    }
+
+    /// The rules that govern a Sandbox now: `None` when no policy with an egress part does.
+    ///
+    /// # Errors
+    /// A named policy is missing or invalid, or the store failed.
+    pub async fn rules_for(&self, key: &Key) -> Result<Option<EgressRules>, PolicyLookupError> {
+        let Some(sandbox) = self
+            .get(resource(Kind::Sandbox), &key.namespace, &key.name)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut named: Vec<(String, &'static str)> = Vec::new();
+        if let Some(p) = policy_name(&sandbox) {
+            named.push((p, "Sandbox"));
+        }
+        let annotations = sandbox.pointer("/metadata/annotations");
+        if let Some(template) = annotations
+            .and_then(|a| a.get(SANDBOX_TEMPLATE_REF))
+            .and_then(Value::as_str)
+            && let Some(t) = self
+                .get(resource(Kind::SandboxTemplate), &key.namespace, template)
+                .await?
+            && let Some(p) = policy_name(&t)
+        {
+            named.push((p, "SandboxTemplate"));
+        }
+        let owners = sandbox
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for owner in owners {
+            if owner.get("kind").and_then(Value::as_str) == Some("SandboxClaim")
+                && owner.get("controller").and_then(Value::as_bool) == Some(true)
+                && let Some(claim_name) = owner.get("name").and_then(Value::as_str)
+                && let Some(c) = self
+                    .get(resource(Kind::SandboxClaim), &key.namespace, claim_name)
+                    .await?
+                && let Some(p) = policy_name(&c)
+            {
+                named.push((p, "SandboxClaim"));
+            }
+        }
+        let mut rules: Option<EgressRules> = None;
+        for (name, source_kind) in named {
+            let Some(value) = self.get(POLICIES, &key.namespace, &name).await? else {
+                return Err(PolicyLookupError::Missing {
+                    namespace: key.namespace.clone(),
+                    name,
+                    source_kind,
+                });
+            };
+            let policy: SandboxPolicy =
+                serde_json::from_value(value).map_err(|e| PolicyLookupError::Invalid {
+                    name: name.clone(),
+                    message: e.to_string(),
+                })?;
+            let Some(egress) = policy.spec.egress else {
+                continue;
+            };
+            let layer = EgressRules::compile(&egress).map_err(|e| PolicyLookupError::Invalid {
+                name: name.clone(),
+                message: e.to_string(),
+            })?;
+            rules = Some(match rules {
+                Some(r) => r.meet(layer),
+                None => layer,
+            });
+        }
+        Ok(rules)
+    }
+
+    /// Gives a Sandbox's workload its network, when a policy asks for one: a namespace served
+    /// by the proxy. Returns what the workload joins and the environment it needs.
+    ///
+    /// # Errors
+    /// A named policy is missing or invalid, or the namespace could not be made.
+    pub async fn attach(
+        &self,
+        key: &Key,
+        workload: &WorkloadId,
+    ) -> Result<Option<(NetworkAttachment, Vec<(String, String)>)>, String> {
+        let Some(rules) = self.rules_for(key).await.map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let netns_dir = self.dir.join("netns");
+        std::fs::create_dir_all(&netns_dir).map_err(|e| format!("{}: {e}", netns_dir.display()))?;
+        let resolv_conf = self.dir.join("resolv.conf");
+        if !resolv_conf.exists() {
+            std::fs::write(&resolv_conf, paddock_egress::RESOLV_CONF)
+                .map_err(|e| format!("{}: {e}", resolv_conf.display()))?;
+        }
+        let pin = netns_dir.join(workload.as_str());
+        let _ = paddock_egress::netns::remove_pin(&pin);
+        let netns = tokio::task::spawn_blocking({
+            let pin = pin.clone();
+            move || Netns::create(&pin)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        let name = key.to_string();
+        self.proxy
+            .attach(&name, &netns, SandboxEgress::new(name.clone(), rules))
+            .map_err(|e| e.to_string())?;
+        self.attached().insert(
+            key.clone(),
+            Attachment {
+                workload: workload.clone(),
+                netns: pin.clone(),
+            },
+        );
+        Ok(Some((
+            NetworkAttachment {
+                netns: pin,
+                resolv_conf,
+            },
+            paddock_egress::proxy_env(),
+        )))
+    }
+
+    /// Serves a workload that survived a restart again, if it has a network.
+    pub async fn reattach(&self, key: &Key, workload: &WorkloadId) {
+        let pin = self.dir.join("netns").join(workload.as_str());
+        if !pin.exists() {
+            return;
+        }
+        let rules = match self.rules_for(key).await {
+            Ok(Some(rules)) => rules,
+            Ok(None) => EgressRules::deny_all(),
+            Err(e) => {
+                tracing::warn!(sandbox = %key, error = %e, "egress policy unavailable; denying all egress");
+                EgressRules::deny_all()
+            }
+        };
+        let name = key.to_string();
+        match self.proxy.attach(
+            &name,
+            &Netns::open(&pin),
+            SandboxEgress::new(name.clone(), rules),
+        ) {
+            Ok(_) => {
+                self.attached().insert(
+                    key.clone(),
+                    Attachment {
+                        workload: workload.clone(),
+                        netns: pin,
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %key, error = %e, "cannot serve a re-attached sandbox's egress")
+            }
+        }
+    }
+
+    /// Takes a Sandbox's network away (its workload is gone or going). The record stays
+    /// readable until the Sandbox is attached again.
+    pub fn detach(&self, key: &Key) {
+        let Some(attachment) = self.attached().remove(key) else {
+            return;
+        };
+        self.proxy.detach(&key.to_string());
+        if let Err(e) = paddock_egress::netns::remove_pin(&attachment.netns) {
+            tracing::warn!(sandbox = %key, workload = %attachment.workload, error = %e, "removing a sandbox's network namespace");
+        }
+    }
+
+    /// Says that policies or the objects naming them may have changed.
+    pub fn poke(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Recomputes every attached Sandbox's rules now.
+    pub async fn refresh(&self) {
+        let keys: Vec<Key> = self.attached().keys().cloned().collect();
+        for key in keys {
+            let Some(egress) = self.sandbox(&key) else {
+                continue;
+            };
+            match self.rules_for(&key).await {
+                Ok(Some(rules)) => egress.set_rules(rules),
+                Ok(None) => egress.set_rules(EgressRules::deny_all()),
+                Err(e) => {
+                    // Fail closed: a policy that went missing allows nothing.
+                    tracing::warn!(sandbox = %key, error = %e, "egress policy unavailable; denying all egress");
+                    egress.set_rules(EgressRules::deny_all());
+                }
+            }
+        }
+    }
+
+    /// Keeps the rules current until `shutdown`: on every change of a policy, Sandbox, claim or
+    /// template, and once a second.
+    pub async fn keep_current(self: Arc<Self>, shutdown: CancellationToken) {
+        for kind in [
+            Some(Kind::Sandbox),
+            Some(Kind::SandboxClaim),
+            Some(Kind::SandboxTemplate),
+            None,
+        ] {
+            let this = Arc::clone(&self);
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let r = kind.map_or(POLICIES, resource);
+                loop {
+                    let Ok(mut watch) = this.store.watch(r, Default::default()).await else {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    };
+                    loop {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            event = watch.next() => match event {
+                                Some(Ok(_)) => this.poke(),
+                                _ => break,
+                            },
+                        }
+                    }
+                }
+            });
+        }
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.changed.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            // Coalesce a burst of changes into one pass.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.refresh().await;
+        }
+    }
+
+    /// Removes namespace pins no live workload uses (left by a crash).
+    pub fn sweep(&self, live: &[WorkloadId]) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("netns")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !live.iter().any(|w| w.as_str() == name) {
+                let _ = paddock_egress::netns::remove_pin(&entry.path());
+            }
+        }
+    }
+}
