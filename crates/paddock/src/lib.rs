@@ -48,6 +48,13 @@ enum Command {
         #[command(subcommand)]
         command: cmd::sandbox::SandboxCommand,
     },
+    /// SandboxPolicies: list, show, delete, and suggest one from what a sandbox reached.
+    Policy {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: cmd::policy::PolicyCommand,
+    },
     /// Run a command in an existing sandbox (-it for an interactive terminal).
     #[command(
         after_help = "Examples:\n  paddock exec my-sandbox -- ls /\n  paddock exec -it my-sandbox -- bash"
@@ -78,7 +85,8 @@ enum Command {
         /// A registry reference (`registry/name:tag` or `@sha256:...`) or `oci:/path[:tag]`.
         image: String,
     },
-    /// Create or update objects of the four kinds from YAML or JSON, as on a cluster.
+    /// Create or update objects of the four kinds, and SandboxPolicies, from YAML or JSON, as on
+    /// a cluster.
     Apply {
         #[command(flatten)]
         client: ClientArgs,
@@ -273,6 +281,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => run_async(cmd::serve::run(*args)),
         Command::Run(args) => run_async(cmd::run::run(*args)),
         Command::Sandbox { client, command } => run_async(cmd::sandbox::run(client, command)),
+        Command::Policy { client, command } => run_async(cmd::policy::run(client, command)),
         Command::Exec(args) => run_async(cmd::exec::run(*args)),
         Command::Cp(args) => run_async(cmd::cp::run(*args)),
         Command::Token(args) => cmd::token::run(&args),

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod exec;
 pub mod objects;
 pub mod output;
+pub mod policy;
 pub mod pull;
 pub mod run;
 pub mod sandbox;

@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// Kill the command (its whole process group) after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
+    /// The SandboxPolicy that governs the sandbox's network (`paddock apply -f` it first);
+    /// without one the sandbox has no network.
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
     /// The command and its arguments, run without a shell (use `sh -c '...'` for one).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -106,6 +110,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     };
     create.name.clone_from(&args.name);
     create.namespace = Some(args.client.namespace.clone());
+    create.policy.clone_from(&args.policy);
     if args.template.is_none() && args.pool.is_none() {
         create.runtime.clone_from(&args.runtime);
         create.volumes = args

@@ -43,6 +43,10 @@ pub enum SandboxCommand {
         /// Delete the sandbox this many seconds after creation.
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
+        /// The SandboxPolicy that governs its network (`paddock apply -f` it first); without
+        /// one the sandbox has no network. For --template/--pool it narrows the template's.
+        #[arg(long, value_name = "NAME")]
+        policy: Option<String>,
         /// The sandbox's main process (a server, say): the sandbox ends when it ends, and
         /// `paddock sandbox logs` shows its output. Without one the sandbox idles for exec.
         #[arg(last = true, value_name = "CMD", conflicts_with_all = ["template", "pool"])]
@@ -89,6 +93,22 @@ pub enum SandboxCommand {
         /// Sandbox or claim names.
         #[arg(required = true)]
         names: Vec<String>,
+    },
+    /// Show what a sandbox did with the network: every connection, request and DNS question
+    /// its egress proxy answered, allowed or denied, with the rule or the reason.
+    #[command(
+        after_help = "Examples:\n  paddock sandbox egress dev\n  paddock sandbox egress dev -f\n  paddock sandbox egress dev -o json"
+    )]
+    Egress {
+        /// Sandbox or claim name.
+        name: String,
+        /// Keep printing each connection as it ends (Ctrl-C to stop).
+        #[arg(short, long)]
+        follow: bool,
+        /// Output format: table (default), json, yaml or jsonpath=TEMPLATE (with -f: one JSON
+        /// record per line).
+        #[arg(short, long, value_name = "FORMAT", default_value = "table")]
+        output: Output,
     },
     /// Suspend a sandbox: its processes stop, its volumes stay.
     Pause {
@@ -296,6 +316,7 @@ pub async fn run(client_args: ClientArgs, command: SandboxCommand) -> Result<Exi
             memory,
             cpu,
             timeout,
+            policy,
             command,
         } => {
             let mut req = match (template, pool) {
@@ -314,6 +335,7 @@ pub async fn run(client_args: ClientArgs, command: SandboxCommand) -> Result<Exi
             req.name = name.or(name_flag);
             req.namespace = Some(ns);
             req.timeout_seconds = timeout;
+            req.policy = policy;
             let info = client.create_sandbox(&req).await.map_err(explain)?;
             println!("{}", info.name);
         }
@@ -382,6 +404,13 @@ pub async fn run(client_args: ClientArgs, command: SandboxCommand) -> Result<Exi
                 .logs(follow, &mut out)
                 .await
                 .map_err(explain)?;
+        }
+        SandboxCommand::Egress {
+            name,
+            follow,
+            output,
+        } => {
+            crate::cmd::policy::egress(&client, &ns, &name, follow, &output).await?;
         }
         SandboxCommand::Rm { names } => {
             for name in names {

@@ -65,6 +65,13 @@ pub struct ServeArgs {
     /// Keep objects in memory only: everything is forgotten when the server stops.
     #[arg(long)]
     pub in_memory: bool,
+    /// The DNS server the egress proxy resolves sandboxes' destinations with (HOST:PORT; the
+    /// host's resolver by default). Sandboxes never talk to it themselves.
+    #[arg(long, value_name = "ADDR")]
+    pub egress_dns: Option<SocketAddr>,
+    /// Give no sandbox a network, whatever its SandboxPolicy says.
+    #[arg(long, conflicts_with = "egress_dns")]
+    pub no_egress: bool,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -258,6 +265,12 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         max: i32::from(args.default_pool_max.max(args.default_pool)),
         ..paddock_engine::DefaultPoolSettings::default()
     };
+    config.egress = (!args.no_egress).then(|| paddock_engine::egress::EgressSettings {
+        resolver: args.egress_dns.map_or(
+            paddock_egress::Resolver::System,
+            paddock_egress::Resolver::Server,
+        ),
+    });
     let mut runtime = paddock_runtime::RuntimeConfig::new(home.join("runtime"), &agent);
     runtime
         .registry
