@@ -9,6 +9,8 @@ use crate::cmd::client::{ClientArgs, explain};
 use crate::cmd::output::{Output, list_of, print_json};
 
 /// `paddock sandbox` subcommands.
+// Parsed once per process: the size of the biggest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum SandboxCommand {
     /// Create a sandbox and wait until it is ready; prints its name.
