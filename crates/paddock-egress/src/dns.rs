@@ -75,6 +75,7 @@ pub async fn answer(question: &Message, egress: &SandboxEgress, resolver: &Resol
                 "no egress rule names {name}, so it does not resolve"
             )),
             audited: false,
+            credentials: Vec::new(),
             bytes_sent: 0,
             bytes_received: 0,
             duration_ms: 0,

@@ -13,6 +13,7 @@
 //! tunnel ([`sni`]).
 
 pub mod dns;
+pub mod intercept;
 pub mod log;
 pub mod netns;
 pub mod proxy;
@@ -28,6 +29,7 @@ use paddock_policy::{DenyReason, EgressRules};
 use paddock_wire::EgressRecord;
 use tokio::task::JoinHandle;
 
+pub use intercept::{Placeholders, SandboxCa};
 pub use log::EgressLogBook;
 pub use netns::{Netns, NetnsError};
 pub use resolve::{ResolveError, Resolver};
@@ -70,18 +72,71 @@ pub struct SandboxEgress {
     bytes: AtomicU64,
     requests: AtomicU64,
     log: EgressLogBook,
+    ca: Option<SandboxCa>,
+    placeholders: Placeholders,
 }
 
 impl SandboxEgress {
-    /// A sandbox's egress state under these rules; `name` is how logs name it.
+    /// A sandbox's egress state under these rules; `name` is how logs name it. It gets its own
+    /// CA (for destinations that receive injected credentials) and a random placeholder for
+    /// each credential.
     pub fn new(name: impl Into<String>, rules: EgressRules) -> Arc<Self> {
+        let name = name.into();
+        let ca = match SandboxCa::new(&name) {
+            Ok(ca) => Some(ca),
+            Err(e) => {
+                tracing::warn!(sandbox = %name, error = %e, "cannot make the sandbox's egress CA; credentials will not be injected");
+                None
+            }
+        };
+        let placeholders = Placeholders::new(rules.injections());
+        Self::with_state(name, rules, ca, placeholders)
+    }
+
+    /// A sandbox's egress state with a CA and placeholders it had before (after a restart).
+    pub fn with_state(
+        name: String,
+        rules: EgressRules,
+        ca: Option<SandboxCa>,
+        placeholders: Placeholders,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            name: name.into(),
+            name,
             rules: RwLock::new(Arc::new(rules)),
             bytes: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             log: EgressLogBook::default(),
+            ca,
+            placeholders,
         })
+    }
+
+    /// The sandbox's CA (its certificate goes into the sandbox's trust store).
+    pub fn ca(&self) -> Option<&SandboxCa> {
+        self.ca.as_ref()
+    }
+
+    /// The placeholders the sandbox holds instead of secrets.
+    pub fn placeholders(&self) -> &Placeholders {
+        &self.placeholders
+    }
+
+    /// The environment the sandbox needs: the proxy settings, the trust store variables
+    /// (pointing at `ca_bundle`, a path inside the sandbox) and each credential's placeholder.
+    pub fn sandbox_env(&self, ca_bundle: &str) -> Vec<(String, String)> {
+        let mut env = proxy_env();
+        for name in [
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+            "CURL_CA_BUNDLE",
+            "NODE_EXTRA_CA_CERTS",
+            "GIT_SSL_CAINFO",
+            "PIP_CERT",
+        ] {
+            env.push((name.to_owned(), ca_bundle.to_owned()));
+        }
+        env.extend(self.placeholders.env(self.rules().injections()));
+        env
     }
 
     /// The rules now in force.
@@ -166,7 +221,7 @@ pub struct EgressProxy {
 
 #[derive(Debug)]
 struct Inner {
-    resolver: Resolver,
+    context: proxy::Context,
     sandboxes: Mutex<HashMap<String, Attached>>,
 }
 
@@ -202,11 +257,17 @@ pub enum AttachError {
 }
 
 impl EgressProxy {
-    /// A proxy that resolves names with `resolver`.
+    /// A proxy that resolves names with `resolver` and trusts the host's root certificates
+    /// (for the TLS it makes itself, to destinations that receive credentials).
     pub fn new(resolver: Resolver) -> Self {
+        Self::with_roots(resolver, &[])
+    }
+
+    /// As [`EgressProxy::new`], also trusting these CA certificates (PEM) upstream.
+    pub fn with_roots(resolver: Resolver, extra_roots_pem: &[String]) -> Self {
         Self {
             inner: Arc::new(Inner {
-                resolver,
+                context: proxy::Context::new(resolver, extra_roots_pem),
                 sandboxes: Mutex::new(HashMap::new()),
             }),
         }
@@ -245,7 +306,7 @@ impl EgressProxy {
             tasks.push(tokio::spawn(dns::serve(
                 socket,
                 Arc::clone(&egress),
-                self.inner.resolver.clone(),
+                self.inner.context.resolver.clone(),
             )));
         }
         self.sandboxes().insert(
@@ -265,7 +326,7 @@ impl EgressProxy {
         listener: tokio::net::TcpListener,
         egress: Arc<SandboxEgress>,
     ) -> JoinHandle<()> {
-        tokio::spawn(proxy::serve(listener, egress, self.inner.resolver.clone()))
+        tokio::spawn(proxy::serve(listener, egress, self.inner.context.clone()))
     }
 
     /// The egress state of an attached sandbox.

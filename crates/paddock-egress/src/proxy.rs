@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,8 +32,47 @@ pub const DENIED_HEADER: &str = "x-paddock-egress-denied";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What every connection of the proxy shares: how names resolve and which roots upstream TLS
+/// trusts.
+#[derive(Clone, Debug)]
+pub(crate) struct Context {
+    pub resolver: Resolver,
+    pub upstream_tls: Arc<rustls::ClientConfig>,
+}
+
+impl Context {
+    pub(crate) fn new(resolver: Resolver, extra_roots_pem: &[String]) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            let _ = roots.add(cert);
+        }
+        for pem in extra_roots_pem {
+            for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()).flatten()
+            {
+                let _ = roots.add(cert);
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+            .unwrap_or_else(|_| {
+                // The ring provider supports the default versions; this branch is never taken.
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            });
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Self {
+            resolver,
+            upstream_tls: Arc::new(config),
+        }
+    }
+}
+
 /// Accepts connections from the sandbox until the task is aborted.
-pub(crate) async fn serve(listener: TcpListener, egress: Arc<SandboxEgress>, resolver: Resolver) {
+pub(crate) async fn serve(listener: TcpListener, egress: Arc<SandboxEgress>, context: Context) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -45,12 +84,12 @@ pub(crate) async fn serve(listener: TcpListener, egress: Arc<SandboxEgress>, res
         };
         let _ = stream.set_nodelay(true);
         let egress = Arc::clone(&egress);
-        let resolver = resolver.clone();
+        let context = context.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let egress = Arc::clone(&egress);
-                let resolver = resolver.clone();
-                async move { Ok::<_, Infallible>(handle(req, egress, resolver).await) }
+                let context = context.clone();
+                async move { Ok::<_, Infallible>(handle(req, egress, context).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .preserve_header_case(true)
@@ -64,12 +103,12 @@ pub(crate) async fn serve(listener: TcpListener, egress: Arc<SandboxEgress>, res
 async fn handle(
     req: Request<Incoming>,
     egress: Arc<SandboxEgress>,
-    resolver: Resolver,
+    context: Context,
 ) -> Response<Body> {
     if req.method() == Method::CONNECT {
-        connect(req, egress, resolver).await
+        connect(req, egress, context).await
     } else {
-        forward(req, egress, resolver).await
+        forward(req, egress, &context.resolver).await
     }
 }
 
@@ -133,6 +172,7 @@ impl Pending {
             rule: None,
             reason: Some(message.to_owned()),
             audited: false,
+            credentials: Vec::new(),
             bytes_sent: 0,
             bytes_received: 0,
             duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -170,6 +210,7 @@ impl Pending {
             rule,
             reason,
             audited,
+            credentials: Vec::new(),
             bytes_sent: bytes.0,
             bytes_received: bytes.1,
             duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -244,7 +285,7 @@ fn split_authority(authority: &http::uri::Authority, default_port: u16) -> (Stri
 async fn connect(
     mut req: Request<Incoming>,
     egress: Arc<SandboxEgress>,
-    resolver: Resolver,
+    context: Context,
 ) -> Response<Body> {
     let Some(authority) = req.uri().authority().cloned() else {
         return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port".into());
@@ -252,7 +293,11 @@ async fn connect(
     let (host, port) = split_authority(&authority, 443);
     let pending = Pending::new(EgressKind::Connect, &host, port);
     let rules = egress.rules();
-    let decision = rules.connect(Destination::parse(&host), port, true);
+    // A destination that receives credentials is intercepted, so its requests are checked one
+    // by one (and rules restricted to some requests can allow it).
+    let intercept = !rules.injections_for(&host, port).is_empty() && egress.ca().is_some();
+    let decision = rules.connect(Destination::parse(&host), port, !intercept);
+    let resolver = &context.resolver;
     if let Verdict::Deny(reason) = &decision.verdict {
         let response = denied(&reason.to_string());
         pending.finish(&egress, None, Ok(&decision), (0, 0));
@@ -264,7 +309,7 @@ async fn connect(
         return response;
     }
     let (upstream, address, decision) =
-        match open_upstream(&rules, &host, port, decision, &resolver).await {
+        match open_upstream(&rules, &host, port, decision, resolver).await {
             Ok(found) => found,
             Err(Upstream::Denied(reason)) => {
                 let response = denied(&reason.to_string());
@@ -277,6 +322,23 @@ async fn connect(
             }
         };
     let on_upgrade = hyper::upgrade::on(&mut req);
+    if intercept {
+        tokio::spawn(intercepted(
+            on_upgrade,
+            upstream,
+            host,
+            port,
+            address,
+            egress,
+            Arc::clone(&context.upstream_tls),
+            (pending, decision),
+        ));
+        return Response::new(
+            Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+    }
     tokio::spawn(async move {
         let counters = Arc::new(Counters::default());
         let outcome = async {
@@ -319,6 +381,65 @@ async fn connect(
     )
 }
 
+/// An intercepted tunnel: each request is recorded on its own, the tunnel as a whole at its end.
+#[allow(clippy::too_many_arguments)]
+async fn intercepted(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    upstream: TcpStream,
+    host: String,
+    port: u16,
+    address: IpAddr,
+    egress: Arc<SandboxEgress>,
+    upstream_tls: Arc<rustls::ClientConfig>,
+    (pending, decision): (Pending, Decision),
+) {
+    let Ok(upgraded) = on_upgrade.await else {
+        return;
+    };
+    let counters = Arc::new(Counters::default());
+    let upstream = Counted::new(upstream, Arc::clone(&egress), Arc::clone(&counters));
+    let record_egress = Arc::clone(&egress);
+    let record_host = host.clone();
+    let on_request = move |r: crate::intercept::InterceptedRequest| {
+        let (allowed, rule, reason) = match &r.verdict {
+            Verdict::Allow { rule } => (r.error.is_none(), Some(rule.clone()), r.error.clone()),
+            Verdict::Deny(reason) => (false, None, Some(reason.to_string())),
+        };
+        record_egress.record(EgressRecord {
+            time: now(),
+            kind: EgressKind::Http,
+            host: record_host.clone(),
+            port,
+            address: Some(address.to_string()),
+            method: Some(r.method),
+            path: Some(r.path),
+            allowed,
+            rule,
+            reason,
+            audited: false,
+            credentials: r.credentials,
+            bytes_sent: 0,
+            bytes_received: 0,
+            duration_ms: 0,
+        });
+    };
+    let outcome = crate::intercept::serve(
+        TokioIo::new(upgraded),
+        upstream,
+        host,
+        port,
+        Arc::clone(&egress),
+        upstream_tls,
+        on_request,
+    )
+    .await;
+    let bytes = counters.get();
+    match outcome {
+        Ok(()) => pending.finish(&egress, Some(address), Ok(&decision), bytes),
+        Err(message) => pending.failed(&egress, &message),
+    }
+}
+
 /// Headers that belong to one hop and are not forwarded.
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -334,7 +455,7 @@ const HOP_BY_HOP: [&str; 8] = [
 async fn forward(
     req: Request<Incoming>,
     egress: Arc<SandboxEgress>,
-    resolver: Resolver,
+    resolver: &Resolver,
 ) -> Response<Body> {
     let uri = req.uri().clone();
     let Some(authority) = uri.authority().cloned() else {
@@ -372,7 +493,7 @@ async fn forward(
         return response;
     }
     let (upstream, address, decision) =
-        match open_upstream(&rules, &host, port, decision, &resolver).await {
+        match open_upstream(&rules, &host, port, decision, resolver).await {
             Ok(found) => found,
             Err(Upstream::Denied(reason)) => {
                 let response = denied(&reason.to_string());
@@ -470,7 +591,7 @@ fn limit_spent() -> std::io::Error {
 impl AsyncRead for Counted {
     fn poll_read(
         self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        cx: &mut std::task::Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
@@ -490,7 +611,7 @@ impl AsyncRead for Counted {
 impl AsyncWrite for Counted {
     fn poll_write(
         self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        cx: &mut std::task::Context<'_>,
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
@@ -507,11 +628,17 @@ impl AsyncWrite for Counted {
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }

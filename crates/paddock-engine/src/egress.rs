@@ -36,6 +36,9 @@ pub const POLICIES: ResourceType =
 pub struct EgressSettings {
     /// Where the proxy resolves names (the host's resolver by default).
     pub resolver: Resolver,
+    /// CA certificates (PEM) the proxy trusts upstream besides the host's, for destinations
+    /// it makes TLS to itself (those that receive credentials).
+    pub upstream_roots: Vec<String>,
 }
 
 /// The policies of a Sandbox could not be read.
@@ -95,7 +98,7 @@ impl LocalEgress {
     /// Egress state under `dir` (namespaces' pins and the sandboxes' `resolv.conf`).
     pub fn new(store: Arc<dyn ObjectStore>, dir: PathBuf, settings: &EgressSettings) -> Arc<Self> {
         Arc::new(Self {
-            proxy: EgressProxy::new(settings.resolver.clone()),
+            proxy: EgressProxy::with_roots(settings.resolver.clone(), &settings.upstream_roots),
             store,
             dir,
             attached: Mutex::new(HashMap::new()),
@@ -234,8 +237,25 @@ impl LocalEgress {
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
         let name = key.to_string();
+        let egress = SandboxEgress::new(name.clone(), rules);
+        let ca_bundle = match egress.ca() {
+            Some(ca) => {
+                let path = netns_dir.join(format!("{}.ca.crt", workload.as_str()));
+                let mut bundle = std::fs::read_to_string(paddock_runtime::spec::CA_BUNDLE_PATH)
+                    .unwrap_or_default();
+                if !bundle.is_empty() && !bundle.ends_with('\n') {
+                    bundle.push('\n');
+                }
+                bundle.push_str(ca.pem());
+                std::fs::write(&path, bundle).map_err(|e| format!("{}: {e}", path.display()))?;
+                Some(path)
+            }
+            None => None,
+        };
+        self.save_state(workload, &egress)?;
+        let env = egress.sandbox_env(paddock_runtime::spec::CA_BUNDLE_PATH);
         self.proxy
-            .attach(&name, &netns, SandboxEgress::new(name.clone(), rules))
+            .attach(&name, &netns, egress)
             .map_err(|e| e.to_string())?;
         self.attached().insert(
             key.clone(),
@@ -248,9 +268,58 @@ impl LocalEgress {
             NetworkAttachment {
                 netns: pin,
                 resolv_conf,
+                ca_bundle,
             },
-            paddock_egress::proxy_env(),
+            env,
         )))
+    }
+
+    fn state_path(&self, workload: &WorkloadId) -> PathBuf {
+        self.dir
+            .join("netns")
+            .join(format!("{}.state.json", workload.as_str()))
+    }
+
+    /// Keeps what a restart needs to serve the sandbox as before: its CA's key (the sandbox
+    /// trusts its certificate) and its placeholders (they are in its environment). Root-only.
+    fn save_state(&self, workload: &WorkloadId, egress: &SandboxEgress) -> Result<(), String> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let state = serde_json::json!({
+            "caKey": egress.ca().map(paddock_egress::SandboxCa::key_pem),
+            "placeholders": egress.placeholders(),
+        });
+        let path = self.state_path(workload);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(state.to_string().as_bytes()))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn load_state(
+        &self,
+        key: &Key,
+        workload: &WorkloadId,
+        rules: EgressRules,
+    ) -> Arc<SandboxEgress> {
+        let name = key.to_string();
+        let saved: Option<Value> = std::fs::read(self.state_path(workload))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let ca = saved
+            .as_ref()
+            .and_then(|s| s.get("caKey"))
+            .and_then(Value::as_str)
+            .and_then(|pem| paddock_egress::SandboxCa::from_key_pem(&name, pem).ok());
+        let placeholders = saved
+            .and_then(|s| s.get("placeholders").cloned())
+            .and_then(|p| serde_json::from_value(p).ok())
+            .unwrap_or_default();
+        SandboxEgress::with_state(name, rules, ca, placeholders)
     }
 
     /// Serves a workload that survived a restart again, if it has a network.
@@ -267,12 +336,11 @@ impl LocalEgress {
                 EgressRules::deny_all()
             }
         };
-        let name = key.to_string();
-        match self.proxy.attach(
-            &name,
-            &Netns::open(&pin),
-            SandboxEgress::new(name.clone(), rules),
-        ) {
+        let egress = self.load_state(key, workload, rules);
+        match self
+            .proxy
+            .attach(&key.to_string(), &Netns::open(&pin), egress)
+        {
             Ok(_) => {
                 self.attached().insert(
                     key.clone(),
@@ -295,6 +363,12 @@ impl LocalEgress {
             return;
         };
         self.proxy.detach(&key.to_string());
+        let _ = std::fs::remove_file(
+            self.dir
+                .join("netns")
+                .join(format!("{}.ca.crt", attachment.workload.as_str())),
+        );
+        let _ = std::fs::remove_file(self.state_path(&attachment.workload));
         if let Err(e) = paddock_egress::netns::remove_pin(&attachment.netns) {
             tracing::warn!(sandbox = %key, workload = %attachment.workload, error = %e, "removing a sandbox's network namespace");
         }
@@ -373,6 +447,15 @@ impl LocalEgress {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name
+                .strip_suffix(".ca.crt")
+                .or_else(|| name.strip_suffix(".state.json"))
+            {
+                if !live.iter().any(|w| w.as_str() == id) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+                continue;
+            }
             if !live.iter().any(|w| w.as_str() == name) {
                 let _ = paddock_egress::netns::remove_pin(&entry.path());
             }

@@ -508,6 +508,10 @@ impl LocalWorkloads {
                 return;
             }
         };
+        if let Some(egress) = self.egress.get() {
+            let live: Vec<WorkloadId> = found.iter().map(|i| i.workload.id.clone()).collect();
+            egress.sweep(&live);
+        }
         for info in found {
             let id = info.workload.id.to_string();
             let finished = main_finished(&info.workload.agent_socket);

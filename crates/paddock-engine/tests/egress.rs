@@ -29,9 +29,11 @@ fn policy_yaml(hosts: &TestHosts, name: &str, extra_domain: Option<&str>) -> Str
 
 async fn start(hosts: &TestHosts) -> TestServer {
     let dns = hosts.dns();
+    let ca = hosts.ca_pem.clone();
     TestServer::start_with(None, true, move |c| {
         c.egress = Some(EgressSettings {
             resolver: Resolver::Server(dns),
+            upstream_roots: vec![ca],
         });
     })
     .await
@@ -202,4 +204,169 @@ async fn a_malformed_policy_is_refused_with_field_paths_and_nothing_is_applied()
         details.contains("spec.egress.rules[0].ports[0]"),
         "{details}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_credentials_reach_their_destination_and_never_the_sandbox() {
+    if !TestHosts::available() {
+        return;
+    }
+    let hosts = TestHosts::start();
+    let server = start(&hosts).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("token");
+    let secret = "s3cr3t-value-never-in-the-sandbox";
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let manifest = format!(
+        "apiVersion: paddock.dev/v1alpha1\nkind: SandboxPolicy\nmetadata:\n  name: creds\nspec:\n  egress:\n    rules:\n    - name: api\n      domains: [allowed.test]\n      cidrs: [{}]\n      ports: [443]\n      http:\n        methods: [GET]\n        paths: [/v1/]\n      inject:\n      - header: Authorization\n        format: 'Bearer {{secret}}'\n        env: API_TOKEN\n        valueFrom:\n          file: {}\n    - name: other\n      domains: [a.wild.test]\n      cidrs: [{}]\n      ports: [443]\n",
+        hosts.cidr("allowed.test"),
+        secret_file.display(),
+        hosts.cidr("a.wild.test"),
+    );
+    server.client.apply(&manifest, None).await.unwrap();
+    for runtime in ["bwrap", "gvisor"] {
+        let name = format!("creds-{runtime}");
+        let mut req = CreateSandbox::image("host");
+        req.runtime = Some(runtime.into());
+        req.name = Some(name.clone());
+        req.policy = Some("creds".into());
+        server.client.create_sandbox(&req).await.unwrap();
+        let sb = server.client.sandbox(&name, "default");
+
+        // The sandbox holds a placeholder; the destination receives the secret, over TLS the
+        // sandbox trusts through its own CA (no --cacert: the distro bundle and env do it).
+        let placeholder = sb
+            .exec(&ProcessRequest::shell("printf %s \"$API_TOKEN\""))
+            .await
+            .unwrap()
+            .stdout;
+        assert!(
+            placeholder.starts_with("paddock-placeholder-"),
+            "{runtime}: {placeholder}"
+        );
+        let seen = sb
+            .exec(&ProcessRequest::shell(
+                "curl -sS --max-time 10 -D - -o /dev/null -H \"Authorization: Bearer $API_TOKEN\" https://allowed.test/v1/user | tr -d '\\r' | grep -i '^x-seen-authorization'",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            seen.stdout.trim(),
+            format!("x-seen-authorization: Bearer {secret}"),
+            "{runtime}: {}",
+            seen.stderr
+        );
+
+        // Sent to another host, the placeholder stays a placeholder. (a.wild.test is not
+        // intercepted: its certificate is the test CA's, which the sandbox is given here.)
+        sb.write_file("/tmp/ca.pem", hosts.ca_pem.clone(), None)
+            .await
+            .unwrap();
+        let elsewhere = sb
+            .exec(&ProcessRequest::shell(
+                "curl -sS --max-time 10 --cacert /tmp/ca.pem -D - -o /dev/null -H \"Authorization: Bearer $API_TOKEN\" https://a.wild.test/ | tr -d '\\r' | grep -i '^x-seen-authorization'",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            elsewhere.stdout.trim(),
+            format!("x-seen-authorization: Bearer {placeholder}"),
+            "{runtime}: {}",
+            elsewhere.stderr
+        );
+
+        // Intercepted, the request itself is checked: a POST is not allowed.
+        let post = sb
+            .exec(&ProcessRequest::shell("curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X POST https://allowed.test/v1/user"))
+            .await
+            .unwrap();
+        assert_eq!(post.stdout, "403", "{runtime}: {}", post.stderr);
+
+        // Nowhere in the sandbox: not in any process's environment, nor in its files.
+        let search = sb
+            .exec(&ProcessRequest::shell(format!(
+                "cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c {secret}; grep -rls {secret} /tmp /etc /.paddock 2>/dev/null | wc -l"
+            )))
+            .await
+            .unwrap();
+        assert_eq!(
+            search.stdout, "0\n0\n",
+            "{runtime}: the secret leaked into the sandbox"
+        );
+
+        let records = sb.egress().await.unwrap();
+        let used = records
+            .iter()
+            .find(|r| r.path.as_deref() == Some("/v1/user") && r.method.as_deref() == Some("GET"))
+            .expect("the request is recorded");
+        assert_eq!(used.credentials, vec!["api/Authorization".to_owned()]);
+        assert!(
+            !serde_json::to_string(&records).unwrap().contains(secret),
+            "records never hold the secret"
+        );
+        sb.delete().await.unwrap();
+    }
+    // Nor on the host side of the sandbox: its runtime directory never saw the value.
+    let found = std::process::Command::new("grep")
+        .args(["-rls", secret])
+        .arg(&server.home)
+        .output()
+        .unwrap();
+    assert!(
+        found.stdout.is_empty(),
+        "the secret is in {}",
+        String::from_utf8_lossy(&found.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_serves_a_surviving_sandboxs_egress_and_credentials_again() {
+    if !TestHosts::available() {
+        return;
+    }
+    let hosts = TestHosts::start();
+    let home = tempfile::tempdir().unwrap();
+    let secret_file = home.path().join("secret");
+    std::fs::write(&secret_file, "restart-secret").unwrap();
+    let settings = |hosts: &TestHosts| EgressSettings {
+        resolver: Resolver::Server(hosts.dns()),
+        upstream_roots: vec![hosts.ca_pem.clone()],
+    };
+    let first_settings = settings(&hosts);
+    let server = TestServer::start_with(Some(home.path().to_owned()), false, move |c| {
+        c.egress = Some(first_settings);
+    })
+    .await;
+    let manifest = format!(
+        "apiVersion: paddock.dev/v1alpha1\nkind: SandboxPolicy\nmetadata:\n  name: creds\nspec:\n  egress:\n    rules:\n    - name: api\n      domains: [allowed.test]\n      cidrs: [{}]\n      inject:\n      - header: Authorization\n        env: API_TOKEN\n        valueFrom:\n          file: {}\n",
+        hosts.cidr("allowed.test"),
+        secret_file.display(),
+    );
+    server.client.apply(&manifest, None).await.unwrap();
+    let mut req = CreateSandbox::image("host");
+    req.runtime = Some("bwrap".into());
+    req.name = Some("survivor".into());
+    req.policy = Some("creds".into());
+    server.client.create_sandbox(&req).await.unwrap();
+    let home_path = server.stop_keeping_sandboxes().await;
+
+    let second_settings = settings(&hosts);
+    let server = TestServer::start_with(Some(home_path), false, move |c| {
+        c.egress = Some(second_settings);
+    })
+    .await;
+    let sb = server.client.sandbox("survivor", "default");
+    let seen = sb
+        .exec(&ProcessRequest::shell(
+            "curl -sS --max-time 10 -D - -o /dev/null -H \"Authorization: $API_TOKEN\" https://allowed.test/ | tr -d '\\r' | grep -i '^x-seen-authorization'",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.stdout.trim(),
+        "x-seen-authorization: restart-secret",
+        "{}",
+        seen.stderr
+    );
+    sb.delete().await.unwrap();
 }

@@ -9,7 +9,9 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use paddock_api::policy::{EgressLimits, EgressMode, EgressPolicy, EgressRule};
+use paddock_api::policy::{
+    CredentialInjection, EgressLimits, EgressMode, EgressPolicy, EgressRule,
+};
 
 use crate::address::{Cidr, canonical, is_public};
 
@@ -178,7 +180,7 @@ struct CompiledRule {
     methods: Vec<String>,
     paths: Vec<String>,
     has_http: bool,
-    injects: bool,
+    injects: Vec<CredentialInjection>,
 }
 
 impl CompiledRule {
@@ -324,7 +326,7 @@ fn compile_rule(index: usize, rule: &EgressRule) -> Result<CompiledRule, Compile
         has_http: !http.methods.is_empty() || !http.paths.is_empty(),
         methods: http.methods,
         paths: http.paths,
-        injects: !rule.inject.is_empty(),
+        injects: rule.inject.clone(),
     })
 }
 
@@ -513,12 +515,31 @@ impl EgressRules {
                 .all(|l| l.rules.iter().any(|r| r.names(&name)))
     }
 
-    /// Whether requests to `host` carry injected credentials (so the proxy must terminate TLS).
-    pub fn injects_for(&self, host: &str) -> bool {
+    /// The credentials to add to requests to `host` (on `port`), with the rule each comes
+    /// from. Only exact domain names carry credentials (validation refuses the rest), so a
+    /// wildcard or CIDR match never does.
+    pub fn injections_for(&self, host: &str, port: u16) -> Vec<(&str, &CredentialInjection)> {
         let name = normalize(host);
         self.layers
             .iter()
-            .any(|l| l.rules.iter().any(|r| r.injects && r.names(&name)))
+            .flat_map(|l| l.rules.iter())
+            .filter(|r| {
+                r.port_ok(port)
+                    && r.domains
+                        .iter()
+                        .any(|d| matches!(d, DomainPattern::Exact(e) if *e == name))
+            })
+            .flat_map(|r| r.injects.iter().map(move |i| (r.name.as_str(), i)))
+            .collect()
+    }
+
+    /// Every credential the rules can inject, with its rule (for placeholders at start).
+    pub fn injections(&self) -> Vec<(&str, &CredentialInjection)> {
+        self.layers
+            .iter()
+            .flat_map(|l| l.rules.iter())
+            .flat_map(|r| r.injects.iter().map(move |i| (r.name.as_str(), i)))
+            .collect()
     }
 }
 

@@ -113,6 +113,9 @@ pub fn oci_config(input: &BundleInput<'_>) -> Value {
     }
     if let Some(network) = &spec.network {
         mounts.push(bind(&network.resolv_conf, "/etc/resolv.conf", true));
+        if let Some(bundle) = &network.ca_bundle {
+            mounts.push(bind(bundle, crate::spec::CA_BUNDLE_PATH, true));
+        }
     }
     mounts.push(bind(input.agent_binary, crate::agent::AGENT_PATH, true));
     if let Some(shim) = input.stat_shim {

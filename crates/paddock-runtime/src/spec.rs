@@ -108,7 +108,15 @@ pub struct NetworkAttachment {
     pub netns: PathBuf,
     /// A host file bound read-only at `/etc/resolv.conf` inside the sandbox.
     pub resolv_conf: PathBuf,
+    /// A host file bound read-only at [`CA_BUNDLE_PATH`]: the distro's roots plus the
+    /// sandbox's own egress CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<PathBuf>,
 }
+
+/// Where a networked sandbox finds its trust store (Debian's path; the environment points
+/// OpenSSL, Python, Node and git at it too).
+pub const CA_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 impl WorkloadSpec {
     /// A spec with nothing but an image and a class: no command, env, limits or volumes.

@@ -49,6 +49,9 @@ pub struct EgressRecord {
     /// Allowed only because the policy is in audit mode.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub audited: bool,
+    /// Credentials the proxy put into the request (`rule/header`); never their values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<String>,
     /// Bytes from the sandbox to the destination.
     pub bytes_sent: u64,
     /// Bytes from the destination to the sandbox.

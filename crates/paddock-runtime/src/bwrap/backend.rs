@@ -234,8 +234,11 @@ impl BwrapIsolation {
                     }
                 }));
                 let mut files = vec![crate::agent::AGENT_PATH];
-                if spec.network.is_some() {
+                if let Some(network) = &spec.network {
                     files.push("/etc/resolv.conf");
+                    if network.ca_bundle.is_some() {
+                        files.push(crate::spec::CA_BUNDLE_PATH);
+                    }
                 }
                 crate::workdir::create_mount_points(&merged, &dirs, &files)?;
                 Some(merged)

@@ -136,6 +136,12 @@ pub fn bwrap_args(input: &BwrapInput<'_>) -> Vec<OsString> {
             &mut a,
             &[&"--ro-bind", &network.resolv_conf, &"/etc/resolv.conf"],
         );
+        if let Some(bundle) = &network.ca_bundle {
+            push(
+                &mut a,
+                &[&"--ro-bind", bundle, &crate::spec::CA_BUNDLE_PATH],
+            );
+        }
     }
     push(
         &mut a,

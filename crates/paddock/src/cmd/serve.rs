@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// host's resolver by default). Sandboxes never talk to it themselves.
     #[arg(long, value_name = "ADDR")]
     pub egress_dns: Option<SocketAddr>,
+    /// A CA certificate file (PEM) the egress proxy trusts besides the host's roots, when it
+    /// makes TLS itself (to destinations that receive injected credentials). Repeatable.
+    #[arg(long = "egress-ca-file", value_name = "PATH")]
+    pub egress_ca_files: Vec<PathBuf>,
     /// Give no sandbox a network, whatever its SandboxPolicy says.
     #[arg(long, conflicts_with = "egress_dns")]
     pub no_egress: bool,
@@ -265,11 +269,20 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         max: i32::from(args.default_pool_max.max(args.default_pool)),
         ..paddock_engine::DefaultPoolSettings::default()
     };
+    let upstream_roots = args
+        .egress_ca_files
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading --egress-ca-file {}", p.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
     config.egress = (!args.no_egress).then(|| paddock_engine::egress::EgressSettings {
         resolver: args.egress_dns.map_or(
             paddock_egress::Resolver::System,
             paddock_egress::Resolver::Server,
         ),
+        upstream_roots,
     });
     let mut runtime = paddock_runtime::RuntimeConfig::new(home.join("runtime"), &agent);
     runtime
