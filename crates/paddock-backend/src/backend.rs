@@ -316,6 +316,11 @@ pub trait Backend: Send + Sync + 'static {
         })
     }
 
+    /// The backend's own Prometheus metrics (exposition text, appended to the gateway's).
+    fn metrics_text(&self) -> String {
+        String::new()
+    }
+
     /// Pulls an image into the local cache, reporting progress as JSON events
     /// (`{"type":"progress","digest","done","total"}`, then `{"type":"done",...}` or
     /// `{"type":"error","code","message"}`). Only backends that run images themselves can.

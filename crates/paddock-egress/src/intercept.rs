@@ -254,6 +254,26 @@ where
         .map_err(|e| e.to_string())
 }
 
+/// Replaces secrets in response headers (a server that echoes the credential back) with the
+/// placeholder, so the answer does not carry the secret into the sandbox. Bodies are not
+/// rewritten: `docs/egress.md` says so.
+fn scrub(headers: &mut http::HeaderMap, used: &[(String, String)]) {
+    for value in headers.values_mut() {
+        let Ok(text) = value.to_str() else { continue };
+        let mut clean = text.to_owned();
+        for (secret, placeholder) in used {
+            if !secret.is_empty() && clean.contains(secret.as_str()) {
+                clean = clean.replace(secret.as_str(), placeholder);
+            }
+        }
+        if clean != text
+            && let Ok(v) = HeaderValue::from_str(&clean)
+        {
+            *value = v;
+        }
+    }
+}
+
 fn text(status: StatusCode, message: String) -> Response<Body> {
     let mut r = Response::new(
         Full::new(Bytes::from(format!("paddock egress: {message}\n")))
@@ -288,6 +308,8 @@ async fn one_request(
         on_request(record);
         return response;
     }
+    // The secrets put into this request, each with what the sandbox may see instead.
+    let mut used: Vec<(String, String)> = Vec::new();
     for (rule, injection) in rules.injections_for(host, port) {
         let secret = match read_secret(injection) {
             Ok(s) => s,
@@ -302,6 +324,7 @@ async fn one_request(
             .get(rule, injection)
             .map(str::to_owned);
         let mut swapped = false;
+        used.push((secret.clone(), placeholder.clone().unwrap_or_default()));
         if let Some(placeholder) = &placeholder {
             for value in req.headers_mut().values_mut() {
                 if let Ok(text) = value.to_str()
@@ -343,7 +366,10 @@ async fn one_request(
     };
     drop(sender);
     let response = match result {
-        Ok(r) => r.map(BodyExt::boxed),
+        Ok(mut r) => {
+            scrub(r.headers_mut(), &used);
+            r.map(BodyExt::boxed)
+        }
         Err(e) => {
             record.error = Some(e.to_string());
             text(StatusCode::BAD_GATEWAY, format!("{host}: {e}"))

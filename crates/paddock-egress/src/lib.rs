@@ -15,6 +15,7 @@
 pub mod dns;
 pub mod intercept;
 pub mod log;
+pub mod metrics;
 pub mod netns;
 pub mod proxy;
 pub mod resolve;
@@ -74,6 +75,7 @@ pub struct SandboxEgress {
     log: EgressLogBook,
     ca: Option<SandboxCa>,
     placeholders: Placeholders,
+    metrics: std::sync::OnceLock<Arc<metrics::EgressMetrics>>,
 }
 
 impl SandboxEgress {
@@ -108,6 +110,7 @@ impl SandboxEgress {
             log: EgressLogBook::default(),
             ca,
             placeholders,
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -204,6 +207,41 @@ impl SandboxEgress {
     }
 
     fn record(&self, record: EgressRecord) {
+        if let Some(m) = self.metrics.get() {
+            let (namespace, sandbox) = metrics::split_key(&self.name);
+            let verdict = match (record.allowed, record.audited) {
+                (true, false) => "allowed",
+                (true, true) => "audited",
+                (false, _) => "denied",
+            };
+            let kind = match record.kind {
+                paddock_wire::EgressKind::Connect => "connect",
+                paddock_wire::EgressKind::Http => "http",
+                paddock_wire::EgressKind::Dns => "dns",
+            };
+            m.decisions
+                .get_or_create(&metrics::DecisionLabels {
+                    namespace: namespace.clone(),
+                    sandbox: sandbox.clone(),
+                    kind: kind.to_owned(),
+                    verdict: verdict.to_owned(),
+                })
+                .inc();
+            for (direction, n) in [
+                ("sent", record.bytes_sent),
+                ("received", record.bytes_received),
+            ] {
+                if n > 0 {
+                    m.bytes
+                        .get_or_create(&metrics::ByteLabels {
+                            namespace: namespace.clone(),
+                            sandbox: sandbox.clone(),
+                            direction: direction.to_owned(),
+                        })
+                        .inc_by(n);
+                }
+            }
+        }
         tracing::debug!(
             sandbox = %self.name, host = %record.host, port = record.port,
             allowed = record.allowed, reason = record.reason.as_deref().unwrap_or(""),
@@ -221,6 +259,7 @@ pub struct EgressProxy {
 
 #[derive(Debug)]
 struct Inner {
+    metrics: Arc<metrics::EgressMetrics>,
     context: proxy::Context,
     sandboxes: Mutex<HashMap<String, Attached>>,
 }
@@ -267,6 +306,7 @@ impl EgressProxy {
     pub fn with_roots(resolver: Resolver, extra_roots_pem: &[String]) -> Self {
         Self {
             inner: Arc::new(Inner {
+                metrics: Arc::default(),
                 context: proxy::Context::new(resolver, extra_roots_pem),
                 sandboxes: Mutex::new(HashMap::new()),
             }),
@@ -292,6 +332,7 @@ impl EgressProxy {
         egress: Arc<SandboxEgress>,
     ) -> Result<Arc<SandboxEgress>, AttachError> {
         let sockets = netns.bind(&[proxy_addr()], &[dns_addr()])?;
+        let _ = egress.metrics.set(Arc::clone(&self.inner.metrics));
         let io = |source| AttachError::Io {
             sandbox: key.to_owned(),
             source,
@@ -309,13 +350,19 @@ impl EgressProxy {
                 self.inner.context.resolver.clone(),
             )));
         }
-        self.sandboxes().insert(
+        let mut sandboxes = self.sandboxes();
+        sandboxes.insert(
             key.to_owned(),
             Attached {
                 egress: Arc::clone(&egress),
                 tasks,
             },
         );
+        self.inner
+            .metrics
+            .sandboxes
+            .set(i64::try_from(sandboxes.len()).unwrap_or(i64::MAX));
+        drop(sandboxes);
         Ok(egress)
     }
 
@@ -336,7 +383,20 @@ impl EgressProxy {
 
     /// Stops serving a sandbox; its open connections end.
     pub fn detach(&self, key: &str) -> Option<Arc<SandboxEgress>> {
-        self.sandboxes().remove(key).map(|a| Arc::clone(&a.egress))
+        let mut sandboxes = self.sandboxes();
+        let gone = sandboxes.remove(key).map(|a| Arc::clone(&a.egress));
+        self.inner
+            .metrics
+            .sandboxes
+            .set(i64::try_from(sandboxes.len()).unwrap_or(i64::MAX));
+        drop(sandboxes);
+        self.inner.metrics.forget(key);
+        gone
+    }
+
+    /// The proxy's Prometheus metrics, as exposition text.
+    pub fn metrics_text(&self) -> String {
+        self.inner.metrics.render()
     }
 
     /// The keys of attached sandboxes.

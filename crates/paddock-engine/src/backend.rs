@@ -401,6 +401,13 @@ impl Backend for EngineBackend {
         info
     }
 
+    fn metrics_text(&self) -> String {
+        self.workloads
+            .egress()
+            .map(|e| e.proxy().metrics_text())
+            .unwrap_or_default()
+    }
+
     fn apply_policy(&self, policy: Value) -> BoxFuture<'_, Result<&'static str, ApiError>> {
         Box::pin(async move {
             let namespace = policy

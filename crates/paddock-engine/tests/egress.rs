@@ -39,6 +39,85 @@ async fn start(hosts: &TestHosts) -> TestServer {
     .await
 }
 
+/// The host pids of a sandbox's processes: those whose environment holds its placeholder, or
+/// whose command line names the server's home (gVisor's sandbox and gofer).
+fn sandbox_pids(placeholder: &str, home: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let read = |f: &str| std::fs::read(entry.path().join(f)).unwrap_or_default();
+        let has =
+            |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
+        if has(&read("environ"), placeholder) || has(&read("cmdline"), home) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Whether `needle` is anywhere in the readable memory of `pid` (regions up to 256 MiB).
+fn memory_contains(pid: u32, needle: &[u8]) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return false;
+    };
+    let Ok(mut mem) = std::fs::File::open(format!("/proc/{pid}/mem")) else {
+        return false;
+    };
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        else {
+            continue;
+        };
+        if end - start > 256 << 20 || mem.seek(SeekFrom::Start(start)).is_err() {
+            continue;
+        }
+        let mut buf = vec![0u8; usize::try_from(end - start).unwrap()];
+        let mut read = 0;
+        while read < buf.len() {
+            match mem.read(&mut buf[read..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+        if buf[..read].windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+    }
+    false
+}
+
+async fn metrics(server: &TestServer) -> String {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let req = http::Request::get(format!("{}/metrics", server.url))
+        .header("Authorization", format!("Bearer {}", server.token))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 async fn curl(sb: &paddock_client::Sandbox, args: &str) -> (Option<i32>, String, String) {
     let r = sb
         .exec(&ProcessRequest::shell(format!(
@@ -250,11 +329,20 @@ async fn injected_credentials_reach_their_destination_and_never_the_sandbox() {
             ))
             .await
             .unwrap();
+        // The test server echoes what it received in x-seen-authorization, and its logbook
+        // (outside the sandbox) says it received the secret; the echo the sandbox reads has
+        // the secret scrubbed back to the placeholder.
         assert_eq!(
             seen.stdout.trim(),
-            format!("x-seen-authorization: Bearer {secret}"),
+            format!("x-seen-authorization: Bearer {placeholder}"),
             "{runtime}: {}",
             seen.stderr
+        );
+        assert!(
+            hosts
+                .seen_authorization()
+                .contains(&format!("Bearer {secret}")),
+            "{runtime}: the destination received the secret"
         );
 
         // Sent to another host, the placeholder stays a placeholder. (a.wild.test is not
@@ -283,15 +371,35 @@ async fn injected_credentials_reach_their_destination_and_never_the_sandbox() {
         assert_eq!(post.stdout, "403", "{runtime}: {}", post.stderr);
 
         // Nowhere in the sandbox: not in any process's environment, nor in its files.
+        // (The secret is passed in halves, so that the search itself never puts it there.)
+        let (front, back) = secret.split_at(8);
         let search = sb
             .exec(&ProcessRequest::shell(format!(
-                "cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c {secret}; grep -rls {secret} /tmp /etc /.paddock 2>/dev/null | wc -l"
+                "S={front}; S=$S{back}; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c \"$S\"; grep -rls \"$S\" /tmp /etc /.paddock 2>/dev/null | wc -l"
             )))
             .await
             .unwrap();
         assert_eq!(
             search.stdout, "0\n0\n",
             "{runtime}: the secret leaked into the sandbox"
+        );
+
+        // Nor in the memory of any of the sandbox's processes, read from the host (for gVisor,
+        // the sandbox kernel and gofer; for bwrap, the agent and what it runs).
+        let pids = sandbox_pids(&placeholder, &server.home.to_string_lossy());
+        assert!(!pids.is_empty(), "{runtime}: found the sandbox's processes");
+        for pid in pids {
+            assert!(
+                !memory_contains(pid, secret.as_bytes()),
+                "{runtime}: the secret is in the memory of pid {pid} ({})",
+                String::from_utf8_lossy(
+                    &std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
+                )
+            );
+        }
+        assert!(
+            memory_contains(std::process::id(), secret.as_bytes()),
+            "the dump works: the proxy (this process) did hold the secret"
         );
 
         let records = sb.egress().await.unwrap();
@@ -362,11 +470,19 @@ async fn a_restarted_server_serves_a_surviving_sandboxs_egress_and_credentials_a
         ))
         .await
         .unwrap();
-    assert_eq!(
-        seen.stdout.trim(),
-        "x-seen-authorization: restart-secret",
+    assert!(
+        seen.stdout
+            .trim()
+            .starts_with("x-seen-authorization: paddock-placeholder-"),
         "{}",
         seen.stderr
+    );
+    assert!(
+        hosts
+            .seen_authorization()
+            .contains(&"restart-secret".to_owned()),
+        "the destination received the secret after the restart: {:?}",
+        hosts.seen_authorization()
     );
     sb.delete().await.unwrap();
 }

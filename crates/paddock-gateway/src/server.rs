@@ -405,7 +405,17 @@ async fn metrics(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        {
+            let mut text = state.metrics.render();
+            let backend = state.backend.metrics_text();
+            if !backend.is_empty() {
+                if let Some(head) = text.strip_suffix("# EOF\n") {
+                    text = head.to_owned();
+                }
+                text.push_str(&backend);
+            }
+            text
+        },
     )
         .into_response()
 }

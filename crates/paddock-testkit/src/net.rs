@@ -34,6 +34,7 @@ pub struct TestHosts {
     pub ca_pem: String,
     lock: PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -161,6 +162,7 @@ impl TestHosts {
             ca_pem,
             lock,
             tasks: Vec::new(),
+            seen: Arc::default(),
         };
         let ns = Netns::open(&hosts.netns_path());
         let mut tcp = Vec::new();
@@ -175,9 +177,12 @@ impl TestHosts {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
             let host = HOSTS[i / 2].0;
             let tls = (i % 2 == 1).then(|| Arc::clone(&tls));
-            hosts
-                .tasks
-                .push(tokio::spawn(serve_http(listener, host, tls)));
+            hosts.tasks.push(tokio::spawn(serve_http(
+                listener,
+                host,
+                tls,
+                Arc::clone(&hosts.seen),
+            )));
         }
         let mut names: HashMap<String, IpAddr> = HOSTS
             .iter()
@@ -211,6 +216,11 @@ impl TestHosts {
             .map(|(_, o)| *o)
             .unwrap_or_else(|| panic!("{host} is not a test host"));
         self.addr(octet)
+    }
+
+    /// Every `Authorization` header the test servers received, in order.
+    pub fn seen_authorization(&self) -> Vec<String> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// The test DNS server.
@@ -268,6 +278,7 @@ async fn serve_http(
     listener: tokio::net::TcpListener,
     host: &'static str,
     tls: Option<Arc<rustls::ServerConfig>>,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
@@ -275,9 +286,11 @@ async fn serve_http(
             continue;
         };
         let acceptor = acceptor.clone();
+        let seen = Arc::clone(&seen);
         tokio::spawn(async move {
-            let service = service_fn(
-                move |req: http::Request<hyper::body::Incoming>| async move {
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let seen = Arc::clone(&seen);
+                async move {
                     let path = req.uri().path().to_owned();
                     let body = match path
                         .strip_prefix("/bytes/")
@@ -292,6 +305,11 @@ async fn serve_http(
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("")
                         .to_owned();
+                    if !auth.is_empty()
+                        && let Ok(mut s) = seen.lock()
+                    {
+                        s.push(auth.clone());
+                    }
                     let mut response = http::Response::new(
                         Full::new(body).map_err(|never| match never {}).boxed(),
                     );
@@ -299,8 +317,8 @@ async fn serve_http(
                         response.headers_mut().insert("x-seen-authorization", v);
                     }
                     Ok::<_, Infallible>(response)
-                },
-            );
+                }
+            });
             let builder = hyper::server::conn::http1::Builder::new();
             match acceptor {
                 Some(acceptor) => {
