@@ -207,6 +207,26 @@ async fn networked_sandbox_reaches_only_what_its_policy_allows(runtime: &str) {
         .expect("denied record");
     assert!(!denied.allowed);
 
+    // Prometheus counters, on the server's /metrics.
+    let metrics = metrics(&server).await;
+    let sandbox = format!("net-{runtime}");
+    for series in [
+        format!(
+            "paddock_egress_decisions_total{{namespace=\"default\",sandbox=\"{sandbox}\",kind=\"connect\",verdict=\"allowed\"}}"
+        ),
+        format!(
+            "paddock_egress_decisions_total{{namespace=\"default\",sandbox=\"{sandbox}\",kind=\"connect\",verdict=\"denied\"}}"
+        ),
+        format!(
+            "paddock_egress_bytes_total{{namespace=\"default\",sandbox=\"{sandbox}\",direction=\"received\"}}"
+        ),
+    ] {
+        assert!(
+            metrics.contains(&series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
+
     // A live change: the next connection is allowed, without restarting the sandbox.
     let applied = server
         .client
