@@ -143,3 +143,34 @@ def test_errors_are_typed(server):
         Sandbox.create(image="host", template="py")
     with pytest.raises(ConnectionFailed):
         Sandbox.connect("x", url="http://127.0.0.1:1")
+
+
+def test_egress_record_of_a_sandbox_with_a_policy(server):
+    import httpx
+
+    manifest = """
+apiVersion: paddock.dev/v1alpha1
+kind: SandboxPolicy
+metadata: {name: only-example}
+spec:
+  egress:
+    rules:
+    - {name: example, domains: [example.test], ports: [443]}
+"""
+    headers = {"Authorization": f"Bearer {server['token']}", "Content-Type": "application/yaml"}
+    httpx.post(f"{server['url']}/v1/apply", content=manifest, headers=headers, timeout=30).raise_for_status()
+    with bwrap(policy="only-example") as sbx:
+        # 192.0.2.1 is a documentation address: no rule names it, so the proxy refuses it
+        # without dialing anything.
+        r = sbx.commands.run("curl -sS -o /dev/null -w '%{http_code}' http://192.0.2.1/")
+        assert r.stdout == "403", r.stderr
+        records = sbx.egress()
+        assert [(x.host, x.port, x.allowed, x.kind) for x in records] == [("192.0.2.1", 80, False, "http")]
+        assert records[0].reason.startswith("no egress rule allows 192.0.2.1 port 80")
+        seen = []
+        sbx.follow_egress(lambda rec: (seen.append(rec), False)[1])
+        assert [x.host for x in seen] == ["192.0.2.1"]
+    with bwrap() as plain:
+        assert plain.egress() == []
+        r = plain.commands.run("curl -sS -m 2 http://192.0.2.1/ || echo no-network")
+        assert "no-network" in r.stdout

@@ -78,3 +78,17 @@ def test_create_request_sends_only_fields_the_gateway_accepts(schemas):
     assert set(request.json) <= accepted, set(request.json) - accepted
     for volume in request.json["volumes"]:
         assert set(volume) <= _props(schemas, "HostVolume")
+
+
+def test_egress_record_reads_every_wire_field(schemas):
+    assert {_snake(k) for k in _props(schemas, "EgressRecord")} == _fields(models.EgressRecord)
+
+
+def test_create_request_sends_the_policy(schemas):
+    request = p.create_request(
+        name=None, namespace=None, template=None, warm_pool=None, image="host", runtime=None,
+        command=None, env=None, working_dir=None, memory=None, cpu=None, timeout_seconds=None,
+        labels=None, wait=True, wait_timeout=30, policy="pypi",
+    )
+    assert request.json["policy"] == "pypi"
+    assert "policy" in _props(schemas, "CreateSandbox")

@@ -54,6 +54,7 @@ def create_request(
     wait: bool,
     wait_timeout: float,
     volumes: Optional[Sequence[Mapping[str, Any]]] = None,
+    policy: Optional[str] = None,
 ) -> Request:
     if sum(x is not None for x in (template, warm_pool, image)) > 1:
         from .errors import InvalidArgument
@@ -69,6 +70,7 @@ def create_request(
         ("runtime", runtime),
         ("workingDir", working_dir),
         ("timeoutSeconds", timeout_seconds),
+        ("policy", policy),
     ):
         if value is not None:
             body[key] = value

@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Callable, List, Mapping, Optional, Sequen
 from . import _protocol as p
 from ._transport import AsyncTransport
 from .errors import CommandFailed, NotFound
-from .models import CommandResult, FileEntry, ProcessInfo, SandboxInfo, decode_data
+from .models import CommandResult, EgressRecord, FileEntry, ProcessInfo, SandboxInfo, decode_data
 
 Cmd = Union[str, Sequence[str]]
 Callback = Optional[Callable[[str], None]]
@@ -184,6 +184,7 @@ class AsyncSandbox:
         timeout_seconds: Optional[int] = None,
         labels: Optional[Mapping[str, str]] = None,
         volumes: Optional[Sequence[Mapping[str, Any]]] = None,
+        policy: Optional[str] = None,
         wait_timeout: float = 60,
         url: Optional[str] = None,
         token: Optional[str] = None,
@@ -193,7 +194,7 @@ class AsyncSandbox:
             name=name, namespace=namespace, template=template, warm_pool=warm_pool, image=image, runtime=runtime,
             command=command, env=env, working_dir=working_dir, memory=memory, cpu=cpu,
             timeout_seconds=timeout_seconds, labels=labels, wait=True, wait_timeout=wait_timeout,
-            volumes=volumes,
+            volumes=volumes, policy=policy,
         )
         try:
             info = p.parse_sandbox(await transport.json(req))
@@ -234,6 +235,19 @@ class AsyncSandbox:
                 if on_output:
                     on_output(text)
         return "".join(chunks)
+
+    async def egress(self) -> List[EgressRecord]:
+        """The egress record; see :meth:`paddock.Sandbox.egress`."""
+        j = await self._t.json(self._req("GET", "/egress"))
+        return [EgressRecord.from_json(r) for r in j.get("items", [])]
+
+    async def follow_egress(self, on_record: Callable[[EgressRecord], Optional[bool]]) -> None:
+        """Follows the egress record; see :meth:`paddock.Sandbox.follow_egress`."""
+        req = self._req("GET", "/egress", params={"follow": "true"}, timeout=None)
+        async with self._t.stream(req) as response:
+            async for line in response.aiter_lines():
+                if line.strip() and on_record(EgressRecord.from_json(json.loads(line))) is False:
+                    return
 
     async def kill(self) -> None:
         try:

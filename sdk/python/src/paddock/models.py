@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 
 def decode_data(event: Dict[str, Any]) -> bytes:
@@ -125,4 +125,45 @@ class SandboxInfo:
             created_at=j.get("createdAt"),
             expires_at=j.get("expiresAt"),
             labels=j.get("labels") or {},
+        )
+
+
+@dataclass
+class EgressRecord:
+    """One connection, request or DNS question the sandbox's egress proxy answered."""
+
+    time: str
+    kind: str
+    host: str
+    port: int
+    allowed: bool
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    duration_ms: int = 0
+    address: Optional[str] = None
+    method: Optional[str] = None
+    path: Optional[str] = None
+    rule: Optional[str] = None
+    reason: Optional[str] = None
+    audited: bool = False
+    credentials: List[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, j: Dict[str, Any]) -> "EgressRecord":
+        return cls(
+            time=j.get("time", ""),
+            kind=j.get("kind", ""),
+            host=j.get("host", ""),
+            port=int(j.get("port", 0)),
+            allowed=bool(j.get("allowed", False)),
+            bytes_sent=int(j.get("bytesSent", 0)),
+            bytes_received=int(j.get("bytesReceived", 0)),
+            duration_ms=int(j.get("durationMs", 0)),
+            address=j.get("address"),
+            method=j.get("method"),
+            path=j.get("path"),
+            rule=j.get("rule"),
+            reason=j.get("reason"),
+            audited=bool(j.get("audited", False)),
+            credentials=list(j.get("credentials", [])),
         )

@@ -8,12 +8,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Union
 
 from . import _protocol as p
 from ._transport import SyncTransport
 from .errors import CommandFailed
-from .models import CommandResult, FileEntry, ProcessInfo, SandboxInfo, decode_data
+from .models import CommandResult, EgressRecord, FileEntry, ProcessInfo, SandboxInfo, decode_data
 
 Cmd = Union[str, Sequence[str]]
 Callback = Optional[Callable[[str], None]]
@@ -201,6 +202,7 @@ class Sandbox:
         timeout_seconds: Optional[int] = None,
         labels: Optional[Mapping[str, str]] = None,
         volumes: Optional[Sequence[Mapping[str, Any]]] = None,
+        policy: Optional[str] = None,
         wait_timeout: float = 60,
         url: Optional[str] = None,
         token: Optional[str] = None,
@@ -212,7 +214,7 @@ class Sandbox:
             name=name, namespace=namespace, template=template, warm_pool=warm_pool, image=image, runtime=runtime,
             command=command, env=env, working_dir=working_dir, memory=memory, cpu=cpu,
             timeout_seconds=timeout_seconds, labels=labels, wait=True, wait_timeout=wait_timeout,
-            volumes=volumes,
+            volumes=volumes, policy=policy,
         )
         try:
             info = p.parse_sandbox(transport.json(req))
@@ -268,6 +270,21 @@ class Sandbox:
                 if on_output:
                     on_output(text)
         return "".join(chunks)
+
+    def egress(self) -> List[EgressRecord]:
+        """What the sandbox did with the network: every connection, request and DNS question
+        its egress proxy answered, oldest first (empty when it has no SandboxPolicy)."""
+        j = self._t.json(self._req("GET", "/egress"))
+        return [EgressRecord.from_json(r) for r in j.get("items", [])]
+
+    def follow_egress(self, on_record: Callable[[EgressRecord], Optional[bool]]) -> None:
+        """Calls ``on_record`` with each kept record, then with each new one as its connection
+        ends, until it returns ``False`` or the sandbox goes away."""
+        req = self._req("GET", "/egress", params={"follow": "true"}, timeout=None)
+        with self._t.stream(req) as response:
+            for line in response.iter_lines():
+                if line.strip() and on_record(EgressRecord.from_json(json.loads(line))) is False:
+                    return
 
     def kill(self) -> None:
         """Deletes the sandbox (idempotent: an already deleted sandbox is fine)."""
