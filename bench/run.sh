@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every paddock benchmark and prints the numbers the README quotes.
 # Usage: bench/run.sh [name...]   (no name = all: agent store runtime engine sdk controller claims router
-#        sdk-upstream)
+#        sdk-upstream egress)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p paddock-bench --bins -p paddock -q
@@ -71,4 +71,11 @@ if runs sdk-upstream; then
     python3 -m venv target/pyenv-upstream
     target/pyenv-upstream/bin/pip install -q --disable-pip-version-check "k8s-agent-sandbox==1.0.8"
     target/pyenv-upstream/bin/python bench/sdk_upstream.py "$bin_dir/kube_stack" 20
+fi
+
+if runs egress; then
+    # The egress proxy against test hosts in a namespace it makes: HTTPS GET latency through the
+    # proxy (tunnel, TLS interception) versus direct, a 256 MiB download, network set-up per
+    # sandbox, proxy memory with 200 sandboxes. Needs root.
+    PADDOCK_AGENT_BIN="$(scripts/build-agent.sh)" "$bin_dir/egress"
 fi

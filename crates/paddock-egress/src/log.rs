@@ -20,7 +20,8 @@ impl Default for EgressLogBook {
     fn default() -> Self {
         Self {
             records: Mutex::new(VecDeque::new()),
-            feed: broadcast::channel(1024).0,
+            // Followers are few and fast; a slow one skips ahead (the gateway drops lagged records).
+            feed: broadcast::channel(64).0,
         }
     }
 }

@@ -32,6 +32,10 @@ pub const DENIED_HEADER: &str = "x-paddock-egress-denied";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Each direction of a tunnel copies through a buffer this big (tokio's default of 8 KiB costs
+/// a fifth of the throughput of a large download).
+const COPY_BUFFER: usize = 64 * 1024;
+
 /// What every connection of the proxy shares: how names resolve and which roots upstream TLS
 /// trusts.
 #[derive(Clone, Debug)]
@@ -364,7 +368,13 @@ async fn connect(
                 }));
             }
             upstream.write_all(&first).await?;
-            tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+            tokio::io::copy_bidirectional_with_sizes(
+                &mut client,
+                &mut upstream,
+                COPY_BUFFER,
+                COPY_BUFFER,
+            )
+            .await?;
             Ok::<_, std::io::Error>(None)
         }
         .await;
