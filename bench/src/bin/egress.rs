@@ -269,7 +269,7 @@ async fn main() {
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "bench-secret").unwrap();
     let resolver = Resolver::Server(hosts.dns());
-    let proxy = EgressProxy::with_roots(resolver.clone(), &[hosts.ca_pem.clone()]);
+    let proxy = EgressProxy::with_roots(resolver.clone(), std::slice::from_ref(&hosts.ca_pem));
 
     let tunnel_ns = Netns::create(&dir.path().join("tunnel")).unwrap();
     proxy
