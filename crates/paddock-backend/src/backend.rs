@@ -272,6 +272,12 @@ pub trait Backend: Send + Sync + 'static {
         Box::pin(async { Ok(None) })
     }
 
+    /// Why SandboxPolicies would not be enforced here (`None` when they are): the gateway then
+    /// refuses sandboxes that ask for one instead of pretending.
+    fn policy_enforcement_missing(&self) -> Option<String> {
+        Some("this backend does not enforce SandboxPolicies yet (paddock serve does)".into())
+    }
+
     /// Stores a SandboxPolicy (already validated, namespace set): `created`, `configured` or
     /// `unchanged`.
     fn apply_policy(&self, policy: Value) -> BoxFuture<'_, Result<&'static str, ApiError>> {

@@ -401,6 +401,12 @@ impl Backend for EngineBackend {
         info
     }
 
+    fn policy_enforcement_missing(&self) -> Option<String> {
+        self.workloads.egress().is_none().then(|| {
+            "this server gives sandboxes no network (paddock serve --no-egress)".to_owned()
+        })
+    }
+
     fn metrics_text(&self) -> String {
         self.workloads
             .egress()

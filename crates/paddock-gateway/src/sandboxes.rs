@@ -391,6 +391,12 @@ pub async fn create(
     let req: CreateSandbox = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))?;
     req.check_sources()?;
+    if req.policy.is_some()
+        && let Some(why) = state.backend.policy_enforcement_missing()
+    {
+        // A policy that nothing enforces would let the caller believe egress is controlled.
+        return Err(ApiError::new(Code::NotImplemented, format!("policy: {why}")).into());
+    }
     let namespace = req
         .namespace
         .clone()

@@ -259,11 +259,16 @@ fn crds_out_dir_writes_the_checked_in_files() {
 }
 
 #[test]
-fn crds_print_four_definitions_with_or_without_conversion() {
+fn crds_print_the_four_kinds_and_sandboxpolicy_with_or_without_conversion() {
     let out = paddock(&["crds"]);
     let text = stdout(&out);
-    assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 4);
-    assert_eq!(text.matches("strategy: Webhook").count(), 4);
+    assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 5);
+    assert_eq!(
+        text.matches("strategy: Webhook").count(),
+        4,
+        "SandboxPolicy has one version"
+    );
+    assert!(text.contains("name: sandboxpolicies.paddock.dev"));
     let out = paddock(&["crds", "--no-conversion"]);
     assert!(!stdout(&out).contains("conversion:"));
 }

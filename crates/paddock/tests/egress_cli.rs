@@ -105,3 +105,33 @@ async fn run_with_a_policy_reaches_allowed_hosts_and_the_record_suggests_a_polic
     assert!(!o.status.success());
     assert!(err(&o).contains("not found"), "{}", err(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_nothing_would_enforce_is_refused_not_ignored() {
+    let home = tempfile::tempdir().unwrap();
+    let s = ServeProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_paddock")),
+        home.path(),
+        free_port(),
+        &["--no-egress"],
+    )
+    .await;
+    let o = s
+        .run(&[
+            "run",
+            "--runtime",
+            "bwrap",
+            "--policy",
+            "anything",
+            "--",
+            "true",
+        ])
+        .await;
+    assert!(!o.status.success());
+    assert!(
+        err(&o)
+            .contains("policy: this server gives sandboxes no network (paddock serve --no-egress)"),
+        "{}",
+        err(&o)
+    );
+}
