@@ -139,6 +139,24 @@ impl Placeholders {
         Self { by_injection }
     }
 
+    /// Placeholders derived from a Sandbox's uid (the in-cluster proxy: the controller derives
+    /// the same ones for the Pod's environment).
+    pub fn derived<'a>(
+        uid: &str,
+        injections: impl IntoIterator<Item = (&'a str, &'a CredentialInjection)>,
+    ) -> Self {
+        let by_injection = injections
+            .into_iter()
+            .map(|(rule, i)| {
+                (
+                    injection_key(rule, i),
+                    paddock_policy::placeholder::derived(uid, rule, &i.header),
+                )
+            })
+            .collect();
+        Self { by_injection }
+    }
+
     /// The placeholder of one injection.
     pub fn get(&self, rule: &str, injection: &CredentialInjection) -> Option<&str> {
         self.by_injection
@@ -175,23 +193,6 @@ fn random_placeholder() -> String {
     format!("paddock-placeholder-{hex}")
 }
 
-/// Reads a secret (a file on this host). Read at each use, so rotating the file rotates it.
-fn read_secret(injection: &CredentialInjection) -> Result<String, String> {
-    match (
-        &injection.value_from.file,
-        &injection.value_from.secret_key_ref,
-    ) {
-        (Some(path), _) => std::fs::read_to_string(path)
-            .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
-            .map_err(|e| format!("cannot read the secret file {path}: {e}")),
-        (None, Some(r)) => Err(format!(
-            "secret {}/{} is a Kubernetes Secret, which only the in-cluster egress proxy reads",
-            r.name, r.key
-        )),
-        (None, None) => Err("the injection names no secret".into()),
-    }
-}
-
 /// What one intercepted request did, for the record.
 pub(crate) struct InterceptedRequest {
     pub method: String,
@@ -210,7 +211,7 @@ pub(crate) async fn serve<C, U>(
     host: String,
     port: u16,
     egress: Arc<SandboxEgress>,
-    upstream_tls: Arc<rustls::ClientConfig>,
+    context: crate::proxy::Context,
     on_request: impl Fn(InterceptedRequest) + Send + Sync + 'static,
 ) -> Result<(), String>
 where
@@ -227,7 +228,7 @@ where
         .map_err(|e| format!("TLS with the sandbox: {e}"))?;
     let name = rustls::pki_types::ServerName::try_from(host.clone())
         .map_err(|e| format!("{host}: {e}"))?;
-    let upstream_tls = tokio_rustls::TlsConnector::from(upstream_tls)
+    let upstream_tls = tokio_rustls::TlsConnector::from(Arc::clone(&context.upstream_tls))
         .connect(name, upstream)
         .await
         .map_err(|e| format!("TLS with {host}: {e}"))?;
@@ -242,9 +243,18 @@ where
         let egress = Arc::clone(&egress);
         let host = host.clone();
         let on_request = Arc::clone(&on_request);
+        let secrets = Arc::clone(&context.secrets);
         async move {
             Ok::<_, std::convert::Infallible>(
-                one_request(req, &host, port, &egress, &sender, on_request.as_ref()).await,
+                one_request(
+                    req,
+                    (&host, port),
+                    &egress,
+                    secrets.as_ref(),
+                    &sender,
+                    on_request.as_ref(),
+                )
+                .await,
             )
         }
     });
@@ -286,9 +296,9 @@ fn text(status: StatusCode, message: String) -> Response<Body> {
 
 async fn one_request(
     mut req: Request<Incoming>,
-    host: &str,
-    port: u16,
+    (host, port): (&str, u16),
     egress: &SandboxEgress,
+    secrets: &dyn crate::secrets::SecretStore,
     sender: &tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Incoming>>,
     on_request: &(dyn Fn(InterceptedRequest) + Send + Sync),
 ) -> Response<Body> {
@@ -311,7 +321,8 @@ async fn one_request(
     // The secrets put into this request, each with what the sandbox may see instead.
     let mut used: Vec<(String, String)> = Vec::new();
     for (rule, injection) in rules.injections_for(host, port) {
-        let secret = match read_secret(injection) {
+        let namespace = egress.namespace();
+        let secret = match secrets.read(&namespace, &injection.value_from).await {
             Ok(s) => s,
             Err(e) => {
                 record.error = Some(e.clone());

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod netns;
 pub mod proxy;
 pub mod resolve;
+pub mod secrets;
 pub mod sni;
 
 use std::collections::HashMap;
@@ -112,6 +113,16 @@ impl SandboxEgress {
             placeholders,
             metrics: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The sandbox's name, `namespace/name`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The sandbox's namespace (the part of its name before `/`).
+    pub fn namespace(&self) -> String {
+        metrics::split_key(&self.name).0
     }
 
     /// The sandbox's CA (its certificate goes into the sandbox's trust store).
@@ -304,10 +315,19 @@ impl EgressProxy {
 
     /// As [`EgressProxy::new`], also trusting these CA certificates (PEM) upstream.
     pub fn with_roots(resolver: Resolver, extra_roots_pem: &[String]) -> Self {
+        Self::with_secrets(resolver, extra_roots_pem, Arc::new(secrets::FileSecrets))
+    }
+
+    /// As [`EgressProxy::with_roots`], reading injected secrets from `secrets`.
+    pub fn with_secrets(
+        resolver: Resolver,
+        extra_roots_pem: &[String],
+        secrets: Arc<dyn secrets::SecretStore>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 metrics: Arc::default(),
-                context: proxy::Context::new(resolver, extra_roots_pem),
+                context: proxy::Context::new(resolver, extra_roots_pem, secrets),
                 sandboxes: Mutex::new(HashMap::new()),
             }),
         }
@@ -376,6 +396,39 @@ impl EgressProxy {
         tokio::spawn(proxy::serve(listener, egress, self.inner.context.clone()))
     }
 
+    /// Registers a sandbox served on a shared listener ([`EgressProxy::serve_identified`]):
+    /// its records and metrics are the proxy's like an attached one's.
+    pub fn adopt(&self, key: &str, egress: Arc<SandboxEgress>) {
+        let _ = egress.metrics.set(Arc::clone(&self.inner.metrics));
+        let mut sandboxes = self.sandboxes();
+        sandboxes.insert(
+            key.to_owned(),
+            Attached {
+                egress,
+                tasks: Vec::new(),
+            },
+        );
+        self.inner
+            .metrics
+            .sandboxes
+            .set(i64::try_from(sandboxes.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Serves many sandboxes on one listener, each connection judged by the sandbox its peer
+    /// address belongs to (the in-cluster proxy, where sandbox Pods reach it over the
+    /// cluster network).
+    pub fn serve_identified(
+        &self,
+        listener: tokio::net::TcpListener,
+        identify: proxy::Identify,
+    ) -> JoinHandle<()> {
+        tokio::spawn(proxy::serve_identified(
+            listener,
+            identify,
+            self.inner.context.clone(),
+        ))
+    }
+
     /// The egress state of an attached sandbox.
     pub fn get(&self, key: &str) -> Option<Arc<SandboxEgress>> {
         self.sandboxes().get(key).map(|a| Arc::clone(&a.egress))
@@ -403,6 +456,11 @@ impl EgressProxy {
     pub fn attached(&self) -> Vec<String> {
         self.sandboxes().keys().cloned().collect()
     }
+}
+
+/// A peer's address, IPv4-mapped IPv6 as IPv4.
+fn address_of(peer: SocketAddr) -> std::net::IpAddr {
+    paddock_policy::address::canonical(peer.ip())
 }
 
 /// Now, as records spell it.

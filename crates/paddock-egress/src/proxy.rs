@@ -42,10 +42,15 @@ const COPY_BUFFER: usize = 64 * 1024;
 pub(crate) struct Context {
     pub resolver: Resolver,
     pub upstream_tls: Arc<rustls::ClientConfig>,
+    pub secrets: Arc<dyn crate::secrets::SecretStore>,
 }
 
 impl Context {
-    pub(crate) fn new(resolver: Resolver, extra_roots_pem: &[String]) -> Self {
+    pub(crate) fn new(
+        resolver: Resolver,
+        extra_roots_pem: &[String],
+        secrets: Arc<dyn crate::secrets::SecretStore>,
+    ) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         for cert in native.certs {
@@ -71,15 +76,27 @@ impl Context {
         Self {
             resolver,
             upstream_tls: Arc::new(config),
+            secrets,
         }
     }
 }
 
 /// Accepts connections from the sandbox until the task is aborted.
+/// Tells which sandbox a connection comes from, by its peer address (the in-cluster proxy
+/// serves every sandbox Pod on one listener); `None` for a stranger.
+pub type Identify = Arc<dyn Fn(IpAddr) -> Option<Arc<SandboxEgress>> + Send + Sync>;
+
+/// Accepts connections from one sandbox until the task is aborted.
 pub(crate) async fn serve(listener: TcpListener, egress: Arc<SandboxEgress>, context: Context) {
+    serve_identified(listener, Arc::new(move |_| Some(Arc::clone(&egress))), context).await;
+}
+
+/// Accepts connections from many sandboxes, each judged by the rules of the sandbox its peer
+/// address belongs to; a peer that is no sandbox gets 403 for every request.
+pub(crate) async fn serve_identified(listener: TcpListener, identify: Identify, context: Context) {
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "egress proxy accept");
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -87,13 +104,21 @@ pub(crate) async fn serve(listener: TcpListener, egress: Arc<SandboxEgress>, con
             }
         };
         let _ = stream.set_nodelay(true);
-        let egress = Arc::clone(&egress);
+        let egress = identify(crate::address_of(peer));
         let context = context.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let egress = Arc::clone(&egress);
+                let egress = egress.clone();
                 let context = context.clone();
-                async move { Ok::<_, Infallible>(handle(req, egress, context).await) }
+                async move {
+                    Ok::<_, Infallible>(match egress {
+                        Some(egress) => handle(req, egress, context).await,
+                        None => denied(&format!(
+                            "{} is not a sandbox this proxy serves (no Pod of a Sandbox with a SandboxPolicy has this address)",
+                            peer.ip()
+                        )),
+                    })
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .preserve_header_case(true)
@@ -334,7 +359,7 @@ async fn connect(
             port,
             address,
             egress,
-            Arc::clone(&context.upstream_tls),
+            context.clone(),
             (pending, decision),
         ));
         return Response::new(
@@ -400,7 +425,7 @@ async fn intercepted(
     port: u16,
     address: IpAddr,
     egress: Arc<SandboxEgress>,
-    upstream_tls: Arc<rustls::ClientConfig>,
+    context: Context,
     (pending, decision): (Pending, Decision),
 ) {
     let Ok(upgraded) = on_upgrade.await else {
@@ -439,7 +464,7 @@ async fn intercepted(
         host,
         port,
         Arc::clone(&egress),
-        upstream_tls,
+        context,
         on_request,
     )
     .await;

@@ -13,13 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use paddock_api::kinds::Kind;
-use paddock_api::names::SANDBOX_TEMPLATE_REF;
-use paddock_api::policy::{
-    POLICY_ANNOTATION, POLICY_GROUP, POLICY_KIND, POLICY_PLURAL, SandboxPolicy,
-};
+use paddock_api::policy::{POLICY_GROUP, POLICY_KIND, POLICY_PLURAL};
 use paddock_control::Key;
 use paddock_egress::{EgressProxy, Netns, Resolver, SandboxEgress};
-use paddock_policy::EgressRules;
+use paddock_policy::{EgressRules, governing_policies, governing_rules};
 use paddock_runtime::{NetworkAttachment, WorkloadId};
 use paddock_store::{ObjectStore, ResourceType, StoreError};
 use serde_json::Value;
@@ -44,26 +41,9 @@ pub struct EgressSettings {
 /// The policies of a Sandbox could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyLookupError {
-    /// A policy named by an annotation does not exist.
-    #[error(
-        "SandboxPolicy {name:?} (named by the {source_kind}'s {POLICY_ANNOTATION} annotation) does not exist in namespace {namespace}: create it with `paddock apply -f`"
-    )]
-    Missing {
-        /// Namespace.
-        namespace: String,
-        /// The policy's name.
-        name: String,
-        /// Which object named it.
-        source_kind: &'static str,
-    },
-    /// A stored policy does not compile (it was stored without validation).
-    #[error("SandboxPolicy {name:?}: {message}")]
-    Invalid {
-        /// The policy's name.
-        name: String,
-        /// What is wrong.
-        message: String,
-    },
+    /// A governing policy is missing or invalid.
+    #[error(transparent)]
+    Governing(#[from] paddock_policy::GoverningError),
     /// The store failed.
     #[error("reading policies: {0}")]
     Store(String),
@@ -83,15 +63,6 @@ pub struct LocalEgress {
     dir: PathBuf,
     attached: Mutex<HashMap<Key, Attachment>>,
     changed: tokio::sync::Notify,
-}
-
-fn policy_name(object: &Value) -> Option<String> {
-    object
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(POLICY_ANNOTATION))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
 }
 
 impl LocalEgress {
@@ -140,71 +111,24 @@ impl LocalEgress {
     /// # Errors
     /// A named policy is missing or invalid, or the store failed.
     pub async fn rules_for(&self, key: &Key) -> Result<Option<EgressRules>, PolicyLookupError> {
-        let Some(sandbox) = self
-            .get(resource(Kind::Sandbox), &key.namespace, &key.name)
-            .await?
-        else {
+        let ns = key.namespace.as_str();
+        let Some(sandbox) = self.get(resource(Kind::Sandbox), ns, &key.name).await? else {
             return Ok(None);
         };
-        let mut named: Vec<(String, &'static str)> = Vec::new();
-        if let Some(p) = policy_name(&sandbox) {
-            named.push((p, "Sandbox"));
+        let template = match paddock_policy::governs::template_of(&sandbox) {
+            Some(t) => self.get(resource(Kind::SandboxTemplate), ns, t).await?,
+            None => None,
+        };
+        let claim = match paddock_policy::governs::claim_of(&sandbox) {
+            Some(c) => self.get(resource(Kind::SandboxClaim), ns, c).await?,
+            None => None,
+        };
+        let mut found = Vec::new();
+        for policy_ref in governing_policies(&sandbox, template.as_ref(), claim.as_ref()) {
+            let value = self.get(POLICIES, ns, &policy_ref.name).await?;
+            found.push((policy_ref, value));
         }
-        let annotations = sandbox.pointer("/metadata/annotations");
-        if let Some(template) = annotations
-            .and_then(|a| a.get(SANDBOX_TEMPLATE_REF))
-            .and_then(Value::as_str)
-            && let Some(t) = self
-                .get(resource(Kind::SandboxTemplate), &key.namespace, template)
-                .await?
-            && let Some(p) = policy_name(&t)
-        {
-            named.push((p, "SandboxTemplate"));
-        }
-        let owners = sandbox
-            .pointer("/metadata/ownerReferences")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for owner in owners {
-            if owner.get("kind").and_then(Value::as_str) == Some("SandboxClaim")
-                && owner.get("controller").and_then(Value::as_bool) == Some(true)
-                && let Some(claim_name) = owner.get("name").and_then(Value::as_str)
-                && let Some(c) = self
-                    .get(resource(Kind::SandboxClaim), &key.namespace, claim_name)
-                    .await?
-                && let Some(p) = policy_name(&c)
-            {
-                named.push((p, "SandboxClaim"));
-            }
-        }
-        let mut rules: Option<EgressRules> = None;
-        for (name, source_kind) in named {
-            let Some(value) = self.get(POLICIES, &key.namespace, &name).await? else {
-                return Err(PolicyLookupError::Missing {
-                    namespace: key.namespace.clone(),
-                    name,
-                    source_kind,
-                });
-            };
-            let policy: SandboxPolicy =
-                serde_json::from_value(value).map_err(|e| PolicyLookupError::Invalid {
-                    name: name.clone(),
-                    message: e.to_string(),
-                })?;
-            let Some(egress) = policy.spec.egress else {
-                continue;
-            };
-            let layer = EgressRules::compile(&egress).map_err(|e| PolicyLookupError::Invalid {
-                name: name.clone(),
-                message: e.to_string(),
-            })?;
-            rules = Some(match rules {
-                Some(r) => r.meet(layer),
-                None => layer,
-            });
-        }
-        Ok(rules)
+        governing_rules(ns, &found).map_err(PolicyLookupError::Governing)
     }
 
     /// Gives a Sandbox's workload its network, when a policy asks for one: a namespace served

@@ -3,14 +3,18 @@
 //!
 //! - [`address`]: CIDR ranges and which addresses are public;
 //! - [`egress`]: compiled rules, verdicts with reasons, audit mode, the meet of two policies;
+//! - [`governs`]: which policies govern a Sandbox (its own, its template's, its claim's);
 //! - [`suggest`]: a minimal policy from what a sandbox was seen to reach.
 
 pub mod address;
 pub mod egress;
+pub mod governs;
+pub mod placeholder;
 pub mod suggest;
 
 pub use address::{Cidr, is_public};
 pub use egress::{CompileError, Decision, DenyReason, Destination, EgressRules, Verdict};
+pub use governs::{GoverningError, PolicyRef, governing_policies, governing_rules};
 pub use suggest::{Observed, suggest_policy};
 
 #[cfg(test)]

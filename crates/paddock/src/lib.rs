@@ -223,6 +223,18 @@ enum Command {
         after_help = "Examples:\n  PADDOCK_GATEWAY_TOKEN=$(cat token) paddock gateway     # shared token on 127.0.0.1:8080\n  paddock gateway --auth tokenreview --authz-tokenreview-audiences sandbox-router\n  kubectl port-forward svc/sandbox-router-svc 8080:8080 -n agent-sandbox-system  # in-cluster"
     )]
     Gateway(Box<paddock_router::GatewayArgs>),
+    /// Run the egress proxy on a cluster: sandbox Pods whose Sandbox names a SandboxPolicy
+    /// reach the network only through it (the controller's --egress-proxy points them here).
+    ///
+    /// It tells sandboxes apart by their Pod's address, judges each connection by the
+    /// Sandbox's policies as `paddock serve` does, reads injected secrets from Kubernetes
+    /// Secrets, and publishes the CA sandboxes trust as the ConfigMap paddock-egress-ca in
+    /// their namespaces (its key stays in the Secret paddock-egress-ca). See docs/egress.md.
+    #[cfg(feature = "kubernetes")]
+    #[command(
+        after_help = "Examples:\n  paddock egress --kubeconfig ~/.kube/config          # on 127.0.0.1:3128\n  paddock egress --listen 0.0.0.0:3128                 # in a pod (deploy/egress)"
+    )]
+    Egress(Box<paddock_kube_egress::EgressArgs>),
 }
 
 /// An API version.
@@ -340,6 +352,11 @@ pub fn run(cli: Cli) -> ExitCode {
         #[cfg(feature = "kubernetes")]
         Command::Gateway(args) => run_async(async move {
             paddock_router::run(*args).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        #[cfg(feature = "kubernetes")]
+        Command::Egress(args) => run_async(async move {
+            paddock_kube_egress::run(*args).await?;
             Ok(ExitCode::SUCCESS)
         }),
     };

@@ -70,6 +70,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "paddock-router",
         &["paddock-gateway", "paddock-kube", "paddock-kube-backend"],
     ),
+    (
+        "paddock-kube-egress",
+        &["paddock-api", "paddock-policy", "paddock-egress", "paddock-kube"],
+    ),
     // Binaries, benchmarks and test support may use anything.
     ("paddock", &["*"]),
     ("paddock-bench", &["*"]),

@@ -1,7 +1,8 @@
 //! `paddock-controller`: the Kubernetes controller alone, for the small static container image
 //! (`deploy/Dockerfile`). Same flags as `paddock controller`. The same binary serves the REST
 //! gateway / sandbox-router with `paddock-controller gateway ...` (the flags of
-//! `paddock gateway`), so one image runs both Deployments.
+//! `paddock gateway`) and the egress proxy with `paddock-controller egress ...`, so one image
+//! runs every Deployment.
 
 use std::process::ExitCode;
 
@@ -29,6 +30,9 @@ enum Mode {
     /// Serve paddock's REST API and upstream's sandbox-router contract instead (deployed as
     /// `sandbox-router-deployment`); see `paddock gateway --help`.
     Gateway(Box<paddock_router::GatewayArgs>),
+    /// Serve the egress proxy for sandbox Pods with a SandboxPolicy instead (deployed as
+    /// `paddock-egress`); see `paddock egress --help`.
+    Egress(Box<paddock_kube_egress::EgressArgs>),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,9 @@ fn main() -> ExitCode {
     let result = match cli.mode {
         Some(Mode::Gateway(args)) => runtime
             .block_on(paddock_router::run(*args))
+            .map_err(|e| e.to_string()),
+        Some(Mode::Egress(args)) => runtime
+            .block_on(paddock_kube_egress::run(*args))
             .map_err(|e| e.to_string()),
         None => runtime
             .block_on(paddock_controller::run(cli.args))
