@@ -137,6 +137,7 @@ async fn throughput() -> Result<(), BoxError> {
     let (core, mut children) = kube_core(
         &api.client(),
         sandbox_only(),
+        None,
         Arc::new(ManualClock::new(now)),
         Arc::new(LogEvents),
     );
@@ -292,6 +293,7 @@ async fn memory() -> Result<(), BoxError> {
                 },
                 ..sandbox_only()
             },
+            None,
             Arc::new(SystemClock),
             Arc::new(LogEvents),
         );

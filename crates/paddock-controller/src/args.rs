@@ -138,6 +138,13 @@ pub struct ControllerArgs {
           num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub cache_label_selectors: bool,
 
+    /// The in-cluster egress proxy (`paddock egress`) as IP:PORT or SERVICE.NAMESPACE:PORT
+    /// (deploy/egress: `paddock-egress.agent-sandbox-system:3128`). Pods of Sandboxes that a
+    /// SandboxPolicy governs get it in HTTP_PROXY/HTTPS_PROXY, its CA in their trust store and
+    /// the placeholders of their credentials. Unset: Pods are left as planned.
+    #[arg(long, value_name = "ADDR")]
+    pub egress_proxy: Option<String>,
+
     /// Record no Events for SandboxClaims.
     #[arg(long, value_name = "BOOL", default_value_t = false, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", require_equals = true)]
@@ -251,6 +258,8 @@ pub struct Settings {
     pub cache_label_selectors: bool,
     /// No claim Events.
     pub disable_claim_events: bool,
+    /// Where governed Pods send their traffic (`--egress-proxy`).
+    pub egress_proxy: Option<std::sync::Arc<crate::egress::EgressProxyAddress>>,
     /// Claim planner tunables.
     pub claim: paddock_plan::claim::ClaimConfig,
     /// Webhook settings (None = webhook off).
@@ -425,6 +434,16 @@ impl ControllerArgs {
             observability_annotations: !self.disable_claim_observability_annotations,
             ..paddock_plan::claim::ClaimConfig::default()
         };
+        let egress_proxy = match &self.egress_proxy {
+            Some(given) => Some(std::sync::Arc::new(
+                crate::egress::EgressProxyAddress::parse(given).map_err(|_| ControllerError::Flag {
+                    flag: "--egress-proxy",
+                    value: given.clone(),
+                    rule: "IP:PORT or SERVICE.NAMESPACE:PORT (e.g. paddock-egress.agent-sandbox-system:3128)",
+                })?,
+            )),
+            None => None,
+        };
         Ok(Settings {
             metrics_addr,
             health_addr,
@@ -448,6 +467,7 @@ impl ControllerArgs {
             refill_rate: (rate > 0.0).then_some(rate),
             cache_label_selectors: self.cache_label_selectors,
             disable_claim_events: self.disable_claim_events,
+            egress_proxy,
             claim,
             webhook,
         })

@@ -17,6 +17,7 @@
 //! - [`error`]: why the controller cannot start.
 
 pub mod args;
+pub mod egress;
 pub mod error;
 pub mod events;
 pub mod leader;

@@ -74,11 +74,12 @@ pub fn core_config(settings: &Settings) -> CoreConfig {
 pub fn kube_core(
     client: &Client,
     config: CoreConfig,
+    egress_proxy: Option<Arc<crate::egress::EgressProxyAddress>>,
     clock: Arc<dyn Clock>,
     events: Arc<dyn Events>,
 ) -> (Arc<Core>, ChildWriters) {
     let queues = Queues::new();
-    let (workloads, writers) = KubeWorkloads::new(client.clone(), config.extensions);
+    let (workloads, writers) = KubeWorkloads::new(client.clone(), config.extensions, egress_proxy);
     let ports = Ports {
         objects: Arc::new(ApiObjects::new(client.clone())),
         workloads,
@@ -102,6 +103,7 @@ pub async fn run_with(
     let (core, child_writers) = kube_core(
         &client,
         core_config(&settings),
+        settings.egress_proxy.clone(),
         Arc::new(SystemClock),
         events,
     );

@@ -221,6 +221,9 @@ pub struct KubeWorkloads {
     writer: Writer,
     caches: ChildCaches,
     extensions: bool,
+    /// Where Pods of Sandboxes governed by a SandboxPolicy send their traffic (`--egress-proxy`).
+    egress_proxy: Option<Arc<crate::egress::EgressProxyAddress>>,
+    client: Client,
 }
 
 impl Debug for KubeWorkloads {
@@ -234,7 +237,11 @@ impl Debug for KubeWorkloads {
 impl KubeWorkloads {
     /// The port writing through `client`, with empty caches and their writers. With
     /// `extensions`, NetworkPolicies are cached too (the template and claim loops read them).
-    pub fn new(client: Client, extensions: bool) -> (Arc<Self>, ChildWriters) {
+    pub fn new(
+        client: Client,
+        extensions: bool,
+        egress_proxy: Option<Arc<crate::egress::EgressProxyAddress>>,
+    ) -> (Arc<Self>, ChildWriters) {
         let (pods, pods_w) = reflector::store();
         let (services, services_w) = reflector::store();
         let (pvcs, pvcs_w) = reflector::store();
@@ -254,9 +261,11 @@ impl KubeWorkloads {
         };
         (
             Arc::new(Self {
-                writer: Writer::new(client),
+                writer: Writer::new(client.clone()),
                 caches,
                 extensions,
+                egress_proxy,
+                client,
             }),
             ChildWriters {
                 pods: pods_w,
@@ -433,6 +442,44 @@ async fn drive<K, S>(
     }
 }
 
+impl KubeWorkloads {
+    /// The Pod as the egress proxy needs it, when a SandboxPolicy governs its Sandbox and the
+    /// controller knows the proxy; `None` to create it as planned.
+    async fn governed(&self, sb: &Sandbox, pod: &Pod) -> Result<Option<Pod>, WriteError> {
+        let Some(proxy) = &self.egress_proxy else {
+            // Without a proxy, a Sandbox that asks for a policy itself would reach the network
+            // unrestricted: refuse it rather than pretend. (A template's policy is enforced by
+            // its NetworkPolicy, which then admits only the proxy.)
+            if let Some(name) = sb
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(paddock_api::policy::POLICY_ANNOTATION))
+            {
+                return Err(WriteError::new(
+                    FailureKind::Invalid,
+                    format!(
+                        "the Sandbox names SandboxPolicy {name:?}, but the controller runs without --egress-proxy, so nothing would enforce it: deploy the egress proxy (deploy/egress) or remove the paddock.dev/policy annotation"
+                    ),
+                ));
+            }
+            return Ok(None);
+        };
+        let egress_failed =
+            |message: String| WriteError::new(FailureKind::Other, format!("egress: {message}"));
+        let Some(placeholders) = crate::egress::governed_env(&self.client, sb)
+            .await
+            .map_err(|e| egress_failed(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let address = proxy.address(&self.client).await.map_err(egress_failed)?;
+        let mut governed = pod.clone();
+        crate::egress::govern_pod(&mut governed, &address, &placeholders);
+        Ok(Some(governed))
+    }
+}
+
 fn missing(what: &str, name: &str) -> WriteError {
     WriteError::new(
         FailureKind::NotFound,
@@ -502,7 +549,10 @@ impl Workloads for KubeWorkloads {
                     .merge_patch::<PersistentVolumeClaim>(ns, name, &patch.to_merge_patch())
                     .await
                     .map(drop),
-                SandboxAction::CreatePod { pod } => w.create(ns, pod.as_ref()).await.map(drop),
+                SandboxAction::CreatePod { pod } => match self.governed(sb, pod).await? {
+                    Some(governed) => w.create(ns, &governed).await.map(drop),
+                    None => w.create(ns, pod.as_ref()).await.map(drop),
+                },
                 SandboxAction::PatchPod { name, patch } => w
                     .merge_patch::<Pod>(ns, name, &patch.to_merge_patch())
                     .await

@@ -24,7 +24,9 @@ pub const API_CALLS: &[(&str, &str, &[&str])] = &[
     (
         "",
         "services",
-        &["list", "watch", "create", "patch", "update", "delete"],
+        &[
+            "get", "list", "watch", "create", "patch", "update", "delete",
+        ],
     ),
     (
         "",
@@ -38,11 +40,12 @@ pub const API_CALLS: &[(&str, &str, &[&str])] = &[
         &["list", "watch", "create", "patch", "delete"],
     ),
     ("agents.x-k8s.io", "sandboxes/status", &["patch"]),
+    ("paddock.dev", "sandboxpolicies", &["get"]),
     ("agents.x-k8s.io", "sandboxes/finalizers", &["update"]),
     (
         "extensions.agents.x-k8s.io",
         "sandboxtemplates",
-        &["list", "watch", "patch"],
+        &["get", "list", "watch", "patch"],
     ),
     (
         "extensions.agents.x-k8s.io",
@@ -52,7 +55,7 @@ pub const API_CALLS: &[(&str, &str, &[&str])] = &[
     (
         "extensions.agents.x-k8s.io",
         "sandboxclaims",
-        &["list", "watch", "patch", "delete"],
+        &["get", "list", "watch", "patch", "delete"],
     ),
     (
         "extensions.agents.x-k8s.io",

@@ -64,6 +64,7 @@ async fn kube_tier() -> KubeTier {
             pool_status_coalesce: CoreConfig::API_SERVER_WRITE_SAVING.1,
             ..CoreConfig::default()
         },
+        None,
         clock.clone(),
         Arc::new(LogEvents),
     );

@@ -91,7 +91,7 @@ fn kustomization_includes_every_crd_and_manifest() {
         let f = format!("crds/{}", paddock_api::crd::file_name(kind));
         assert!(listed.contains(&f.as_str()), "{f} missing");
     }
-    for dir in ["rbac", "router"] {
+    for dir in ["rbac", "router", "egress"] {
         for e in std::fs::read_dir(deploy().join(dir)).expect("dir") {
             let name = format!("{dir}/{}", e.expect("entry").file_name().to_string_lossy());
             assert!(listed.contains(&name.as_str()), "{name} missing");

@@ -50,6 +50,7 @@ fn settings() -> paddock_controller::args::Settings {
         health_probe_bind_address: "0".into(),
         leader_election_namespace: "agent-sandbox-system".into(),
         webhook_port: 1,
+        egress_proxy: Some("paddock-egress.agent-sandbox-system:3128".into()),
         ..ControllerArgs::default()
     };
     let mut s = args.validate().expect("valid flags");
@@ -241,6 +242,81 @@ async fn controller_runs_sandboxes_pools_and_claims_end_to_end_within_its_rbac()
         Some(members(&api)).filter(|m| m.len() == 2 && !m.contains(&bound))
     })
     .await;
+
+    // A Sandbox that names a SandboxPolicy: its Pod goes through the egress proxy (the
+    // Service's ClusterIP, no DNS), trusts the proxy's CA and holds placeholders only.
+    api.insert(
+        "/services",
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "paddock-egress", "namespace": "agent-sandbox-system"},
+               "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 3128}]}}),
+    );
+    api.insert(
+        "paddock.dev/sandboxpolicies",
+        json!({"apiVersion": "paddock.dev/v1alpha1", "kind": "SandboxPolicy",
+               "metadata": {"name": "creds", "namespace": "ns"},
+               "spec": {"egress": {"rules": [{"name": "api", "domains": ["api.example.com"],
+                   "inject": [{"header": "Authorization", "env": "API_TOKEN",
+                               "valueFrom": {"secretKeyRef": {"name": "t", "key": "k"}}}]}]}}}),
+    );
+    let governed = api.insert(SANDBOXES, json!({
+        "apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+        "metadata": {"name": "governed", "namespace": "ns", "annotations": {"paddock.dev/policy": "creds"}},
+        "spec": {"podTemplate": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}}
+    }));
+    let uid = governed["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_owned();
+    let pod = wait_for("pod governed", || api.get(PODS, "ns", "governed")).await;
+    let env = |name: &str| {
+        pod["spec"]["containers"][0]["env"]
+            .as_array()
+            .and_then(|e| e.iter().find(|v| v["name"] == name))
+            .and_then(|v| v["value"].as_str())
+            .map(str::to_owned)
+    };
+    assert_eq!(env("HTTPS_PROXY").as_deref(), Some("http://10.96.0.9:3128"));
+    assert_eq!(
+        env("SSL_CERT_FILE").as_deref(),
+        Some("/etc/ssl/certs/ca-certificates.crt")
+    );
+    assert_eq!(
+        env("API_TOKEN"),
+        Some(paddock_policy::placeholder::derived(
+            &uid,
+            "api",
+            "Authorization"
+        ))
+    );
+    assert_eq!(
+        pod["spec"]["volumes"][0]["configMap"]["name"],
+        "paddock-egress-ca"
+    );
+    let plain = api.get(PODS, "ns", "sb1").expect("sb1's pod");
+    assert!(
+        !plain.to_string().contains("HTTPS_PROXY"),
+        "a Sandbox without a policy is left as planned"
+    );
+    // A template naming a policy: its NetworkPolicy lets Pods reach only the proxy.
+    api.insert("extensions.agents.x-k8s.io/sandboxtemplates", json!({
+        "apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxTemplate",
+        "metadata": {"name": "gtpl", "namespace": "ns", "annotations": {"paddock.dev/policy": "creds"}},
+        "spec": {"podTemplate": {"spec": {"containers": [{"name": "main", "image": "python:3.12"}]}}}
+    }));
+    let np = wait_for("the governed template's NetworkPolicy", || {
+        api.get(
+            "networking.k8s.io/networkpolicies",
+            "ns",
+            "gtpl-network-policy",
+        )
+    })
+    .await;
+    assert_eq!(
+        np["spec"]["egress"][0]["to"][0]["podSelector"]["matchLabels"]["app"],
+        "paddock-egress"
+    );
+    assert_eq!(np["spec"]["egress"][0]["ports"][0]["port"], 3128);
 
     // Shutdown releases the Lease.
     shutdown.cancel();

@@ -88,7 +88,12 @@ pub type Identify = Arc<dyn Fn(IpAddr) -> Option<Arc<SandboxEgress>> + Send + Sy
 
 /// Accepts connections from one sandbox until the task is aborted.
 pub(crate) async fn serve(listener: TcpListener, egress: Arc<SandboxEgress>, context: Context) {
-    serve_identified(listener, Arc::new(move |_| Some(Arc::clone(&egress))), context).await;
+    serve_identified(
+        listener,
+        Arc::new(move |_| Some(Arc::clone(&egress))),
+        context,
+    )
+    .await;
 }
 
 /// Accepts connections from many sandboxes, each judged by the rules of the sandbox its peer

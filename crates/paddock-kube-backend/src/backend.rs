@@ -659,6 +659,12 @@ fn body(object: &Object) -> Result<Vec<u8>, ApiError> {
 }
 
 impl Backend for KubeBackend {
+    /// On a cluster the controller enforces a Sandbox's policy through the egress proxy, or
+    /// refuses to start its Pod when it has none (`--egress-proxy`).
+    fn policy_enforcement_missing(&self) -> Option<String> {
+        None
+    }
+
     fn name(&self) -> &'static str {
         "kubernetes"
     }

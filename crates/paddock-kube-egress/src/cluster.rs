@@ -18,6 +18,7 @@ use paddock_api::policy::{POLICY_GROUP, POLICY_KIND, POLICY_PLURAL, POLICY_VERSI
 use paddock_api::v1beta1::{Sandbox, SandboxClaim, SandboxTemplate};
 use paddock_egress::{EgressProxy, Placeholders, SandboxCa, SandboxEgress};
 use paddock_policy::{EgressRules, governing_policies, governing_rules};
+use serde_json::Value;
 use tokio::task::JoinHandle;
 
 /// Which namespaces the proxy watches.
@@ -50,7 +51,13 @@ pub fn policy_resource() -> ApiResource {
 
 fn spawn_watch<K>(api: kube::Api<K>, dyntype: K::DynamicType) -> (Store<K>, JoinHandle<()>)
 where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
     K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
 {
     let writer = reflector::store::Writer::new(dyntype);
@@ -138,21 +145,23 @@ impl ClusterEgress {
             .cloned()
     }
 
-    /// The namespaces that have sandboxes with a policy (each needs the CA ConfigMap).
+    /// The namespaces that have Sandboxes governed by a policy: each needs the CA ConfigMap
+    /// before their Pods can start (the Pods mount it), so Pods are not waited for.
     pub fn namespaces(&self) -> Vec<String> {
         let mut out: Vec<String> = self
-            .served
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .map(|e| e.namespace())
+            .sandboxes
+            .state()
+            .iter()
+            .filter(|s| self.governed(s))
+            .filter_map(|s| s.metadata.namespace.clone())
             .collect();
         out.sort();
         out.dedup();
         out
     }
 
-    fn rules_of(&self, sandbox: &Sandbox) -> Option<EgressRules> {
+    /// The Sandbox as JSON with its template and claim (when cached), and its namespace.
+    fn around(&self, sandbox: &Sandbox) -> Option<(String, Value, Option<Value>, Option<Value>)> {
         let ns = sandbox.metadata.namespace.clone().unwrap_or_default();
         let value = serde_json::to_value(sandbox).ok()?;
         let template = paddock_policy::governs::template_of(&value)
@@ -161,6 +170,19 @@ impl ClusterEgress {
         let claim = paddock_policy::governs::claim_of(&value)
             .and_then(|c| self.claims.get(&ObjectRef::new(c).within(&ns)))
             .and_then(|c| serde_json::to_value(&*c).ok());
+        Some((ns, value, template, claim))
+    }
+
+    /// Whether any policy governs the Sandbox (without looking the policies up).
+    fn governed(&self, sandbox: &Sandbox) -> bool {
+        self.around(sandbox)
+            .is_some_and(|(_, value, template, claim)| {
+                !governing_policies(&value, template.as_ref(), claim.as_ref()).is_empty()
+            })
+    }
+
+    fn rules_of(&self, sandbox: &Sandbox) -> Option<EgressRules> {
+        let (ns, value, template, claim) = self.around(sandbox)?;
         let refs = governing_policies(&value, template.as_ref(), claim.as_ref());
         if refs.is_empty() {
             return None;
@@ -229,7 +251,8 @@ impl ClusterEgress {
                     None => {
                         let ca = SandboxCa::from_key_pem("cluster", &self.ca_key_pem).ok();
                         let placeholders = Placeholders::derived(&uid, rules.injections());
-                        let created = SandboxEgress::with_state(key.clone(), rules, ca, placeholders);
+                        let created =
+                            SandboxEgress::with_state(key.clone(), rules, ca, placeholders);
                         self.proxy.adopt(&key, Arc::clone(&created));
                         served.insert(uid.clone(), Arc::clone(&created));
                         created
@@ -244,10 +267,14 @@ impl ClusterEgress {
                 .served
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let gone: Vec<String> = served.keys().filter(|u| !live.contains(u)).cloned().collect();
+            let gone: Vec<String> = served
+                .keys()
+                .filter(|u| !live.contains(u))
+                .cloned()
+                .collect();
             for uid in gone {
                 if let Some(e) = served.remove(&uid) {
-                    self.proxy.detach(&format!("{}", e.name()));
+                    self.proxy.detach(e.name());
                 }
             }
         }

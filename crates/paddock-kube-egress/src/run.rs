@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::api::{ObjectMeta, PostParams};
 use paddock_api::policy::SecretSource;
@@ -40,7 +40,12 @@ pub struct EgressArgs {
     #[arg(long = "sandbox-namespace", value_name = "NAMESPACE")]
     pub sandbox_namespace: Option<String>,
     /// The namespace of the Secret holding the proxy's CA key (created on first start).
-    #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE", default_value = "agent-sandbox-system")]
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        value_name = "NAMESPACE",
+        default_value = "agent-sandbox-system"
+    )]
     pub namespace: String,
     /// The name of that Secret.
     #[arg(long, value_name = "NAME", default_value = "paddock-egress-ca")]
@@ -107,7 +112,8 @@ impl SecretStore for KubeSecrets {
             match (&source.file, &source.secret_key_ref) {
                 (Some(path), _) => read_file_secret(path),
                 (None, Some(r)) => {
-                    let api: kube::Api<Secret> = kube::Api::namespaced(self.client.clone(), namespace);
+                    let api: kube::Api<Secret> =
+                        kube::Api::namespaced(self.client.clone(), namespace);
                     let secret = api.get(&r.name).await.map_err(|e| {
                         format!("cannot read Secret {namespace}/{}: {e} (the egress proxy's ServiceAccount needs get on secrets)", r.name)
                     })?;
@@ -123,10 +129,14 @@ impl SecretStore for KubeSecrets {
                                 .and_then(|d| d.get(&r.key))
                                 .map(|s| s.clone().into_bytes())
                         })
-                        .ok_or_else(|| format!("Secret {namespace}/{} has no key {:?}", r.name, r.key))?;
+                        .ok_or_else(|| {
+                            format!("Secret {namespace}/{} has no key {:?}", r.name, r.key)
+                        })?;
                     String::from_utf8(value)
                         .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
-                        .map_err(|_| format!("Secret {namespace}/{} key {:?} is not text", r.name, r.key))
+                        .map_err(|_| {
+                            format!("Secret {namespace}/{} key {:?} is not text", r.name, r.key)
+                        })
                 }
                 (None, None) => Err("the injection names no secret".into()),
             }
@@ -138,7 +148,11 @@ impl SecretStore for KubeSecrets {
 ///
 /// # Errors
 /// The Secret cannot be read or created, or holds no usable key.
-pub async fn load_or_create_ca(client: &Client, namespace: &str, name: &str) -> Result<String, EgressError> {
+pub async fn load_or_create_ca(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<String, EgressError> {
     let err = |message: String| EgressError::Ca {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
@@ -161,12 +175,18 @@ pub async fn load_or_create_ca(client: &Client, namespace: &str, name: &str) -> 
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             namespace: Some(namespace.to_owned()),
-            labels: Some(BTreeMap::from([("app.kubernetes.io/part-of".to_owned(), "paddock".to_owned())])),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/part-of".to_owned(),
+                "paddock".to_owned(),
+            )])),
             ..ObjectMeta::default()
         },
         data: Some(BTreeMap::from([
             ("ca.key".to_owned(), ByteString(key.clone().into_bytes())),
-            ("ca.crt".to_owned(), ByteString(ca.pem().as_bytes().to_vec())),
+            (
+                "ca.crt".to_owned(),
+                ByteString(ca.pem().as_bytes().to_vec()),
+            ),
         ])),
         type_: Some("Opaque".to_owned()),
         ..Secret::default()
@@ -174,7 +194,9 @@ pub async fn load_or_create_ca(client: &Client, namespace: &str, name: &str) -> 
     match api.create(&PostParams::default(), &secret).await {
         Ok(_) => Ok(key),
         // Another replica made it first: use that one.
-        Err(kube::Error::Api(e)) if e.code == 409 => Box::pin(load_or_create_ca(client, namespace, name)).await,
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            Box::pin(load_or_create_ca(client, namespace, name)).await
+        }
         Err(e) => Err(err(e.to_string())),
     }
 }
@@ -196,21 +218,30 @@ pub fn trust_bundle(ca_pem: &str) -> String {
 }
 
 /// Makes sure `namespace` has the CA ConfigMap with `bundle`.
-async fn ensure_ca_configmap(client: &Client, namespace: &str, bundle: &str) -> Result<(), kube::Error> {
+async fn ensure_ca_configmap(
+    client: &Client,
+    namespace: &str,
+    bundle: &str,
+) -> Result<(), kube::Error> {
     let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), namespace);
     let data = BTreeMap::from([(CA_BUNDLE_KEY.to_owned(), bundle.to_owned())]);
     match api.get_opt(CA_CONFIGMAP).await? {
         Some(current) if current.data.as_ref() == Some(&data) => Ok(()),
         Some(mut current) => {
             current.data = Some(data);
-            api.replace(CA_CONFIGMAP, &PostParams::default(), &current).await.map(drop)
+            api.replace(CA_CONFIGMAP, &PostParams::default(), &current)
+                .await
+                .map(drop)
         }
         None => {
             let cm = ConfigMap {
                 metadata: ObjectMeta {
                     name: Some(CA_CONFIGMAP.to_owned()),
                     namespace: Some(namespace.to_owned()),
-                    labels: Some(BTreeMap::from([("app.kubernetes.io/part-of".to_owned(), "paddock".to_owned())])),
+                    labels: Some(BTreeMap::from([(
+                        "app.kubernetes.io/part-of".to_owned(),
+                        "paddock".to_owned(),
+                    )])),
                     ..ObjectMeta::default()
                 },
                 data: Some(data),
@@ -305,7 +336,9 @@ pub async fn run_with(
             }
             match ensure_ca_configmap(&client, &ns, &bundle).await {
                 Ok(()) => published.push(ns),
-                Err(e) => tracing::warn!(namespace = %ns, error = %e, "cannot publish the egress CA"),
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, error = %e, "cannot publish the egress CA")
+                }
             }
         }
     }

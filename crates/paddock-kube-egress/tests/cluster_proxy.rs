@@ -20,7 +20,6 @@ struct Cli {
     args: EgressArgs,
 }
 
-
 /// Seeds a policy, its Secret, a Sandbox naming it and the Sandbox's Pod at `pod_ip`; the
 /// Sandbox's uid (the API server assigns it).
 fn seed(api: &FakeApiServer, hosts: &TestHosts, pod_ip: &str) -> String {
@@ -85,7 +84,7 @@ async fn a_sandbox_pod_is_judged_by_its_policy_and_gets_its_secret_from_a_kubern
         return;
     }
     let hosts = TestHosts::start();
-    let api = FakeApiServer::new();
+    let api = FakeApiServer::new().recording();
     // Connections from this test come from 127.0.0.1: that is the "Pod's" address.
     let uid = seed(&api, &hosts, "127.0.0.1");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -122,17 +121,31 @@ async fn a_sandbox_pod_is_judged_by_its_policy_and_gets_its_secret_from_a_kubern
         shutdown.cancel();
         panic!("the CA ConfigMap is not published: {:?}", server.await);
     };
-    assert!(api.get("/secrets", "agent-sandbox-system", "paddock-egress-ca").is_some());
+    assert!(
+        api.get("/secrets", "agent-sandbox-system", "paddock-egress-ca")
+            .is_some()
+    );
     assert!(!bundle.contains("PRIVATE KEY"));
     let trust = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(trust.path(), &bundle).unwrap();
 
     let placeholder = paddock_policy::placeholder::derived(&uid, "api", "Authorization");
     let header = format!("Authorization: Bearer {placeholder}");
-    let (code, out, err) = curl(&proxy, trust.path(), &["-H", &header, "https://allowed.test/v1"]).await;
-    assert_eq!((code, out.as_str()), (0, "hello from allowed.test: GET /v1"), "{err}");
+    let (code, out, err) = curl(
+        &proxy,
+        trust.path(),
+        &["-H", &header, "https://allowed.test/v1"],
+    )
+    .await;
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "hello from allowed.test: GET /v1"),
+        "{err}"
+    );
     assert!(
-        hosts.seen_authorization().contains(&"Bearer cluster-secret".to_owned()),
+        hosts
+            .seen_authorization()
+            .contains(&"Bearer cluster-secret".to_owned()),
         "{:?}",
         hosts.seen_authorization()
     );
@@ -142,11 +155,24 @@ async fn a_sandbox_pod_is_judged_by_its_policy_and_gets_its_secret_from_a_kubern
     assert!(err.contains("403"), "{err}");
 
     // The Pod goes: its address is a stranger now, refused.
-    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(api.client(), "default");
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(api.unrecorded().client(), "default");
     pods.delete("sb", &Default::default()).await.unwrap();
     let mut refused = false;
     for _ in 0..40 {
-        let (_, out, _) = curl(&proxy, trust.path(), &["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://allowed.test/"]).await;
+        let (_, out, _) = curl(
+            &proxy,
+            trust.path(),
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "http://allowed.test/",
+            ],
+        )
+        .await;
         if out == "403" {
             refused = true;
             break;
@@ -156,4 +182,49 @@ async fn a_sandbox_pod_is_judged_by_its_policy_and_gets_its_secret_from_a_kubern
     assert!(refused, "a deleted Pod's address is no longer served");
     shutdown.cancel();
     server.await.unwrap().unwrap();
+
+    // Every request it made is granted by deploy/egress/rbac.yaml, in the right scope.
+    let (cluster, namespaced) = granted();
+    for r in api.requests() {
+        let (group, resource, verb, ns) =
+            paddock_testkit::kube::scripted::authz(&r).expect("a resource request");
+        let key = (group.clone(), resource.clone(), verb.clone());
+        assert!(
+            cluster.contains(&key)
+                || (ns.as_deref() == Some("agent-sandbox-system") && namespaced.contains(&key)),
+            "{r} needs {verb} on {resource} in group {group:?}, which deploy/egress/rbac.yaml does not grant"
+        );
+    }
+}
+
+type Grants = std::collections::BTreeSet<(String, String, String)>;
+
+/// What deploy/egress/rbac.yaml grants: (apiGroup, resource, verb), cluster-wide and in the
+/// proxy's namespace.
+fn granted() -> (Grants, Grants) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/egress/rbac.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let (mut cluster, mut namespaced) = (Grants::new(), Grants::new());
+    for doc in paddock_api::yaml::parse_documents(&text).unwrap() {
+        let v = doc.value;
+        let target = match v["kind"].as_str() {
+            Some("ClusterRole") => &mut cluster,
+            Some("Role") => &mut namespaced,
+            _ => continue,
+        };
+        for rule in v["rules"].as_array().cloned().unwrap_or_default() {
+            for g in rule["apiGroups"].as_array().cloned().unwrap_or_default() {
+                for r in rule["resources"].as_array().cloned().unwrap_or_default() {
+                    for verb in rule["verbs"].as_array().cloned().unwrap_or_default() {
+                        target.insert((
+                            g.as_str().unwrap().to_owned(),
+                            r.as_str().unwrap().to_owned(),
+                            verb.as_str().unwrap().to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    (cluster, namespaced)
 }

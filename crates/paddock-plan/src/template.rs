@@ -130,11 +130,57 @@ pub fn secure_default_network_policy_spec(template_name: &str) -> NetworkPolicyS
     }
 }
 
+/// The labels of the in-cluster egress proxy's Pods (`paddock egress`, deploy/egress), in
+/// [`ROUTER_NAMESPACE`].
+pub const EGRESS_PROXY_APP: &str = "paddock-egress";
+/// The egress proxy's port.
+pub const EGRESS_PROXY_PORT: i32 = 3128;
+
+/// The secure default for a template that names a SandboxPolicy (`paddock.dev/policy`): as
+/// [`secure_default_network_policy_spec`], but egress only to the egress proxy, which enforces
+/// the policy (no DNS, no other address).
+pub fn egress_proxy_network_policy_spec(template_name: &str) -> NetworkPolicySpec {
+    let mut spec = secure_default_network_policy_spec(template_name);
+    spec.egress = Some(vec![NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "kubernetes.io/metadata.name".to_owned(),
+                    ROUTER_NAMESPACE.to_owned(),
+                )])),
+                match_expressions: None,
+            }),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "app".to_owned(),
+                    EGRESS_PROXY_APP.to_owned(),
+                )])),
+                match_expressions: None,
+            }),
+            ip_block: None,
+        }]),
+        ports: Some(vec![k8s_openapi::api::networking::v1::NetworkPolicyPort {
+            port: Some(
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(EGRESS_PROXY_PORT),
+            ),
+            protocol: Some("TCP".to_owned()),
+            end_port: None,
+        }]),
+    }]);
+    spec
+}
+
 /// The NetworkPolicy spec a managed template wants: its own rules verbatim, or the secure
-/// default when it has none.
+/// default when it has none (egress only to the egress proxy when it names a SandboxPolicy).
 pub fn desired_network_policy_spec(template: &SandboxTemplate) -> NetworkPolicySpec {
     let name = template_name(template);
+    let names_policy = template
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(paddock_api::policy::POLICY_ANNOTATION));
     match &template.spec.network_policy {
+        None if names_policy => egress_proxy_network_policy_spec(name),
         None => secure_default_network_policy_spec(name),
         Some(rules) => NetworkPolicySpec {
             pod_selector: Some(template_selector(name)),

@@ -226,3 +226,36 @@ fn deleting_template_is_left_alone() {
     tpl.metadata.deletion_timestamp = Some(t(1));
     assert_eq!(plan(&tpl, None), TemplatePlan::default());
 }
+
+#[test]
+fn a_template_naming_a_sandbox_policy_lets_its_pods_reach_only_the_egress_proxy() {
+    let mut t = template("governed");
+    t.metadata.annotations = Some(std::collections::BTreeMap::from([(
+        "paddock.dev/policy".to_owned(),
+        "pypi".to_owned(),
+    )]));
+    let spec = desired_network_policy_spec(&t);
+    let egress = spec.egress.expect("egress rules");
+    assert_eq!(egress.len(), 1);
+    let to = egress[0].to.as_ref().expect("peers");
+    assert_eq!(to.len(), 1, "only the proxy, no address range");
+    assert_eq!(
+        to[0]
+            .pod_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.as_ref())
+            .and_then(|l| l.get("app"))
+            .map(String::as_str),
+        Some("paddock-egress")
+    );
+    let ports = egress[0].ports.as_ref().expect("ports");
+    assert_eq!(
+        ports[0].port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(3128))
+    );
+    // The ingress from the router stays as in the secure default.
+    assert_eq!(
+        spec.ingress,
+        secure_default_network_policy_spec("governed").ingress
+    );
+}

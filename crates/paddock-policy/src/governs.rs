@@ -75,7 +75,9 @@ pub fn governing_policies(
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GoverningError {
     /// A named policy does not exist.
-    #[error("SandboxPolicy {name:?} (named by the {named_by}'s paddock.dev/policy annotation) does not exist in namespace {namespace}: create it with `paddock apply -f` (or kubectl apply)")]
+    #[error(
+        "SandboxPolicy {name:?} (named by the {named_by}'s paddock.dev/policy annotation) does not exist in namespace {namespace}: create it with `paddock apply -f` (or kubectl apply)"
+    )]
     Missing {
         /// Namespace.
         namespace: String,
@@ -156,24 +158,55 @@ mod tests {
         let claim = json!({"metadata": {"annotations": {"paddock.dev/policy": "clm"}}});
         let refs = governing_policies(&sandbox, Some(&template), Some(&claim));
         let names: Vec<_> = refs.iter().map(|r| (r.name.as_str(), r.named_by)).collect();
-        assert_eq!(names, [("own", "Sandbox"), ("tpl", "SandboxTemplate"), ("clm", "SandboxClaim")]);
+        assert_eq!(
+            names,
+            [
+                ("own", "Sandbox"),
+                ("tpl", "SandboxTemplate"),
+                ("clm", "SandboxClaim")
+            ]
+        );
     }
 
     #[test]
     fn the_rules_are_the_meet_and_a_missing_policy_is_an_error_naming_who_named_it() {
         let refs = [
-            PolicyRef { name: "a".into(), named_by: "SandboxTemplate" },
-            PolicyRef { name: "b".into(), named_by: "SandboxClaim" },
+            PolicyRef {
+                name: "a".into(),
+                named_by: "SandboxTemplate",
+            },
+            PolicyRef {
+                name: "b".into(),
+                named_by: "SandboxClaim",
+            },
         ];
-        let found = [(refs[0].clone(), Some(policy("a.test"))), (refs[1].clone(), Some(policy("b.test")))];
-        let rules = governing_rules("ns", &found).expect("valid").expect("egress");
-        assert!(rules.connect(Destination::Name("both.test"), 443, true).allowed());
-        assert!(!rules.connect(Destination::Name("a.test"), 443, true).allowed());
+        let found = [
+            (refs[0].clone(), Some(policy("a.test"))),
+            (refs[1].clone(), Some(policy("b.test"))),
+        ];
+        let rules = governing_rules("ns", &found)
+            .expect("valid")
+            .expect("egress");
+        assert!(
+            rules
+                .connect(Destination::Name("both.test"), 443, true)
+                .allowed()
+        );
+        assert!(
+            !rules
+                .connect(Destination::Name("a.test"), 443, true)
+                .allowed()
+        );
         let missing = [(refs[1].clone(), None)];
         assert_eq!(
-            governing_rules("ns", &missing).expect_err("missing").to_string(),
+            governing_rules("ns", &missing)
+                .expect_err("missing")
+                .to_string(),
             "SandboxPolicy \"b\" (named by the SandboxClaim's paddock.dev/policy annotation) does not exist in namespace ns: create it with `paddock apply -f` (or kubectl apply)"
         );
-        assert!(governing_rules("ns", &[]).expect("none").is_none(), "no policy: no network");
+        assert!(
+            governing_rules("ns", &[]).expect("none").is_none(),
+            "no policy: no network"
+        );
     }
 }

@@ -20,7 +20,11 @@ mod tests {
     fn placeholders_depend_on_sandbox_rule_and_header_only() {
         let a = derived("uid-1", "api", "Authorization");
         assert!(a.starts_with("paddock-placeholder-") && a.len() == 20 + 32);
-        assert_eq!(a, derived("uid-1", "api", "authorization"), "header names are case-insensitive");
+        assert_eq!(
+            a,
+            derived("uid-1", "api", "authorization"),
+            "header names are case-insensitive"
+        );
         assert_ne!(a, derived("uid-2", "api", "Authorization"));
         assert_ne!(a, derived("uid-1", "other", "Authorization"));
     }

@@ -52,6 +52,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "paddock-api",
             "paddock-plan",
+            "paddock-policy",
             "paddock-control",
             "paddock-kube",
             "paddock-webhook",
@@ -72,7 +73,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "paddock-kube-egress",
-        &["paddock-api", "paddock-policy", "paddock-egress", "paddock-kube"],
+        &[
+            "paddock-api",
+            "paddock-policy",
+            "paddock-egress",
+            "paddock-kube",
+        ],
     ),
     // Binaries, benchmarks and test support may use anything.
     ("paddock", &["*"]),

@@ -30,6 +30,7 @@ pub fn context_with(config: CoreConfig) -> (Arc<Core>, ChildWriters, ApiHandle) 
     let (core, mut children) = kube_core(
         &client,
         config,
+        None,
         Arc::new(ManualClock::new(now())),
         Arc::new(LogEvents),
     );
