@@ -24,8 +24,8 @@ use paddock_api::stored::Object;
 use paddock_api::v1beta1::{OperatingMode, Sandbox, SandboxStatus};
 use paddock_backend::targets::{DEFAULT_PORT, pod_ip_allowed};
 use paddock_backend::{
-    ApiError, Backend, BoxFuture, ByteStream, Code, Endpoint, ObjectEvent, ObjectList, ObjectWatch,
-    Part, Propagation, Target, WatchEventType,
+    ApiError, Backend, BoxFuture, ByteStream, Code, EgressFeed, Endpoint, ObjectEvent, ObjectList,
+    ObjectWatch, Part, Propagation, Target, WatchEventType,
 };
 use serde_json::{Value, json};
 
@@ -54,6 +54,8 @@ pub struct BackendConfig {
     pub allow_loopback_pod_ip: bool,
     /// Which Sandboxes to keep in memory for routing.
     pub sandbox_cache: SandboxCacheScope,
+    /// The in-cluster egress proxy's API (`http://host:port`), for sandboxes' egress records.
+    pub egress_api: Option<String>,
 }
 
 impl Default for BackendConfig {
@@ -64,6 +66,7 @@ impl Default for BackendConfig {
             agent_image: None,
             allow_loopback_pod_ip: false,
             sandbox_cache: SandboxCacheScope::default(),
+            egress_api: None,
         }
     }
 }
@@ -663,6 +666,29 @@ impl Backend for KubeBackend {
     /// refuses to start its Pod when it has none (`--egress-proxy`).
     fn policy_enforcement_missing(&self) -> Option<String> {
         None
+    }
+
+    fn egress(
+        &self,
+        namespace: &str,
+        sandbox: &str,
+        follow: bool,
+    ) -> BoxFuture<'_, Result<EgressFeed, ApiError>> {
+        let url = self.config.egress_api.as_ref().map(|base| {
+            format!(
+                "{base}/v1/sandboxes/{namespace}/{sandbox}/egress{}",
+                if follow { "?follow=true" } else { "" }
+            )
+        });
+        Box::pin(async move {
+            let Some(url) = url else {
+                return Err(ApiError::new(
+                    Code::NotImplemented,
+                    "this gateway does not know the egress proxy: start it with --egress-api",
+                ));
+            };
+            crate::egress::read(&url, follow).await
+        })
     }
 
     fn name(&self) -> &'static str {

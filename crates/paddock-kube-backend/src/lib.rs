@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod cache;
+pub mod egress;
 pub mod tokenreview;
 
 pub use backend::{BackendConfig, KubeBackend};

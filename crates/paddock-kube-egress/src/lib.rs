@@ -9,8 +9,10 @@
 //! intercepted destinations as the ConfigMap `paddock-egress-ca` in each of their namespaces.
 //!
 //! - [`cluster`]: the watches and which address is which sandbox;
+//! - [`api`]: the records and metrics, for `paddock gateway` and Prometheus;
 //! - [`run`](mod@run): flags, the CA, secrets, serving.
 
+pub mod api;
 pub mod cluster;
 pub mod run;
 

@@ -36,6 +36,10 @@ pub struct EgressArgs {
     /// does).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3128")]
     pub listen: SocketAddr,
+    /// Serve the records (`/v1/sandboxes/{namespace}/{name}/egress`) and `/metrics` here,
+    /// for `paddock gateway` and Prometheus (`0` = off). In a pod, 0.0.0.0:9090 (deploy/ does).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+    pub api_listen: String,
     /// Only sandboxes in this namespace (default: every namespace).
     #[arg(long = "sandbox-namespace", value_name = "NAMESPACE")]
     pub sandbox_namespace: Option<String>,
@@ -79,6 +83,14 @@ pub enum EgressError {
         name: String,
         /// What failed.
         message: String,
+    },
+    /// A flag's value is not what it should be.
+    #[error("{flag} {value:?}: give HOST:PORT, or 0 for off")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// What was given.
+        value: String,
     },
     /// A file flag could not be read.
     #[error("{flag} {path}: {source}")]
@@ -322,6 +334,27 @@ pub async fn run_with(
         Arc::new(move |ip| cluster.identify(ip))
     };
     let server = proxy.serve_identified(listener, identify);
+    let api = match args.api_listen.as_str() {
+        "0" | "" => None,
+        addr => {
+            let addr: SocketAddr = addr.parse().map_err(|_| EgressError::Flag {
+                flag: "--api-listen",
+                value: addr.to_owned(),
+            })?;
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| KubeError::Bind {
+                    what: "the egress proxy's API",
+                    addr,
+                    source,
+                })?;
+            Some(tokio::spawn(crate::api::serve(
+                l,
+                proxy.clone(),
+                shutdown.clone(),
+            )))
+        }
+    };
     tracing::info!(listen = %args.listen, "egress proxy serving");
     let mut published: Vec<String> = Vec::new();
     loop {
@@ -343,5 +376,8 @@ pub async fn run_with(
         }
     }
     server.abort();
+    if let Some(api) = api {
+        api.abort();
+    }
     Ok(())
 }

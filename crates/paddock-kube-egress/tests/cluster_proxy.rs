@@ -61,6 +61,16 @@ fn seed(api: &FakeApiServer, hosts: &TestHosts, pod_ip: &str) -> String {
     uid
 }
 
+/// A plain GET's body.
+async fn get_text(url: &str) -> String {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", url])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 async fn curl(proxy: &str, cacert: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = tokio::process::Command::new("curl")
         .args(["-sS", "--max-time", "10", "--proxy", proxy, "--cacert"])
@@ -93,10 +103,18 @@ async fn a_sandbox_pod_is_judged_by_its_policy_and_gets_its_secret_from_a_kubern
     std::fs::write(ca_file.path(), &hosts.ca_pem).unwrap();
     let listen = listener.local_addr().unwrap().to_string();
     let dns = hosts.dns().to_string();
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let api_listen = format!("127.0.0.1:{api_port}");
     let args = Cli::parse_from([
         "paddock-egress",
         "--listen",
         &listen,
+        "--api-listen",
+        &api_listen,
         "--egress-dns",
         &dns,
         "--egress-ca-file",
@@ -153,6 +171,37 @@ async fn a_sandbox_pod_is_judged_by_its_policy_and_gets_its_secret_from_a_kubern
     let (code, _, err) = curl(&proxy, trust.path(), &["https://denied.test/"]).await;
     assert_ne!(code, 0);
     assert!(err.contains("403"), "{err}");
+
+    // The record, as `paddock gateway` reads it from the proxy's API; and the metrics.
+    let url = format!("http://{api_listen}/v1/sandboxes/default/sb/egress");
+    let mut feed = None;
+    for _ in 0..100 {
+        let f = paddock_kube_backend::egress::read(&url, false)
+            .await
+            .unwrap();
+        if f.records.iter().any(|r| r.host == "denied.test") {
+            feed = Some(f);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let feed = feed.expect("the records reach the API");
+    let used = feed
+        .records
+        .iter()
+        .find(|r| r.path.as_deref() == Some("/v1"))
+        .expect("the intercepted request");
+    assert_eq!(used.credentials, vec!["api/Authorization".to_owned()]);
+    assert!(
+        feed.records
+            .iter()
+            .any(|r| r.host == "denied.test" && !r.allowed)
+    );
+    let metrics = get_text(&format!("http://{api_listen}/metrics")).await;
+    assert!(
+        metrics.contains("paddock_egress_decisions_total{namespace=\"default\",sandbox=\"sb\""),
+        "{metrics}"
+    );
 
     // The Pod goes: its address is a stranger now, refused.
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =

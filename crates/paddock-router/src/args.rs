@@ -89,6 +89,15 @@ pub struct GatewayArgs {
     #[arg(long)]
     pub allow_loopback_pod_ip: bool,
 
+    /// The in-cluster egress proxy's API (`paddock egress --api-listen`), where
+    /// `GET /v1/sandboxes/{name}/egress` reads a sandbox's record ("" = not served).
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://paddock-egress.agent-sandbox-system:9090"
+    )]
+    pub egress_api: String,
+
     /// Keep Sandboxes in memory from one watch, so routing a request needs no API call
     /// (upstream's router flag; on by default here). `false`: GET the Sandbox per request.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
@@ -370,6 +379,8 @@ impl GatewayArgs {
                 agent_image: self.agent_image.clone(),
                 allow_loopback_pod_ip: self.allow_loopback_pod_ip,
                 sandbox_cache,
+                egress_api: Some(self.egress_api.trim_end_matches('/').to_owned())
+                    .filter(|u| !u.is_empty()),
             },
             proxy_timeout: self.proxy_timeout,
             qps: (self.kube_api_qps >= 0.0).then_some(self.kube_api_qps),
