@@ -78,6 +78,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "paddock-policy",
             "paddock-egress",
             "paddock-kube",
+            "paddock-wire",
         ],
     ),
     // Binaries, benchmarks and test support may use anything.
