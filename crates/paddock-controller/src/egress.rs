@@ -182,33 +182,15 @@ pub fn govern_pod(pod: &mut Pod, proxy: &str, placeholders: &[(String, String)])
     let Some(spec) = pod.spec.as_mut() else {
         return;
     };
-    let url = format!("http://{proxy}");
     let host = proxy.rsplit_once(':').map_or(proxy, |(h, _)| h);
     let containers = spec
         .containers
         .iter_mut()
         .chain(spec.init_containers.iter_mut().flatten());
+    let host = host.trim_matches(['[', ']']);
+    let env = paddock_policy::sandbox_env::governed_env(proxy, &[host], CA_PATH);
     for c in containers {
-        for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
-            set_env(c, name, &url);
-            set_env(c, &name.to_ascii_lowercase(), &url);
-        }
-        // The Pod's own address space stays direct; the proxy's is named for clients that
-        // check NO_PROXY against the proxy itself.
-        let no_proxy = format!("localhost,127.0.0.1,::1,{}", host.trim_matches(['[', ']']));
-        set_env(c, "NO_PROXY", &no_proxy);
-        set_env(c, "no_proxy", &no_proxy);
-        for name in [
-            "SSL_CERT_FILE",
-            "REQUESTS_CA_BUNDLE",
-            "CURL_CA_BUNDLE",
-            "NODE_EXTRA_CA_CERTS",
-            "GIT_SSL_CAINFO",
-            "PIP_CERT",
-        ] {
-            set_env(c, name, CA_PATH);
-        }
-        for (name, value) in placeholders {
+        for (name, value) in env.iter().chain(placeholders) {
             set_env(c, name, value);
         }
         let mounts = c.volume_mounts.get_or_insert_with(Vec::new);

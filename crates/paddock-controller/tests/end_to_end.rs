@@ -9,6 +9,7 @@ use paddock_api::kinds::Kind;
 use paddock_api::names::name_hash;
 use paddock_controller::ControllerArgs;
 use paddock_testkit::kube::FakeApiServer;
+use paddock_testkit::kube::rbac::Grants;
 use paddock_testkit::kube::scripted::authz;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -62,38 +63,11 @@ fn settings() -> paddock_controller::args::Settings {
 
 /// What the deploy/ RBAC grants: (apiGroup, resource, verb), cluster-wide and in the
 /// controller's namespace.
-type Grants = BTreeSet<(String, String, String)>;
-
 fn granted() -> (Grants, Grants) {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/rbac");
-    let mut cluster = BTreeSet::new();
-    let mut namespaced = BTreeSet::new();
-    for entry in std::fs::read_dir(root).expect("deploy/rbac") {
-        let path = entry.expect("entry").path();
-        let text = std::fs::read_to_string(&path).expect("read");
-        for doc in paddock_api::yaml::parse_documents(&text).expect("yaml") {
-            let v = doc.value;
-            let target = match v["kind"].as_str() {
-                Some("ClusterRole") => &mut cluster,
-                Some("Role") => &mut namespaced,
-                _ => continue,
-            };
-            for rule in v["rules"].as_array().cloned().unwrap_or_default() {
-                for g in rule["apiGroups"].as_array().cloned().unwrap_or_default() {
-                    for r in rule["resources"].as_array().cloned().unwrap_or_default() {
-                        for verb in rule["verbs"].as_array().cloned().unwrap_or_default() {
-                            target.insert((
-                                g.as_str().unwrap_or_default().to_owned(),
-                                r.as_str().unwrap_or_default().to_owned(),
-                                verb.as_str().unwrap_or_default().to_owned(),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    (cluster, namespaced)
+    let files = paddock_testkit::kube::rbac::files_in(std::path::Path::new(root));
+    let files: Vec<&std::path::Path> = files.iter().map(std::path::PathBuf::as_path).collect();
+    paddock_testkit::kube::rbac::granted(&files)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

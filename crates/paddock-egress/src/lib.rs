@@ -3,7 +3,7 @@
 //! Each such sandbox gets its own network namespace ([`netns`]) holding nothing but a loopback
 //! on which this proxy listens: an HTTP proxy on `127.0.0.1:3128` (CONNECT tunnels and plain
 //! HTTP, [`proxy`]) and a DNS responder on `127.0.0.1:53` that answers only names the policy
-//! allows ([`dns`]). The sandbox gets `HTTP_PROXY`/`HTTPS_PROXY` ([`proxy_env`]), so pip, npm,
+//! allows ([`dns`]). The sandbox gets `HTTP_PROXY`/`HTTPS_PROXY` ([`SandboxEgress::sandbox_env`]), so pip, npm,
 //! git, curl and requests work; anything that ignores them finds no route. Every decision comes
 //! from `paddock-policy`, every connection lands in the sandbox's [`log`], and the rules can be
 //! swapped while the sandbox runs ([`SandboxEgress::set_rules`]).
@@ -47,20 +47,6 @@ pub fn proxy_addr() -> SocketAddr {
 /// Where the DNS responder listens inside a sandbox's namespace.
 pub fn dns_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 53))
-}
-
-/// The environment a sandbox behind the proxy gets: both spellings of the proxy variables, and
-/// `NO_PROXY` for its own loopback.
-pub fn proxy_env() -> Vec<(String, String)> {
-    let url = format!("http://{}", proxy_addr());
-    let mut env = Vec::new();
-    for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
-        env.push((name.to_owned(), url.clone()));
-        env.push((name.to_ascii_lowercase(), url.clone()));
-    }
-    env.push(("NO_PROXY".to_owned(), "localhost,127.0.0.1,::1".to_owned()));
-    env.push(("no_proxy".to_owned(), "localhost,127.0.0.1,::1".to_owned()));
-    env
 }
 
 /// The `/etc/resolv.conf` of a sandbox behind the proxy.
@@ -138,17 +124,8 @@ impl SandboxEgress {
     /// The environment the sandbox needs: the proxy settings, the trust store variables
     /// (pointing at `ca_bundle`, a path inside the sandbox) and each credential's placeholder.
     pub fn sandbox_env(&self, ca_bundle: &str) -> Vec<(String, String)> {
-        let mut env = proxy_env();
-        for name in [
-            "SSL_CERT_FILE",
-            "REQUESTS_CA_BUNDLE",
-            "CURL_CA_BUNDLE",
-            "NODE_EXTRA_CA_CERTS",
-            "GIT_SSL_CAINFO",
-            "PIP_CERT",
-        ] {
-            env.push((name.to_owned(), ca_bundle.to_owned()));
-        }
+        let mut env =
+            paddock_policy::sandbox_env::governed_env(&proxy_addr().to_string(), &[], ca_bundle);
         env.extend(self.placeholders.env(self.rules().injections()));
         env
     }

@@ -52,6 +52,27 @@ impl EgressLogBook {
         (records.iter().cloned().collect(), feed)
     }
 
+    /// The records kept, and a stream of the ones that follow (a follower that falls more
+    /// than the feed's capacity behind skips ahead).
+    pub fn follow(
+        &self,
+    ) -> (
+        Vec<EgressRecord>,
+        impl futures_util::Stream<Item = EgressRecord> + Send + 'static,
+    ) {
+        let (records, feed) = self.snapshot_and_follow();
+        let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+            loop {
+                match feed.recv().await {
+                    Ok(record) => return Some((record, feed)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        (records, stream)
+    }
+
     /// The records kept, oldest first.
     pub fn snapshot(&self) -> Vec<EgressRecord> {
         self.snapshot_and_follow().0

@@ -304,6 +304,40 @@ async fn open_upstream(
     ))
 }
 
+/// Lets a connection through, or answers why not (and records it): the rules' decision, the
+/// limits, then the addresses the host resolved to and the connection itself.
+async fn admit(
+    egress: &SandboxEgress,
+    rules: &EgressRules,
+    pending: Pending,
+    decision: Decision,
+    resolver: &Resolver,
+) -> Result<(Pending, TcpStream, IpAddr, Decision), Response<Body>> {
+    if let Verdict::Deny(reason) = &decision.verdict {
+        let response = denied(&reason.to_string());
+        pending.finish(egress, None, Ok(&decision), (0, 0));
+        return Err(response);
+    }
+    if let Err(reason) = egress.start_request(rules) {
+        let response = denied(&reason.to_string());
+        pending.finish(egress, None, Err(&reason), (0, 0));
+        return Err(response);
+    }
+    let (host, port) = (pending.host.clone(), pending.port);
+    match open_upstream(rules, &host, port, decision, resolver).await {
+        Ok((upstream, address, decision)) => Ok((pending, upstream, address, decision)),
+        Err(Upstream::Denied(reason)) => {
+            let response = denied(&reason.to_string());
+            pending.finish(egress, None, Err(&reason), (0, 0));
+            Err(response)
+        }
+        Err(Upstream::Failed(status, message)) => {
+            pending.failed(egress, &message);
+            Err(text(status, format!("paddock egress: {message}")))
+        }
+    }
+}
+
 /// `host` and `port` of an authority, with a default port.
 fn split_authority(authority: &http::uri::Authority, default_port: u16) -> (String, u16) {
     let host = authority
@@ -331,29 +365,10 @@ async fn connect(
     // by one (and rules restricted to some requests can allow it).
     let intercept = !rules.injections_for(&host, port).is_empty() && egress.ca().is_some();
     let decision = rules.connect(Destination::parse(&host), port, !intercept);
-    let resolver = &context.resolver;
-    if let Verdict::Deny(reason) = &decision.verdict {
-        let response = denied(&reason.to_string());
-        pending.finish(&egress, None, Ok(&decision), (0, 0));
-        return response;
-    }
-    if let Err(reason) = egress.start_request(&rules) {
-        let response = denied(&reason.to_string());
-        pending.finish(&egress, None, Err(&reason), (0, 0));
-        return response;
-    }
-    let (upstream, address, decision) =
-        match open_upstream(&rules, &host, port, decision, resolver).await {
-            Ok(found) => found,
-            Err(Upstream::Denied(reason)) => {
-                let response = denied(&reason.to_string());
-                pending.finish(&egress, None, Err(&reason), (0, 0));
-                return response;
-            }
-            Err(Upstream::Failed(status, message)) => {
-                pending.failed(&egress, &message);
-                return text(status, format!("paddock egress: {message}"));
-            }
+    let (pending, upstream, address, decision) =
+        match admit(&egress, &rules, pending, decision, &context.resolver).await {
+            Ok(admitted) => admitted,
+            Err(response) => return response,
         };
     let on_upgrade = hyper::upgrade::on(&mut req);
     if intercept {
@@ -522,28 +537,10 @@ async fn forward(
     pending.path = Some(path.clone());
     let rules = egress.rules();
     let decision = rules.request(&host, port, &method, &path);
-    if let Verdict::Deny(reason) = &decision.verdict {
-        let response = denied(&reason.to_string());
-        pending.finish(&egress, None, Ok(&decision), (0, 0));
-        return response;
-    }
-    if let Err(reason) = egress.start_request(&rules) {
-        let response = denied(&reason.to_string());
-        pending.finish(&egress, None, Err(&reason), (0, 0));
-        return response;
-    }
-    let (upstream, address, decision) =
-        match open_upstream(&rules, &host, port, decision, resolver).await {
-            Ok(found) => found,
-            Err(Upstream::Denied(reason)) => {
-                let response = denied(&reason.to_string());
-                pending.finish(&egress, None, Err(&reason), (0, 0));
-                return response;
-            }
-            Err(Upstream::Failed(status, message)) => {
-                pending.failed(&egress, &message);
-                return text(status, format!("paddock egress: {message}"));
-            }
+    let (pending, upstream, address, decision) =
+        match admit(&egress, &rules, pending, decision, resolver).await {
+            Ok(admitted) => admitted,
+            Err(response) => return response,
         };
     let counters = Arc::new(Counters::default());
     let io = Counted::new(upstream, Arc::clone(&egress), Arc::clone(&counters));

@@ -521,19 +521,8 @@ impl Backend for EngineBackend {
                     follow: None,
                 });
             };
-            let (records, feed) = egress.log().snapshot_and_follow();
-            let follow = follow.then(|| {
-                let stream = futures_util::stream::unfold(feed, |mut feed| async move {
-                    loop {
-                        match feed.recv().await {
-                            Ok(record) => return Some((record, feed)),
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                        }
-                    }
-                });
-                Box::pin(stream) as EgressStream
-            });
+            let (records, feed) = egress.log().follow();
+            let follow = follow.then(|| Box::pin(feed) as EgressStream);
             Ok(EgressFeed { records, follow })
         })
     }

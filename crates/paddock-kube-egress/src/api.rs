@@ -56,7 +56,7 @@ fn handle(proxy: &EgressProxy, req: &Request<Incoming>) -> Response<Body> {
             serde_json::to_vec(&EgressLog::default()).unwrap_or_default(),
         );
     };
-    let (records, feed) = egress.log().snapshot_and_follow();
+    let (records, next) = egress.log().follow();
     if !follow {
         let log = EgressLog { items: records };
         return full(
@@ -71,15 +71,6 @@ fn handle(proxy: &EgressProxy, req: &Request<Incoming>) -> Response<Body> {
         Ok::<_, Infallible>(Frame::data(Bytes::from(v)))
     };
     let kept: Vec<_> = records.iter().map(line).collect();
-    let next = futures::stream::unfold(feed, |mut feed| async move {
-        loop {
-            match feed.recv().await {
-                Ok(r) => return Some((r, feed)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    });
     let stream = futures::stream::iter(kept).chain(next.map(move |r| line(&r)));
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
     if let Ok(v) = http::HeaderValue::from_str("application/x-ndjson") {

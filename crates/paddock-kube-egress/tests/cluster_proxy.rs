@@ -246,34 +246,11 @@ async fn a_sandbox_pod_is_judged_by_its_policy_and_gets_its_secret_from_a_kubern
     }
 }
 
-type Grants = std::collections::BTreeSet<(String, String, String)>;
-
-/// What deploy/egress/rbac.yaml grants: (apiGroup, resource, verb), cluster-wide and in the
-/// proxy's namespace.
-fn granted() -> (Grants, Grants) {
+/// What deploy/egress/rbac.yaml grants, cluster-wide and in the proxy's namespace.
+fn granted() -> (
+    paddock_testkit::kube::rbac::Grants,
+    paddock_testkit::kube::rbac::Grants,
+) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/egress/rbac.yaml");
-    let text = std::fs::read_to_string(path).unwrap();
-    let (mut cluster, mut namespaced) = (Grants::new(), Grants::new());
-    for doc in paddock_api::yaml::parse_documents(&text).unwrap() {
-        let v = doc.value;
-        let target = match v["kind"].as_str() {
-            Some("ClusterRole") => &mut cluster,
-            Some("Role") => &mut namespaced,
-            _ => continue,
-        };
-        for rule in v["rules"].as_array().cloned().unwrap_or_default() {
-            for g in rule["apiGroups"].as_array().cloned().unwrap_or_default() {
-                for r in rule["resources"].as_array().cloned().unwrap_or_default() {
-                    for verb in rule["verbs"].as_array().cloned().unwrap_or_default() {
-                        target.insert((
-                            g.as_str().unwrap().to_owned(),
-                            r.as_str().unwrap().to_owned(),
-                            verb.as_str().unwrap().to_owned(),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    (cluster, namespaced)
+    paddock_testkit::kube::rbac::granted(&[std::path::Path::new(path)])
 }

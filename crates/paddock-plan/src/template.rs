@@ -87,6 +87,24 @@ fn policy_types() -> Option<Vec<String>> {
     Some(vec!["Ingress".to_owned(), "Egress".to_owned()])
 }
 
+/// Pods labelled `app: <app>` in [`ROUTER_NAMESPACE`] (the router's, the egress proxy's).
+fn system_pod(app: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_owned(),
+                ROUTER_NAMESPACE.to_owned(),
+            )])),
+            match_expressions: None,
+        }),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".to_owned(), app.to_owned())])),
+            match_expressions: None,
+        }),
+        ip_block: None,
+    }
+}
+
 /// The secure-default NetworkPolicy spec: ingress only from `app: sandbox-router` pods in the
 /// `agent-sandbox-system` namespace, egress only to public IPv4/IPv6.
 pub fn secure_default_network_policy_spec(template_name: &str) -> NetworkPolicySpec {
@@ -101,23 +119,7 @@ pub fn secure_default_network_policy_spec(template_name: &str) -> NetworkPolicyS
         pod_selector: Some(template_selector(template_name)),
         policy_types: policy_types(),
         ingress: Some(vec![NetworkPolicyIngressRule {
-            from: Some(vec![NetworkPolicyPeer {
-                namespace_selector: Some(LabelSelector {
-                    match_labels: Some(BTreeMap::from([(
-                        "kubernetes.io/metadata.name".to_owned(),
-                        ROUTER_NAMESPACE.to_owned(),
-                    )])),
-                    match_expressions: None,
-                }),
-                pod_selector: Some(LabelSelector {
-                    match_labels: Some(BTreeMap::from([(
-                        "app".to_owned(),
-                        "sandbox-router".to_owned(),
-                    )])),
-                    match_expressions: None,
-                }),
-                ip_block: None,
-            }]),
+            from: Some(vec![system_pod("sandbox-router")]),
             ports: None,
         }]),
         egress: Some(vec![NetworkPolicyEgressRule {
@@ -142,23 +144,7 @@ pub const EGRESS_PROXY_PORT: i32 = 3128;
 pub fn egress_proxy_network_policy_spec(template_name: &str) -> NetworkPolicySpec {
     let mut spec = secure_default_network_policy_spec(template_name);
     spec.egress = Some(vec![NetworkPolicyEgressRule {
-        to: Some(vec![NetworkPolicyPeer {
-            namespace_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([(
-                    "kubernetes.io/metadata.name".to_owned(),
-                    ROUTER_NAMESPACE.to_owned(),
-                )])),
-                match_expressions: None,
-            }),
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([(
-                    "app".to_owned(),
-                    EGRESS_PROXY_APP.to_owned(),
-                )])),
-                match_expressions: None,
-            }),
-            ip_block: None,
-        }]),
+        to: Some(vec![system_pod(EGRESS_PROXY_APP)]),
         ports: Some(vec![k8s_openapi::api::networking::v1::NetworkPolicyPort {
             port: Some(
                 k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(EGRESS_PROXY_PORT),

@@ -10,6 +10,7 @@ pub mod address;
 pub mod egress;
 pub mod governs;
 pub mod placeholder;
+pub mod sandbox_env;
 pub mod suggest;
 
 pub use address::{Cidr, is_public};

@@ -4,6 +4,7 @@
 
 pub mod api_server;
 pub mod cluster;
+pub mod rbac;
 pub mod scripted;
 
 pub use api_server::{ApiCosts, FakeApiServer, RequestRecord};
