@@ -49,6 +49,116 @@ pub struct SandboxPolicySpec {
     /// Network access from inside the sandbox. Without it the sandbox has no network at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressPolicy>,
+    /// What may be done in and to the sandbox, per capability. Without it nothing is limited
+    /// beyond the sandbox's isolation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Permissions>,
+}
+
+/// How far a capability is granted: `never` < `ask` (held for a person's approval) <
+/// `always`. Policies that apply together grant the smaller (their meet).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Refused.
+    Never,
+    /// Held until approved.
+    Ask,
+    /// Allowed.
+    #[default]
+    Always,
+}
+
+/// Permissions per capability; an absent one is `always` with no further limit.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Permissions {
+    /// Running programs (exec through the API, and the programs those start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecPermission>,
+    /// Reading and writing files inside the sandbox (the files API and programs alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilePermissions>,
+    /// Operations on the sandbox through the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiPermissions>,
+}
+
+/// Which programs may run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecPermission {
+    /// The level for programs the lists allow (default `always`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<Level>,
+    /// Only these programs, by name (`python3`) or absolute path (`/usr/bin/git`); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 256))]
+    pub allow: Vec<String>,
+    /// Never these programs, by name or absolute path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 256))]
+    pub deny: Vec<String>,
+}
+
+/// Which paths may be read and written.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FilePermissions {
+    /// Reading (listing, downloading).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<PathPermission>,
+    /// Writing (creating, changing, removing, uploading).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<PathPermission>,
+}
+
+/// A level for the paths that match some glob.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PathPermission {
+    /// The level for matching paths (default `always`); other paths are `never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<Level>,
+    /// Absolute path globs: `*` within one segment, `**` across segments (`/workspace/**`);
+    /// empty: every path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 256))]
+    pub paths: Vec<String>,
+}
+
+/// Levels of the API operations on a sandbox; absent ones are `always`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiPermissions {
+    /// Creating sandboxes under this policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create: Option<Level>,
+    /// Running commands through the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<Level>,
+    /// The files API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Level>,
+    /// Deleting the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<Level>,
+    /// Snapshots of the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Level>,
 }
 
 /// Default-deny egress: a connection leaves the sandbox only if a rule allows it.

@@ -21,7 +21,7 @@ fn deploy_crds_match_the_generator() {
         let generated = crd_yaml(kind, Some(&ConversionWebhook::default()));
         assert!(
             on_disk == generated,
-            "{} is out of date with the API types; regenerate with: cargo run -p paddock -- crds --out-dir deploy/crds",
+            "{} is out of date with the API types; regenerate with: cargo run -p paddock --bin paddock -- crds --out-dir deploy/crds",
             path.display()
         );
     }
@@ -35,7 +35,7 @@ fn deploy_policy_crd_matches_the_generator() {
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(
             on_disk == policy_crd_yaml(),
-            "{} is out of date; regenerate with: cargo run -p paddock -- crds --out-dir {dir}",
+            "{} is out of date; regenerate with: cargo run -p paddock --bin paddock -- crds --out-dir {dir}",
             path.display()
         );
     }

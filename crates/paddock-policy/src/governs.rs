@@ -133,6 +133,35 @@ pub fn governing_rules(
     Ok(rules)
 }
 
+/// The permissions of the governing policies (their meet); unrestricted when none limits any.
+///
+/// # Errors
+/// A policy is missing or does not decode.
+pub fn governing_permissions(
+    namespace: &str,
+    found: &[(PolicyRef, Option<Value>)],
+) -> Result<crate::permissions::PermissionRules, GoverningError> {
+    let mut rules = crate::permissions::PermissionRules::unrestricted();
+    for (policy_ref, value) in found {
+        let Some(value) = value else {
+            return Err(GoverningError::Missing {
+                namespace: namespace.to_owned(),
+                name: policy_ref.name.clone(),
+                named_by: policy_ref.named_by,
+            });
+        };
+        let policy: SandboxPolicy =
+            serde_json::from_value(value.clone()).map_err(|e| GoverningError::Invalid {
+                name: policy_ref.name.clone(),
+                message: e.to_string(),
+            })?;
+        if let Some(p) = &policy.spec.permissions {
+            rules = rules.meet(crate::permissions::PermissionRules::compile(p));
+        }
+    }
+    Ok(rules)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -3,19 +3,24 @@
 //!
 //! - [`address`]: CIDR ranges and which addresses are public;
 //! - [`egress`]: compiled rules, verdicts with reasons, audit mode, the meet of two policies;
+//! - [`permissions`]: permissions as a lattice (never < ask < always), met pointwise;
 //! - [`governs`]: which policies govern a Sandbox (its own, its template's, its claim's);
 //! - [`suggest`]: a minimal policy from what a sandbox was seen to reach.
 
 pub mod address;
 pub mod egress;
 pub mod governs;
+pub mod permissions;
 pub mod placeholder;
 pub mod sandbox_env;
 pub mod suggest;
 
 pub use address::{Cidr, is_public};
 pub use egress::{CompileError, Decision, DenyReason, Destination, EgressRules, Verdict};
-pub use governs::{GoverningError, PolicyRef, governing_policies, governing_rules};
+pub use governs::{
+    GoverningError, PolicyRef, governing_permissions, governing_policies, governing_rules,
+};
+pub use permissions::{ApiOp, Capability, PermissionRules};
 pub use suggest::{Observed, suggest_policy};
 
 #[cfg(test)]

@@ -64,6 +64,9 @@ pub(super) fn validate_policy(
 }
 
 fn check_spec(c: &mut Checker<'_>, spec: &Map<String, Value>) {
+    if let Some(Value::Object(permissions)) = spec.get("permissions") {
+        c.at_field("permissions", |c| check_permissions(c, permissions));
+    }
     let Some(Value::Object(egress)) = spec.get("egress") else {
         return;
     };
@@ -101,6 +104,55 @@ fn check_spec(c: &mut Checker<'_>, spec: &Map<String, Value>) {
         c.leave();
     }
     c.leave();
+}
+
+fn check_permissions(c: &mut Checker<'_>, permissions: &Map<String, Value>) {
+    if let Some(Value::Object(exec)) = permissions.get("exec") {
+        c.enter_field("exec");
+        for list in ["allow", "deny"] {
+            each(c, list, &strings(exec, list), |p| {
+                if p.is_empty() || p.contains(char::is_whitespace) {
+                    Some(format!(
+                        "{p:?} is not a program: give a name (python3) or an absolute path (/usr/bin/git)"
+                    ))
+                } else if p.contains('/') && !p.starts_with('/') {
+                    Some(format!(
+                        "{p:?}: give a program's name, or its absolute path"
+                    ))
+                } else if p.ends_with('/') {
+                    Some(format!("{p:?} is a directory, not a program"))
+                } else {
+                    None
+                }
+            });
+        }
+        c.leave();
+    }
+    if let Some(Value::Object(files)) = permissions.get("files") {
+        c.enter_field("files");
+        for op in ["read", "write"] {
+            if let Some(Value::Object(rule)) = files.get(op) {
+                c.enter_field(op);
+                each(c, "paths", &strings(rule, "paths"), |p| {
+                    if !p.starts_with('/') {
+                        Some(format!(
+                            "{p:?} must be an absolute path glob (like /workspace/**)"
+                        ))
+                    } else if p.split('/').any(|s| s == "..") {
+                        Some(format!("{p:?} must not contain '..'"))
+                    } else if p.split('/').any(|s| s.contains("**") && s != "**") {
+                        Some(format!(
+                            "{p:?}: ** must be a whole segment (/a/**/b), not part of one"
+                        ))
+                    } else {
+                        None
+                    }
+                });
+                c.leave();
+            }
+        }
+        c.leave();
+    }
 }
 
 fn strings<'v>(rule: &'v Map<String, Value>, field: &str) -> Vec<(usize, &'v str)> {
@@ -368,6 +420,28 @@ mod tests {
             )),
             "{found:#?}"
         );
+    }
+
+    #[test]
+    fn permissions_are_checked_with_field_paths() {
+        let text = "apiVersion: paddock.dev/v1alpha1\nkind: SandboxPolicy\nmetadata:\n  name: p\nspec:\n  permissions:\n    exec:\n      level: sometimes\n      allow: [python3, bin/git, 'rm -rf']\n    files:\n      write:\n        paths: [workspace, /a/../b, /a/x**]\n    api: {delete: never, fly: always}\n";
+        let found = problems(text);
+        for e in [
+            "spec.permissions.exec.level: ",
+            "spec.permissions.exec.allow[1]: \"bin/git\": give a program's name, or its absolute path",
+            "spec.permissions.exec.allow[2]: \"rm -rf\" is not a program",
+            "spec.permissions.files.write.paths[0]: \"workspace\" must be an absolute path glob",
+            "spec.permissions.files.write.paths[1]: \"/a/../b\" must not contain '..'",
+            "spec.permissions.files.write.paths[2]: \"/a/x**\": ** must be a whole segment",
+            "spec.permissions.api.fly: ",
+        ] {
+            assert!(
+                found.iter().any(|p| p.starts_with(e)),
+                "expected {e:?} in {found:#?}"
+            );
+        }
+        let good = "apiVersion: paddock.dev/v1alpha1\nkind: SandboxPolicy\nmetadata:\n  name: p\nspec:\n  permissions:\n    exec: {level: ask, allow: [python3, /usr/bin/git], deny: [curl]}\n    files:\n      read: {paths: ['/workspace/**', /tmp/*]}\n    api: {delete: never}\n";
+        assert!(problems(good).is_empty(), "{:#?}", problems(good));
     }
 
     #[test]
