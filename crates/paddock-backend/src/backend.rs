@@ -278,6 +278,17 @@ pub trait Backend: Send + Sync + 'static {
         Some("this backend does not enforce SandboxPolicies yet (paddock serve does)".into())
     }
 
+    /// The permissions a Sandbox runs under: the meet of the `permissions` of every policy that
+    /// governs it (unrestricted when none does). The gateway checks API operations, exec and
+    /// files against them.
+    ///
+    /// A governing policy that is missing is an error (fail closed).
+    fn permissions(
+        &self,
+        namespace: &str,
+        sandbox: &str,
+    ) -> BoxFuture<'_, Result<paddock_policy::PermissionRules, ApiError>>;
+
     /// Stores a SandboxPolicy (already validated, namespace set): `created`, `configured` or
     /// `unchanged`.
     fn apply_policy(&self, policy: Value) -> BoxFuture<'_, Result<&'static str, ApiError>> {

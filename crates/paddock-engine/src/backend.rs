@@ -401,6 +401,25 @@ impl Backend for EngineBackend {
         info
     }
 
+    fn permissions(
+        &self,
+        namespace: &str,
+        sandbox: &str,
+    ) -> BoxFuture<'_, Result<paddock_policy::PermissionRules, ApiError>> {
+        let key = Key {
+            namespace: namespace.to_owned(),
+            name: sandbox.to_owned(),
+        };
+        Box::pin(async move {
+            let found = crate::egress::governing(self.store.as_ref(), &key)
+                .await
+                .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?
+                .unwrap_or_default();
+            paddock_policy::governing_permissions(&key.namespace, &found)
+                .map_err(|e| ApiError::new(Code::FailedPrecondition, e.to_string()))
+        })
+    }
+
     fn policy_enforcement_missing(&self) -> Option<String> {
         self.workloads.egress().is_none().then(|| {
             "this server gives sandboxes no network (paddock serve --no-egress)".to_owned()

@@ -28,6 +28,48 @@ use crate::resources::resource;
 pub const POLICIES: ResourceType =
     ResourceType::namespaced(POLICY_GROUP, POLICY_PLURAL, POLICY_KIND);
 
+async fn get(
+    store: &dyn ObjectStore,
+    resource: ResourceType,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Value>, PolicyLookupError> {
+    match store.get(resource, namespace, name).await {
+        Ok(v) => Ok(Some(v)),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(PolicyLookupError::Store(e.to_string())),
+    }
+}
+
+/// The policies that govern a Sandbox, each with the object found under its name (`None`:
+/// missing); `None` when the Sandbox itself is gone.
+///
+/// # Errors
+/// The store failed.
+pub async fn governing(
+    store: &dyn ObjectStore,
+    key: &Key,
+) -> Result<Option<Vec<(paddock_policy::PolicyRef, Option<Value>)>>, PolicyLookupError> {
+    let ns = key.namespace.as_str();
+    let Some(sandbox) = get(store, resource(Kind::Sandbox), ns, &key.name).await? else {
+        return Ok(None);
+    };
+    let template = match paddock_policy::governs::template_of(&sandbox) {
+        Some(t) => get(store, resource(Kind::SandboxTemplate), ns, t).await?,
+        None => None,
+    };
+    let claim = match paddock_policy::governs::claim_of(&sandbox) {
+        Some(c) => get(store, resource(Kind::SandboxClaim), ns, c).await?,
+        None => None,
+    };
+    let mut found = Vec::new();
+    for policy_ref in governing_policies(&sandbox, template.as_ref(), claim.as_ref()) {
+        let value = get(store, POLICIES, ns, &policy_ref.name).await?;
+        found.push((policy_ref, value));
+    }
+    Ok(Some(found))
+}
+
 /// How egress is set up on this host.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EgressSettings {
@@ -93,42 +135,15 @@ impl LocalEgress {
         self.proxy.get(&key.to_string())
     }
 
-    async fn get(
-        &self,
-        resource: ResourceType,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<Value>, PolicyLookupError> {
-        match self.store.get(resource, namespace, name).await {
-            Ok(v) => Ok(Some(v)),
-            Err(StoreError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(PolicyLookupError::Store(e.to_string())),
-        }
-    }
-
     /// The rules that govern a Sandbox now: `None` when no policy with an egress part does.
     ///
     /// # Errors
     /// A named policy is missing or invalid, or the store failed.
     pub async fn rules_for(&self, key: &Key) -> Result<Option<EgressRules>, PolicyLookupError> {
-        let ns = key.namespace.as_str();
-        let Some(sandbox) = self.get(resource(Kind::Sandbox), ns, &key.name).await? else {
+        let Some(found) = governing(self.store.as_ref(), key).await? else {
             return Ok(None);
         };
-        let template = match paddock_policy::governs::template_of(&sandbox) {
-            Some(t) => self.get(resource(Kind::SandboxTemplate), ns, t).await?,
-            None => None,
-        };
-        let claim = match paddock_policy::governs::claim_of(&sandbox) {
-            Some(c) => self.get(resource(Kind::SandboxClaim), ns, c).await?,
-            None => None,
-        };
-        let mut found = Vec::new();
-        for policy_ref in governing_policies(&sandbox, template.as_ref(), claim.as_ref()) {
-            let value = self.get(POLICIES, ns, &policy_ref.name).await?;
-            found.push((policy_ref, value));
-        }
-        governing_rules(ns, &found).map_err(PolicyLookupError::Governing)
+        governing_rules(&key.namespace, &found).map_err(PolicyLookupError::Governing)
     }
 
     /// Gives a Sandbox's workload its network, when a policy asks for one: a namespace served

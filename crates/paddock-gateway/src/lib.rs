@@ -22,6 +22,7 @@ pub mod error;
 pub mod metrics;
 pub mod objects;
 pub mod openapi;
+pub mod permits;
 pub mod policies;
 pub mod proxy;
 pub mod router_contract;

@@ -768,6 +768,17 @@ pub async fn delete(
     Query(q): Query<NamespaceQuery>,
 ) -> ApiResult {
     let ns = q.ns();
+    // The sandbox's permissions may keep it from being deleted through the API.
+    if let Ok(sandbox) = find_sandbox(&state, ns, &name).await {
+        let sandbox_name = sandbox.metadata.name.as_deref().unwrap_or(&name);
+        let rules = state.backend.permissions(ns, sandbox_name).await?;
+        crate::permits::require(
+            &rules,
+            &[paddock_policy::Capability::Api(
+                paddock_policy::ApiOp::Delete,
+            )],
+        )?;
+    }
     match state
         .backend
         .delete(Kind::SandboxClaim, ns, &name, Propagation::Background)
@@ -898,6 +909,62 @@ pub async fn logs(
         .into_response())
 }
 
+/// Checks what a call for the sandbox's agent would do against the sandbox's permissions
+/// (`docs/safety.md`): the API operation, an exec's program, a file call's path. Returns the
+/// request to forward (its body re-assembled when it was read to see the program).
+async fn permitted(
+    state: &AppState,
+    namespace: &str,
+    sandbox: &str,
+    rest: &str,
+    req: Request,
+) -> Result<Request, ApiError> {
+    use paddock_policy::{ApiOp, Capability};
+    let rules = state.backend.permissions(namespace, sandbox).await?;
+    let method = req.method().clone();
+    let first = rest.split('/').next().unwrap_or("");
+    match first {
+        "files" => {
+            let path = format!("/{}", rest["files".len()..].trim_start_matches('/'));
+            let reads = method == http::Method::GET || method == http::Method::HEAD;
+            let cap = if reads {
+                Capability::Read(&path)
+            } else {
+                Capability::Write(&path)
+            };
+            crate::permits::require(&rules, &[Capability::Api(ApiOp::Files), cap])?;
+            Ok(req)
+        }
+        "exec" | "processes" => {
+            crate::permits::require(&rules, &[Capability::Api(ApiOp::Exec)])?;
+            let starts = method == http::Method::POST && (rest == "exec" || rest == "processes");
+            if starts && rules.limits_programs() {
+                let (parts, body) = req.into_parts();
+                let bytes = axum::body::to_bytes(body, 1 << 20)
+                    .await
+                    .map_err(|e| ApiError::invalid(format!("reading the process request: {e}")))?;
+                let program = crate::permits::program_of(&bytes)?;
+                crate::permits::require(
+                    &rules,
+                    &[Capability::Exec {
+                        program: &program,
+                        resolved: None,
+                    }],
+                )?;
+                return Ok(Request::from_parts(parts, axum::body::Body::from(bytes)));
+            }
+            if rest == "processes/ws" && rules.limits_programs() {
+                return Err(ApiError::new(
+                    Code::PermissionDenied,
+                    "the sandbox's SandboxPolicy limits which programs run, and a WebSocket start does not show its program: start the process with POST .../processes, then attach to it",
+                ));
+            }
+            Ok(req)
+        }
+        _ => Ok(req),
+    }
+}
+
 /// Everything under `/v1/sandboxes/{name}/...` that the sandbox's agent serves.
 pub async fn inside(
     State(state): State<AppState>,
@@ -952,6 +1019,7 @@ pub async fn inside(
         }
         Err(e) => return Err(e.into()),
     };
+    let req = permitted(&state, &namespace, &sandbox_name, &rest, req).await?;
     let timeout = state.options.proxy_timeout;
     forward(&state.client, &target, req, &path, timeout).await.map_err(|e| match e {
         ForwardError::Connect(why) => ApiError::new(Code::SandboxNotReady, format!("the agent of sandbox {sandbox_name:?} does not answer ({why}); is the sandbox running?")),

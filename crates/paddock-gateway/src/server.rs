@@ -304,6 +304,25 @@ async fn routed(State(state): State<AppState>, req: Request, next: Next) -> Resp
             }
         }
     }
+    // The agent's port carries exec and files in upstream's runtime API, which the gateway
+    // does not check one by one: a sandbox whose policy limits them is reached through
+    // paddock's REST API instead.
+    if route.port == router_contract::DEFAULT_PORT {
+        match state
+            .backend
+            .permissions(&route.namespace, &route.sandbox)
+            .await
+        {
+            Ok(rules) if rules.limits_agent() => {
+                return detail(
+                    StatusCode::FORBIDDEN,
+                    "This sandbox's SandboxPolicy limits exec and files, which this route cannot check; use paddock's REST API (/v1/sandboxes/{name}/exec, /files).",
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return detail(status_of(e.code), &e.message),
+        }
+    }
     let port = (route.port != router_contract::DEFAULT_PORT).then_some(route.port);
     let target = match route.pod_ip {
         Some(ip) => paddock_backend::Target {
@@ -462,6 +481,13 @@ mod tests {
     impl Backend for Empty {
         fn name(&self) -> &'static str {
             "empty"
+        }
+        fn permissions(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> BoxFuture<'_, Result<paddock_policy::PermissionRules, ApiError>> {
+            none()
         }
         fn get(&self, _: Kind, _: &str, _: &str) -> BoxFuture<'_, Result<Object, ApiError>> {
             none()

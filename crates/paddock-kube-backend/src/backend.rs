@@ -78,6 +78,7 @@ pub struct KubeBackend {
     config: BackendConfig,
     cluster_version: Option<String>,
     sandboxes: Option<Arc<SandboxCache>>,
+    permissions: crate::permissions::PermissionsCache,
 }
 
 impl std::fmt::Debug for KubeBackend {
@@ -349,6 +350,7 @@ impl KubeBackend {
             config,
             cluster_version: None,
             sandboxes: None,
+            permissions: crate::permissions::PermissionsCache::default(),
         }
     }
 
@@ -666,6 +668,25 @@ impl Backend for KubeBackend {
     /// refuses to start its Pod when it has none (`--egress-proxy`).
     fn policy_enforcement_missing(&self) -> Option<String> {
         None
+    }
+
+    fn permissions(
+        &self,
+        namespace: &str,
+        sandbox: &str,
+    ) -> BoxFuture<'_, Result<paddock_policy::PermissionRules, ApiError>> {
+        let (namespace, sandbox) = (namespace.to_owned(), sandbox.to_owned());
+        Box::pin(async move {
+            check_namespace(&namespace)?;
+            let cached = self
+                .sandboxes
+                .as_ref()
+                .and_then(|c| c.get(&namespace, &sandbox))
+                .and_then(|sb| serde_json::to_value(&*sb).ok());
+            self.permissions
+                .get(&self.client, &namespace, &sandbox, cached)
+                .await
+        })
     }
 
     fn egress(

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod cache;
 pub mod egress;
+pub mod permissions;
 pub mod tokenreview;
 
 pub use backend::{BackendConfig, KubeBackend};
@@ -26,6 +27,7 @@ pub const API_CALLS: &[(&str, &str, &[&str])] = &[
         &["get", "list", "watch", "create", "update", "delete"],
     ),
     ("agents.x-k8s.io", "sandboxes/status", &["update"]),
+    ("paddock.dev", "sandboxpolicies", &["get"]),
     (
         "extensions.agents.x-k8s.io",
         "sandboxtemplates",

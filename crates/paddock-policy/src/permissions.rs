@@ -215,6 +215,29 @@ impl PermissionRules {
         self
     }
 
+    /// Whether any policy limits exec, files or the agent's API at all: requests that reach the
+    /// agent by another way than paddock's REST API (upstream's router contract) cannot be
+    /// checked one by one, so they are refused for such a sandbox.
+    pub fn limits_agent(&self) -> bool {
+        self.layers.iter().any(|l| {
+            l.exec_level != Level::Always
+                || !l.exec_allow.is_empty()
+                || !l.exec_deny.is_empty()
+                || l.read != PathRule::compile(None)
+                || l.write != PathRule::compile(None)
+                || l.api.exec.is_some_and(|v| v != Level::Always)
+                || l.api.files.is_some_and(|v| v != Level::Always)
+        })
+    }
+
+    /// Whether any policy limits which programs may run (a WebSocket start, whose program
+    /// the gateway does not see, is then refused).
+    pub fn limits_programs(&self) -> bool {
+        self.layers.iter().any(|l| {
+            l.exec_level != Level::Always || !l.exec_allow.is_empty() || !l.exec_deny.is_empty()
+        })
+    }
+
     /// The level granted for `cap`.
     pub fn level(&self, cap: Capability<'_>) -> Level {
         self.layers

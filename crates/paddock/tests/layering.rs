@@ -18,7 +18,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("paddock-policy", &["paddock-api"]),
     ("paddock-control", &["paddock-api", "paddock-plan"]),
     // Ports and parts.
-    ("paddock-backend", &["paddock-api", "paddock-wire"]),
+    (
+        "paddock-backend",
+        &["paddock-api", "paddock-wire", "paddock-policy"],
+    ),
     ("paddock-store", &[]),
     ("paddock-runtime", &["paddock-api"]),
     (
@@ -60,12 +63,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "paddock-kube-backend",
-        &["paddock-api", "paddock-backend", "paddock-kube"],
+        &[
+            "paddock-api",
+            "paddock-backend",
+            "paddock-kube",
+            "paddock-policy",
+        ],
     ),
     // The gateway serves the backend port; wiring crates put it together.
     (
         "paddock-gateway",
-        &["paddock-api", "paddock-backend", "paddock-wire"],
+        &[
+            "paddock-api",
+            "paddock-backend",
+            "paddock-wire",
+            "paddock-policy",
+        ],
     ),
     (
         "paddock-router",

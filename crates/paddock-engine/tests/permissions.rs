@@ -1,0 +1,132 @@
+//! A SandboxPolicy's permissions, enforced by the gateway on a real bwrap sandbox: the API
+//! operation, the program an exec runs, the path a file call reads or writes; upstream's
+//! router route to the agent is refused for such a sandbox.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use paddock_client::{CreateSandbox, ErrorCode, ProcessRequest};
+use paddock_testkit::TestServer;
+
+const POLICY: &str = "apiVersion: paddock.dev/v1alpha1
+kind: SandboxPolicy
+metadata:
+  name: reviewer
+spec:
+  permissions:
+    exec:
+      allow: [python3, /usr/bin/git, curl]
+      deny: [curl]
+    files:
+      read:
+        paths: ['/tmp/**', '/etc/**']
+      write:
+        level: ask
+        paths: ['/tmp/out/**']
+    api:
+      delete: never
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_enforces_a_sandboxs_permissions() {
+    let server = TestServer::start().await;
+    server.client.apply(POLICY, None).await.unwrap();
+    let mut req = CreateSandbox::image("host");
+    req.runtime = Some("bwrap".into());
+    req.name = Some("rev".into());
+    req.policy = Some("reviewer".into());
+    server.client.create_sandbox(&req).await.unwrap();
+    let sb = server.client.sandbox("rev", "default");
+
+    let ok = sb
+        .exec(&ProcessRequest::argv(["python3", "-c", "print(6*7)"]))
+        .await
+        .unwrap();
+    assert_eq!(ok.stdout, "42\n");
+
+    let denied = |e: paddock_client::Error| {
+        assert_eq!(e.code, ErrorCode::PermissionDenied, "{e}");
+        e.to_string()
+    };
+    let shell = denied(
+        sb.exec(&ProcessRequest::shell("echo hi"))
+            .await
+            .expect_err("sh"),
+    );
+    assert!(shell.contains("does not allow running sh"), "{shell}");
+    let curl = denied(
+        sb.exec(&ProcessRequest::argv(["curl", "-V"]))
+            .await
+            .expect_err("curl"),
+    );
+    assert!(
+        curl.contains("does not allow running curl"),
+        "deny wins: {curl}"
+    );
+
+    assert!(!sb.read_file("/etc/hostname").await.unwrap().is_empty());
+    let secret = denied(
+        sb.read_file("/root/.profile")
+            .await
+            .expect_err("outside the globs"),
+    );
+    assert!(
+        secret.contains("does not allow reading /root/.profile"),
+        "{secret}"
+    );
+    let held = denied(
+        sb.write_file("/tmp/out/a.txt", "x", None)
+            .await
+            .expect_err("ask"),
+    );
+    assert!(
+        held.contains("holds writing /tmp/out/a.txt for a person's approval"),
+        "{held}"
+    );
+    let never = denied(
+        sb.write_file("/tmp/b.txt", "x", None)
+            .await
+            .expect_err("never"),
+    );
+    assert!(
+        never.contains("does not allow writing /tmp/b.txt"),
+        "{never}"
+    );
+    let escape = denied(
+        sb.read_file("/tmp/../root/.profile")
+            .await
+            .expect_err("dot dot"),
+    );
+    assert!(escape.contains("does not allow reading"), "{escape}");
+
+    let delete = denied(sb.delete().await.expect_err("api delete never"));
+    assert!(
+        delete.contains("does not allow the delete operation"),
+        "{delete}"
+    );
+
+    // Upstream's router route to the agent cannot be checked call by call: refused.
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "X-Sandbox-ID: rev",
+            "-H",
+        ])
+        .arg(format!("Authorization: Bearer {}", server.token))
+        .arg(format!("{}/execute", server.url))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+
+    // A policy change applies to the next call: delete is allowed again.
+    server
+        .client
+        .apply(&POLICY.replace("delete: never", "delete: always"), None)
+        .await
+        .unwrap();
+    sb.delete().await.unwrap();
+}

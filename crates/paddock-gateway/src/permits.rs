@@ -1,0 +1,47 @@
+//! The gateway's side of a sandbox's permissions (`spec.permissions` of its SandboxPolicies,
+//! `docs/safety.md`): before an API call reaches the sandbox's agent, what it would do is
+//! checked — the API operation, the program an exec runs, the path a file call reads or
+//! writes. `never` refuses; `ask` refuses too, saying an approval is needed (approvals are
+//! not built yet).
+
+use paddock_api::policy::Level;
+use paddock_backend::{ApiError, Code};
+use paddock_policy::{Capability, PermissionRules};
+
+/// Refuses unless every capability is granted `always`.
+///
+/// # Errors
+/// `PERMISSION_DENIED` naming the capability and the level.
+pub fn require(rules: &PermissionRules, caps: &[Capability<'_>]) -> Result<(), ApiError> {
+    for cap in caps {
+        match rules.level(*cap) {
+            Level::Always => {}
+            Level::Never => {
+                return Err(ApiError::new(
+                    Code::PermissionDenied,
+                    format!("the sandbox's SandboxPolicy does not allow {cap}"),
+                ));
+            }
+            Level::Ask => {
+                return Err(ApiError::new(
+                    Code::PermissionDenied,
+                    format!(
+                        "the sandbox's SandboxPolicy holds {cap} for a person's approval (level ask), and approvals are not built yet: grant it always, or never"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The program a process request runs: its argv[0], or the shell for a command string.
+pub fn program_of(body: &[u8]) -> Result<String, ApiError> {
+    let req: paddock_wire::ProcessRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("invalid process request: {e}")))?;
+    match (req.argv.as_deref(), req.command.as_deref()) {
+        (Some([first, ..]), _) => Ok(first.clone()),
+        (_, Some(_)) => Ok("sh".to_owned()),
+        _ => Err(ApiError::invalid("a process request needs argv or command")),
+    }
+}
