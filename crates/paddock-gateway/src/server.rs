@@ -320,6 +320,8 @@ async fn routed(State(state): State<AppState>, req: Request, next: Next) -> Resp
                 );
             }
             Ok(_) => {}
+            // An unknown sandbox gets upstream's answer below.
+            Err(e) if e.code == Code::NotFound => {}
             Err(e) => return detail(status_of(e.code), &e.message),
         }
     }
