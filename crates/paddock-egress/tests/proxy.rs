@@ -108,6 +108,12 @@ impl Sandbox {
 
     /// The newest record of `host` (waiting for tunnels to close and be recorded).
     async fn record(&self, host: &str) -> EgressRecord {
+        self.record_where(host, |_| true).await
+    }
+
+    /// The newest record of `host` that `pred` accepts, waiting for it (a connection is
+    /// recorded when it closes, which may be after the client is done).
+    async fn record_where(&self, host: &str, pred: impl Fn(&EgressRecord) -> bool) -> EgressRecord {
         for _ in 0..200 {
             if let Some(r) = self
                 .egress
@@ -115,13 +121,16 @@ impl Sandbox {
                 .snapshot()
                 .into_iter()
                 .rev()
-                .find(|r| r.host == host)
+                .find(|r| r.host == host && pred(r))
             {
                 return r;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("no record of {host}: {:#?}", self.egress.log().snapshot());
+        panic!(
+            "no such record of {host}: {:#?}",
+            self.egress.log().snapshot()
+        );
     }
 }
 
@@ -154,7 +163,9 @@ async fn allowed_domain_over_https_and_http_goes_through_and_is_recorded() {
         "{}",
         out.stderr
     );
-    let r = sb.record("allowed.test").await;
+    let r = sb
+        .record_where("allowed.test", |r| r.kind == EgressKind::Http)
+        .await;
     assert_eq!(
         (r.kind, r.method.as_deref(), r.path.as_deref()),
         (EgressKind::Http, Some("POST"), Some("/plain"))
