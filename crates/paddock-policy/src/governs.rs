@@ -96,6 +96,31 @@ pub enum GoverningError {
     },
 }
 
+/// The governing policies, decoded, each with its name.
+fn decode<'a>(
+    namespace: &str,
+    found: &'a [(PolicyRef, Option<Value>)],
+) -> Result<Vec<(&'a PolicyRef, SandboxPolicy)>, GoverningError> {
+    found
+        .iter()
+        .map(|(policy_ref, value)| {
+            let Some(value) = value else {
+                return Err(GoverningError::Missing {
+                    namespace: namespace.to_owned(),
+                    name: policy_ref.name.clone(),
+                    named_by: policy_ref.named_by,
+                });
+            };
+            serde_json::from_value(value.clone())
+                .map(|policy| (policy_ref, policy))
+                .map_err(|e| GoverningError::Invalid {
+                    name: policy_ref.name.clone(),
+                    message: e.to_string(),
+                })
+        })
+        .collect()
+}
+
 /// The rules of the governing policies (their meet), given each found policy (`None`: not
 /// found). `None` when no governing policy has an egress part: the sandbox gets no network.
 ///
@@ -106,25 +131,15 @@ pub fn governing_rules(
     found: &[(PolicyRef, Option<Value>)],
 ) -> Result<Option<EgressRules>, GoverningError> {
     let mut rules: Option<EgressRules> = None;
-    for (policy_ref, value) in found {
-        let Some(value) = value else {
-            return Err(GoverningError::Missing {
-                namespace: namespace.to_owned(),
-                name: policy_ref.name.clone(),
-                named_by: policy_ref.named_by,
-            });
-        };
-        let invalid = |message: String| GoverningError::Invalid {
-            name: policy_ref.name.clone(),
-            message,
-        };
-        let policy: SandboxPolicy =
-            serde_json::from_value(value.clone()).map_err(|e| invalid(e.to_string()))?;
+    for (policy_ref, policy) in decode(namespace, found)? {
         let Some(egress) = policy.spec.egress else {
             continue;
         };
         let layer =
-            EgressRules::compile(&egress).map_err(|e: CompileError| invalid(e.to_string()))?;
+            EgressRules::compile(&egress).map_err(|e: CompileError| GoverningError::Invalid {
+                name: policy_ref.name.clone(),
+                message: e.to_string(),
+            })?;
         rules = Some(match rules {
             Some(r) => r.meet(layer),
             None => layer,
@@ -142,19 +157,7 @@ pub fn governing_permissions(
     found: &[(PolicyRef, Option<Value>)],
 ) -> Result<crate::permissions::PermissionRules, GoverningError> {
     let mut rules = crate::permissions::PermissionRules::unrestricted();
-    for (policy_ref, value) in found {
-        let Some(value) = value else {
-            return Err(GoverningError::Missing {
-                namespace: namespace.to_owned(),
-                name: policy_ref.name.clone(),
-                named_by: policy_ref.named_by,
-            });
-        };
-        let policy: SandboxPolicy =
-            serde_json::from_value(value.clone()).map_err(|e| GoverningError::Invalid {
-                name: policy_ref.name.clone(),
-                message: e.to_string(),
-            })?;
+    for (_, policy) in decode(namespace, found)? {
         if let Some(p) = &policy.spec.permissions {
             rules = rules.meet(crate::permissions::PermissionRules::compile(p));
         }
