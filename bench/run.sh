@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every paddock benchmark and prints the numbers the README quotes.
 # Usage: bench/run.sh [name...]   (no name = all: agent store runtime engine sdk controller claims router
-#        sdk-upstream egress)
+#        sdk-upstream egress safety)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p paddock-bench --bins -p paddock -q
@@ -78,4 +78,9 @@ if runs egress; then
     # proxy (tunnel, TLS interception) versus direct, a 256 MiB download, network set-up per
     # sandbox, proxy memory with 200 sandboxes. Needs root.
     PADDOCK_AGENT_BIN="$(scripts/build-agent.sh)" "$bin_dir/egress"
+fi
+
+if runs safety; then
+    # The safety layer: a permission decision (two policies met) and an audit-log append.
+    "$bin_dir/safety"
 fi

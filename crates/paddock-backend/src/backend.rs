@@ -289,6 +289,12 @@ pub trait Backend: Send + Sync + 'static {
         sandbox: &str,
     ) -> BoxFuture<'_, Result<paddock_policy::PermissionRules, ApiError>>;
 
+    /// Appends a decision about a governed sandbox to its audit log (where the backend keeps
+    /// one; `paddock serve` does, under `$PADDOCK_HOME/audit`).
+    fn audit(&self, event: paddock_policy::audit::AuditEvent) {
+        let _ = event;
+    }
+
     /// Stores a SandboxPolicy (already validated, namespace set): `created`, `configured` or
     /// `unchanged`.
     fn apply_policy(&self, policy: Value) -> BoxFuture<'_, Result<&'static str, ApiError>> {

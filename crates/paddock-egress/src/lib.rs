@@ -63,6 +63,18 @@ pub struct SandboxEgress {
     ca: Option<SandboxCa>,
     placeholders: Placeholders,
     metrics: std::sync::OnceLock<Arc<metrics::EgressMetrics>>,
+    sink: std::sync::OnceLock<Sink>,
+}
+
+/// Where each record also goes as it is made (the engine's audit log).
+pub type RecordSink = Arc<dyn Fn(&EgressRecord) + Send + Sync>;
+
+struct Sink(RecordSink);
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sink")
+    }
 }
 
 impl SandboxEgress {
@@ -98,7 +110,13 @@ impl SandboxEgress {
             ca,
             placeholders,
             metrics: std::sync::OnceLock::new(),
+            sink: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sends every record to `sink` as well (set once).
+    pub fn set_sink(&self, sink: RecordSink) {
+        let _ = self.sink.set(Sink(sink));
     }
 
     /// The sandbox's name, `namespace/name`.
@@ -195,6 +213,9 @@ impl SandboxEgress {
     }
 
     fn record(&self, record: EgressRecord) {
+        if let Some(Sink(sink)) = self.sink.get() {
+            sink(&record);
+        }
         if let Some(m) = self.metrics.get() {
             let (namespace, sandbox) = metrics::split_key(&self.name);
             let verdict = match (record.allowed, record.audited) {

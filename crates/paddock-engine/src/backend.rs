@@ -32,6 +32,7 @@ pub struct EngineBackend {
     pub(crate) info: Value,
     pub(crate) default_pools: DefaultPoolSettings,
     pub(crate) demand: Demand,
+    pub(crate) audit: Arc<crate::audit::AuditLogs>,
 }
 
 /// Decodes what the store returned (it only holds what the gateway validated).
@@ -418,6 +419,10 @@ impl Backend for EngineBackend {
             paddock_policy::governing_permissions(&key.namespace, &found)
                 .map_err(|e| ApiError::new(Code::FailedPrecondition, e.to_string()))
         })
+    }
+
+    fn audit(&self, event: paddock_policy::audit::AuditEvent) {
+        self.audit.record(&event);
     }
 
     fn policy_enforcement_missing(&self) -> Option<String> {

@@ -105,18 +105,34 @@ pub struct LocalEgress {
     dir: PathBuf,
     attached: Mutex<HashMap<Key, Attachment>>,
     changed: tokio::sync::Notify,
+    audit: Arc<crate::audit::AuditLogs>,
 }
 
 impl LocalEgress {
     /// Egress state under `dir` (namespaces' pins and the sandboxes' `resolv.conf`).
-    pub fn new(store: Arc<dyn ObjectStore>, dir: PathBuf, settings: &EgressSettings) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        dir: PathBuf,
+        settings: &EgressSettings,
+        audit: Arc<crate::audit::AuditLogs>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             proxy: EgressProxy::with_roots(settings.resolver.clone(), &settings.upstream_roots),
             store,
             dir,
             attached: Mutex::new(HashMap::new()),
             changed: tokio::sync::Notify::new(),
+            audit,
         })
+    }
+
+    /// Every egress decision of the sandbox goes to its audit log too.
+    fn audited(&self, egress: &SandboxEgress) {
+        let audit = Arc::clone(&self.audit);
+        let sandbox = egress.name().to_owned();
+        egress.set_sink(Arc::new(move |r: &paddock_wire::EgressRecord| {
+            audit.record(&crate::audit::egress_event(&sandbox, r));
+        }));
     }
 
     fn attached(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Attachment>> {
@@ -177,6 +193,7 @@ impl LocalEgress {
         .map_err(|e| e.to_string())?;
         let name = key.to_string();
         let egress = SandboxEgress::new(name.clone(), rules);
+        self.audited(&egress);
         let ca_bundle = match egress.ca() {
             Some(ca) => {
                 let path = netns_dir.join(format!("{}.ca.crt", workload.as_str()));
@@ -276,6 +293,7 @@ impl LocalEgress {
             }
         };
         let egress = self.load_state(key, workload, rules);
+        self.audited(&egress);
         match self
             .proxy
             .attach(&key.to_string(), &Netns::open(&pin), egress)

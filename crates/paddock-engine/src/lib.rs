@@ -10,6 +10,7 @@
 //! - [`backend`]: the gateway's backend over all of this.
 //! - [`default_pools`]: warm pools of fresh sandboxes for bare image creates.
 
+pub mod audit;
 pub mod backend;
 pub mod default_pools;
 pub mod egress;
@@ -161,9 +162,14 @@ impl Engine {
             Waker::new(queues.clone()),
             config.home.join("volumes"),
         );
+        let audit_logs = Arc::new(audit::AuditLogs::new(config.home.join("audit")));
         if let Some(settings) = &config.egress {
-            let egress =
-                egress::LocalEgress::new(store.clone(), config.home.join("egress"), settings);
+            let egress = egress::LocalEgress::new(
+                store.clone(),
+                config.home.join("egress"),
+                settings,
+                audit_logs.clone(),
+            );
             workloads.set_egress(egress.clone());
             tasks.spawn(egress.keep_current(shutdown.clone()));
         }
@@ -236,6 +242,7 @@ impl Engine {
             info,
             default_pools: config.default_pools,
             demand: Default::default(),
+            audit: audit_logs,
         });
         if config.default_pools.size > 0 {
             // The most common bare sandbox, ready before anyone asks.

@@ -122,6 +122,25 @@ async fn the_gateway_enforces_a_sandboxs_permissions() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
 
+    // Every decision is in the sandbox's hash-chained audit log.
+    let log = server.home.join("audit/default/rev.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let head = std::fs::read_to_string(log.with_extension("head")).unwrap();
+    let lines = paddock_policy::audit::verify_with_head(&text, &head).expect("the chain holds");
+    assert!(lines >= 8, "{text}");
+    assert!(
+        text.contains(r#""decision":"deny","kind":"exec","subject":"sh""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""decision":"hold","kind":"files-write","subject":"/tmp/out/a.txt""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""decision":"allow","kind":"exec","subject":"python3""#),
+        "{text}"
+    );
+
     // A policy change applies to the next call: delete is allowed again.
     server
         .client

@@ -8,6 +8,48 @@ use paddock_api::policy::Level;
 use paddock_backend::{ApiError, Code};
 use paddock_policy::{Capability, PermissionRules};
 
+/// As [`require`], recording each decision in the sandbox's audit log (through the backend)
+/// when a policy governs the sandbox's permissions.
+///
+/// # Errors
+/// As [`require`].
+pub fn decide(
+    backend: &dyn paddock_backend::Backend,
+    sandbox: (&str, &str),
+    rules: &PermissionRules,
+    caps: &[Capability<'_>],
+) -> Result<(), ApiError> {
+    let outcome = require(rules, caps);
+    if !rules.is_unrestricted() {
+        for cap in caps {
+            let level = rules.level(*cap);
+            let decision = match level {
+                Level::Always => "allow",
+                Level::Ask => "hold",
+                Level::Never => "deny",
+            };
+            let (kind, subject) = match cap {
+                Capability::Exec { program, .. } => ("exec", (*program).to_owned()),
+                Capability::Read(p) => ("files-read", (*p).to_owned()),
+                Capability::Write(p) => ("files-write", (*p).to_owned()),
+                Capability::Api(op) => ("api", format!("{op:?}").to_lowercase()),
+            };
+            backend.audit(paddock_policy::audit::AuditEvent {
+                time: jiff::Timestamp::now().to_string(),
+                sandbox: format!("{}/{}", sandbox.0, sandbox.1),
+                decision: decision.to_owned(),
+                kind: kind.to_owned(),
+                subject,
+                detail: format!("permission level {level:?}").to_lowercase(),
+            });
+            if level != Level::Always {
+                break;
+            }
+        }
+    }
+    outcome
+}
+
 /// Refuses unless every capability is granted `always`.
 ///
 /// # Errors

@@ -772,7 +772,9 @@ pub async fn delete(
     if let Ok(sandbox) = find_sandbox(&state, ns, &name).await {
         let sandbox_name = sandbox.metadata.name.as_deref().unwrap_or(&name);
         let rules = state.backend.permissions(ns, sandbox_name).await?;
-        crate::permits::require(
+        crate::permits::decide(
+            state.backend.as_ref(),
+            (ns, sandbox_name),
             &rules,
             &[paddock_policy::Capability::Api(
                 paddock_policy::ApiOp::Delete,
@@ -932,11 +934,21 @@ async fn permitted(
             } else {
                 Capability::Write(&path)
             };
-            crate::permits::require(&rules, &[Capability::Api(ApiOp::Files), cap])?;
+            crate::permits::decide(
+                state.backend.as_ref(),
+                (namespace, sandbox),
+                &rules,
+                &[Capability::Api(ApiOp::Files), cap],
+            )?;
             Ok(req)
         }
         "exec" | "processes" => {
-            crate::permits::require(&rules, &[Capability::Api(ApiOp::Exec)])?;
+            crate::permits::decide(
+                state.backend.as_ref(),
+                (namespace, sandbox),
+                &rules,
+                &[Capability::Api(ApiOp::Exec)],
+            )?;
             let starts = method == http::Method::POST && (rest == "exec" || rest == "processes");
             if starts && rules.limits_programs() {
                 let (parts, body) = req.into_parts();
@@ -944,7 +956,9 @@ async fn permitted(
                     .await
                     .map_err(|e| ApiError::invalid(format!("reading the process request: {e}")))?;
                 let program = crate::permits::program_of(&bytes)?;
-                crate::permits::require(
+                crate::permits::decide(
+                    state.backend.as_ref(),
+                    (namespace, sandbox),
                     &rules,
                     &[Capability::Exec {
                         program: &program,

@@ -1,6 +1,7 @@
 //! What a `SandboxPolicy` decides, with no IO: the egress proxy asks [`EgressRules`] about each
 //! connection and request, the same way on both tiers.
 //!
+//! - [`audit`]: the hash chain of a sandbox's audit log, and its verification;
 //! - [`address`]: CIDR ranges and which addresses are public;
 //! - [`egress`]: compiled rules, verdicts with reasons, audit mode, the meet of two policies;
 //! - [`permissions`]: permissions as a lattice (never < ask < always), met pointwise;
@@ -8,6 +9,7 @@
 //! - [`suggest`]: a minimal policy from what a sandbox was seen to reach.
 
 pub mod address;
+pub mod audit;
 pub mod egress;
 pub mod governs;
 pub mod permissions;

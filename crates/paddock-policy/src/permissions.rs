@@ -238,6 +238,11 @@ impl PermissionRules {
         })
     }
 
+    /// Whether no policy contributes permissions (nothing is limited, nothing to record).
+    pub fn is_unrestricted(&self) -> bool {
+        self.layers.is_empty()
+    }
+
     /// The level granted for `cap`.
     pub fn level(&self, cap: Capability<'_>) -> Level {
         self.layers

@@ -55,6 +55,12 @@ enum Command {
         #[command(subcommand)]
         command: cmd::policy::PolicyCommand,
     },
+    /// Audit logs: every decision about a governed sandbox (egress, exec, files, API
+    /// operations) is appended to its hash-chained log; `verify` finds changed or missing lines.
+    Audit {
+        #[command(subcommand)]
+        command: cmd::audit::AuditCommand,
+    },
     /// Run a command in an existing sandbox (-it for an interactive terminal).
     #[command(
         after_help = "Examples:\n  paddock exec my-sandbox -- ls /\n  paddock exec -it my-sandbox -- bash"
@@ -294,6 +300,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run_async(cmd::run::run(*args)),
         Command::Sandbox { client, command } => run_async(cmd::sandbox::run(client, command)),
         Command::Policy { client, command } => run_async(cmd::policy::run(client, command)),
+        Command::Audit { command } => cmd::audit::run(&command),
         Command::Exec(args) => run_async(cmd::exec::run(*args)),
         Command::Cp(args) => run_async(cmd::cp::run(*args)),
         Command::Token(args) => cmd::token::run(&args),

@@ -97,6 +97,30 @@ async fn run_with_a_policy_reaches_allowed_hosts_and_the_record_suggests_a_polic
         out(&o)
     );
 
+    // The egress decisions are in the sandbox's audit log, whose chain verifies; a changed
+    // line is found.
+    let log = home.path().join("audit/default/probe.jsonl");
+    let o = s.run(&["audit", "verify", log.to_str().unwrap()]).await;
+    assert_ok(&o, "audit verify");
+    assert!(
+        out(&o).contains("chain intact, head matches"),
+        "{}",
+        out(&o)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("egress-http") && text.contains("allow-audited"),
+        "{text}"
+    );
+    std::fs::write(&log, text.replacen("allowed.test", "another.test", 1)).unwrap();
+    let o = s.run(&["audit", "verify", log.to_str().unwrap()]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        out(&o).contains("line 1: was changed after it was written"),
+        "{}",
+        out(&o)
+    );
+
     let o = s.run(&["sandbox", "rm", "probe"]).await;
     assert_ok(&o, "rm");
     let o = s.run(&["policy", "rm", "learn"]).await;
