@@ -25,4 +25,4 @@ pub use backend::{
     ObjectList, ObjectWatch, Part, Propagation, Target, Termination, WatchEventType,
 };
 pub use error::{ApiError, Code};
-pub use paddock_wire::{EgressLog, EgressRecord};
+pub use paddock_wire::{EgressKind, EgressLog, EgressRecord};

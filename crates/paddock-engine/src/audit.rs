@@ -133,16 +133,16 @@ impl AuditLogs {
 }
 
 /// The audit event of an egress record.
-pub fn egress_event(sandbox: &str, r: &paddock_wire::EgressRecord) -> AuditEvent {
+pub fn egress_event(sandbox: &str, r: &paddock_backend::EgressRecord) -> AuditEvent {
     let decision = match (r.allowed, r.audited) {
         (true, false) => "allow",
         (true, true) => "allow-audited",
         (false, _) => "deny",
     };
     let kind = match r.kind {
-        paddock_wire::EgressKind::Connect => "egress-connect",
-        paddock_wire::EgressKind::Http => "egress-http",
-        paddock_wire::EgressKind::Dns => "egress-dns",
+        paddock_backend::EgressKind::Connect => "egress-connect",
+        paddock_backend::EgressKind::Http => "egress-http",
+        paddock_backend::EgressKind::Dns => "egress-dns",
     };
     let subject = match (&r.method, &r.path) {
         (Some(m), Some(p)) => format!("{m} {}:{}{p}", r.host, r.port),

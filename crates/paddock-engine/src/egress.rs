@@ -130,7 +130,7 @@ impl LocalEgress {
     fn audited(&self, egress: &SandboxEgress) {
         let audit = Arc::clone(&self.audit);
         let sandbox = egress.name().to_owned();
-        egress.set_sink(Arc::new(move |r: &paddock_wire::EgressRecord| {
+        egress.set_sink(Arc::new(move |r: &paddock_backend::EgressRecord| {
             audit.record(&crate::audit::egress_event(&sandbox, r));
         }));
     }
