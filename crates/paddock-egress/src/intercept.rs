@@ -86,6 +86,8 @@ impl SandboxCa {
 
     /// A TLS server config presenting a certificate for `host`, made once per host.
     fn server_config(&self, host: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let host = host.as_str();
         let mut leaves = self
             .leaves
             .lock()
@@ -304,6 +306,15 @@ async fn one_request(
 ) -> Response<Body> {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
+    // The request goes to the host the tunnel was judged (and the secret meant) for.
+    let authority = if port == 443 {
+        host.to_owned()
+    } else {
+        format!("{host}:{port}")
+    };
+    if let Ok(v) = HeaderValue::from_str(&authority) {
+        req.headers_mut().insert(http::header::HOST, v);
+    }
     let rules = egress.rules();
     let decision = rules.request(host, port, &method, &path);
     let mut record = InterceptedRequest {
@@ -336,19 +347,18 @@ async fn one_request(
             .map(str::to_owned);
         let mut swapped = false;
         used.push((secret.clone(), placeholder.clone().unwrap_or_default()));
-        if let Some(placeholder) = &placeholder {
-            for value in req.headers_mut().values_mut() {
-                if let Ok(text) = value.to_str()
-                    && text.contains(placeholder.as_str())
-                    && let Ok(v) =
-                        HeaderValue::from_str(&text.replace(placeholder.as_str(), &secret))
-                {
-                    *value = v;
-                    swapped = true;
-                }
-            }
-        }
         let header = injection.header.as_str();
+        // Only in the rule's own header: a placeholder in any other header (one a server may
+        // echo back in a body) stays a placeholder.
+        if let Some(placeholder) = &placeholder
+            && let Some(value) = req.headers_mut().get_mut(header)
+            && let Ok(text) = value.to_str()
+            && text.contains(placeholder.as_str())
+            && let Ok(v) = HeaderValue::from_str(&text.replace(placeholder.as_str(), &secret))
+        {
+            *value = v;
+            swapped = true;
+        }
         if !swapped && !req.headers().contains_key(header) {
             let format = injection.format.as_deref().unwrap_or("{secret}");
             if let (Ok(name), Ok(v)) = (

@@ -401,6 +401,9 @@ async fn connect(
                 Duration::from_millis(300)
             };
             let flight = read_first_flight(&mut client, &mut first, wait).await?;
+            if flight == FirstFlight::IncompleteTls {
+                return Ok(Some(DenyReason::IncompleteHandshake { host: host.clone() }));
+            }
             if let FirstFlight::Tls(Some(server_name)) = &flight
                 && !server_name.eq_ignore_ascii_case(&host)
                 && !rules
@@ -570,9 +573,9 @@ async fn forward(
             .unwrap_or_else(|_| http::Uri::from_static("/")),
         None => http::Uri::from_static("/"),
     };
-    if !parts.headers.contains_key(http::header::HOST)
-        && let Ok(v) = HeaderValue::from_str(authority.as_str())
-    {
+    // The request goes to the host it was judged for: the sandbox's own Host header could
+    // name another site on the same address (a shared front end).
+    if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
         parts.headers.insert(http::header::HOST, v);
     }
     match sender.send_request(Request::from_parts(parts, body)).await {

@@ -12,6 +12,9 @@ pub enum FirstFlight {
     Tls(Option<String>),
     /// Not TLS (SSH, plain TCP, ...), or the client sent nothing in time.
     Other,
+    /// It began as TLS, but no complete ClientHello came in time (or it did not parse): a
+    /// server name may be hidden there, so the tunnel must not go ahead.
+    IncompleteTls,
 }
 
 /// The most read while looking for a ClientHello.
@@ -40,7 +43,7 @@ pub async fn read_first_flight<R: AsyncRead + Unpin>(
                 match acceptor.read_tls(&mut reader) {
                     Ok(0) => break,
                     Ok(_) => {}
-                    Err(_) => return Ok(FirstFlight::Other),
+                    Err(_) => return Ok(FirstFlight::IncompleteTls),
                 }
             }
             match acceptor.accept() {
@@ -49,14 +52,20 @@ pub async fn read_first_flight<R: AsyncRead + Unpin>(
                     return Ok(FirstFlight::Tls(name));
                 }
                 Ok(None) => {}
-                Err(_) => return Ok(FirstFlight::Other),
+                Err(_) => return Ok(FirstFlight::IncompleteTls),
             }
         }
+        let tls_begun = buf.first() == Some(&0x16);
         if buf.len() >= MAX_HELLO {
-            return Ok(FirstFlight::Other);
+            return Ok(if tls_begun {
+                FirstFlight::IncompleteTls
+            } else {
+                FirstFlight::Other
+            });
         }
         let read = tokio::time::timeout_at(deadline, io.read(&mut chunk)).await;
         match read {
+            Err(_) | Ok(Ok(0)) if tls_begun => return Ok(FirstFlight::IncompleteTls),
             Err(_) => return Ok(FirstFlight::Other),
             Ok(Ok(0)) => return Ok(FirstFlight::Other),
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),

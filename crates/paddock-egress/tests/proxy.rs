@@ -171,6 +171,30 @@ async fn allowed_domain_over_https_and_http_goes_through_and_is_recorded() {
         (EgressKind::Http, Some("POST"), Some("/plain"))
     );
 
+    // The sandbox's own Host header cannot name another site on the allowed address.
+    let out = sb
+        .curl(
+            "http://allowed.test/h",
+            &[
+                "-s",
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                "-H",
+                "Host: denied.test",
+            ],
+            true,
+        )
+        .await;
+    assert!(
+        out.stdout
+            .to_ascii_lowercase()
+            .contains("x-seen-host: allowed.test"),
+        "{}",
+        out.stdout
+    );
+
     let out = sb.curl("https://a.wild.test/", &[], true).await;
     assert_eq!(
         out.stdout, "hello from a.wild.test: GET /",

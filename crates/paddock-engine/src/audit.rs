@@ -47,7 +47,15 @@ impl AuditLogs {
             std::fs::create_dir_all(parent)?;
         }
         let existing = std::fs::read_to_string(&path).unwrap_or_default();
-        let (seq, prev) = match tail(&existing) {
+        let head = std::fs::read_to_string(path.with_extension("head")).ok();
+        // The log must agree with its head, or lines were lost from its end (or it is gone).
+        let checked = match &head {
+            Some(h) => {
+                paddock_policy::audit::verify_with_head(&existing, h).and_then(|_| tail(&existing))
+            }
+            None => tail(&existing),
+        };
+        let (seq, prev) = match checked {
             Ok(t) => t,
             Err(broken) => {
                 // A log that no longer verifies is kept as evidence; a new chain starts.
@@ -56,7 +64,9 @@ impl AuditLogs {
                     jiff::Timestamp::now().as_second()
                 ));
                 tracing::warn!(log = %path.display(), %broken, kept = %kept.display(), "an audit log does not verify; starting a new one");
-                std::fs::rename(&path, &kept)?;
+                if path.exists() {
+                    std::fs::rename(&path, &kept)?;
+                }
                 (0, GENESIS.to_owned())
             }
         };

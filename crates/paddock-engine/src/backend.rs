@@ -415,7 +415,7 @@ impl Backend for EngineBackend {
             let found = crate::egress::governing(self.store.as_ref(), &key)
                 .await
                 .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?
-                .unwrap_or_default();
+                .ok_or_else(|| ApiError::not_found(format!("sandbox {key} not found")))?;
             paddock_policy::governing_permissions(&key.namespace, &found)
                 .map_err(|e| ApiError::new(Code::FailedPrecondition, e.to_string()))
         })

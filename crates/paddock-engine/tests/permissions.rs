@@ -122,6 +122,20 @@ async fn the_gateway_enforces_a_sandboxs_permissions() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
 
+    // A path that names the sandbox again further on is checked as what it is (the sandbox's
+    // ports, closed here), not as what follows the second name.
+    let sneaky = tokio::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {}", server.token))
+        .arg(format!(
+            "{}/v1/sandboxes/%72ev/ports/1/rev/files/root/.profile",
+            server.url
+        ))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&sneaky.stdout), "403");
+
     // Every decision is in the sandbox's hash-chained audit log.
     let log = server.home.join("audit/default/rev.jsonl");
     let text = std::fs::read_to_string(&log).unwrap();

@@ -768,18 +768,35 @@ pub async fn delete(
     Query(q): Query<NamespaceQuery>,
 ) -> ApiResult {
     let ns = q.ns();
-    // The sandbox's permissions may keep it from being deleted through the API.
-    if let Ok(sandbox) = find_sandbox(&state, ns, &name).await {
-        let sandbox_name = sandbox.metadata.name.as_deref().unwrap_or(&name);
-        let rules = state.backend.permissions(ns, sandbox_name).await?;
-        crate::permits::decide(
-            state.backend.as_ref(),
-            (ns, sandbox_name),
-            &rules,
-            &[paddock_policy::Capability::Api(
-                paddock_policy::ApiOp::Delete,
-            )],
-        )?;
+    // Every sandbox this call may delete must allow it: the one the claim `name` holds, and
+    // the Sandbox named `name`.
+    let mut doomed = Vec::new();
+    match state.backend.get(Kind::SandboxClaim, ns, &name).await {
+        Ok(c) => doomed.extend(
+            c.into_typed::<SandboxClaim>()
+                .unwrap_or_default()
+                .status
+                .and_then(|s| s.sandbox)
+                .and_then(|s| s.name)
+                .filter(|n| !n.is_empty()),
+        ),
+        Err(e) if e.code == Code::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    doomed.push(name.clone());
+    for sandbox in &doomed {
+        match state.backend.permissions(ns, sandbox).await {
+            Ok(rules) => crate::permits::decide(
+                state.backend.as_ref(),
+                (ns, sandbox),
+                &rules,
+                &[paddock_policy::Capability::Api(
+                    paddock_policy::ApiOp::Delete,
+                )],
+            )?,
+            Err(e) if e.code == Code::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     match state
         .backend
@@ -911,6 +928,27 @@ pub async fn logs(
         .into_response())
 }
 
+/// `%XX` sequences decoded (what the agent will see as the path).
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Checks what a call for the sandbox's agent would do against the sandbox's permissions
 /// (`docs/safety.md`): the API operation, an exec's program, a file call's path. Returns the
 /// request to forward (its body re-assembled when it was read to see the program).
@@ -975,6 +1013,12 @@ async fn permitted(
             }
             Ok(req)
         }
+        // A sandbox port is reached through the agent, which could be asked to call itself:
+        // closed for a sandbox whose policy limits exec or files.
+        "ports" if rules.limits_agent() => Err(ApiError::new(
+            Code::PermissionDenied,
+            "the sandbox's SandboxPolicy limits exec and files, and its ports are reached through its agent, which cannot be checked call by call: use /exec and /files",
+        )),
         _ => Ok(req),
     }
 }
@@ -1003,12 +1047,15 @@ pub async fn inside(
         ))
         .into());
     }
-    // Keep the client's percent-encoding of the path (file names with `%2F` and friends).
-    let raw_path = req.uri().path();
-    let marker = format!("/{name}/");
+    // Keep the client's percent-encoding of the path (file names with `%2F` and friends): the
+    // part after `/v1/sandboxes/{name}/`, taken by position, is what is forwarded, and its
+    // decoded form is what the permissions are checked against.
+    let raw_path = req.uri().path().to_owned();
     let raw_rest = raw_path
-        .find(&marker)
-        .map_or(rest.as_str(), |i| &raw_path[i + marker.len()..]);
+        .strip_prefix("/v1/sandboxes/")
+        .and_then(|after| after.split_once('/'))
+        .map_or(rest.clone(), |(_, r)| r.to_owned());
+    let checked_rest = percent_decode(&raw_rest);
     let mut path = format!("/v1/{raw_rest}");
     if !query.is_empty() {
         path.push('?');
@@ -1033,7 +1080,7 @@ pub async fn inside(
         }
         Err(e) => return Err(e.into()),
     };
-    let req = permitted(&state, &namespace, &sandbox_name, &rest, req).await?;
+    let req = permitted(&state, &namespace, &sandbox_name, &checked_rest, req).await?;
     let timeout = state.options.proxy_timeout;
     forward(&state.client, &target, req, &path, timeout).await.map_err(|e| match e {
         ForwardError::Connect(why) => ApiError::new(Code::SandboxNotReady, format!("the agent of sandbox {sandbox_name:?} does not answer ({why}); is the sandbox running?")),

@@ -304,26 +304,31 @@ async fn routed(State(state): State<AppState>, req: Request, next: Next) -> Resp
             }
         }
     }
-    // The agent's port carries exec and files in upstream's runtime API, which the gateway
-    // does not check one by one: a sandbox whose policy limits them is reached through
-    // paddock's REST API instead.
-    if route.port == router_contract::DEFAULT_PORT {
-        match state
-            .backend
-            .permissions(&route.namespace, &route.sandbox)
-            .await
-        {
-            Ok(rules) if rules.limits_agent() => {
-                return detail(
-                    StatusCode::FORBIDDEN,
-                    "This sandbox's SandboxPolicy limits exec and files, which this route cannot check; use paddock's REST API (/v1/sandboxes/{name}/exec, /files).",
-                );
-            }
-            Ok(_) => {}
-            // An unknown sandbox gets upstream's answer below.
-            Err(e) if e.code == Code::NotFound => {}
-            Err(e) => return detail(status_of(e.code), &e.message),
+    // Upstream's route reaches the agent (exec and files in its runtime API) or, through the
+    // pod's network, any port: neither can be checked call by call, so it is closed for a
+    // sandbox whose policy limits exec or files. A pod IP given for a sandbox that does not
+    // exist could be any sandbox's: refused.
+    match state
+        .backend
+        .permissions(&route.namespace, &route.sandbox)
+        .await
+    {
+        Ok(rules) if rules.limits_agent() => {
+            return detail(
+                StatusCode::FORBIDDEN,
+                "This sandbox's SandboxPolicy limits exec and files, which this route cannot check; use paddock's REST API (/v1/sandboxes/{name}/exec, /files).",
+            );
         }
+        Ok(_) => {}
+        Err(e) if e.code == Code::NotFound && route.pod_ip.is_some() => {
+            return detail(
+                StatusCode::FORBIDDEN,
+                "X-Sandbox-Pod-IP needs X-Sandbox-ID to name an existing sandbox.",
+            );
+        }
+        // An unknown sandbox gets upstream's answer below.
+        Err(e) if e.code == Code::NotFound => {}
+        Err(e) => return detail(status_of(e.code), &e.message),
     }
     let port = (route.port != router_contract::DEFAULT_PORT).then_some(route.port);
     let target = match route.pod_ip {

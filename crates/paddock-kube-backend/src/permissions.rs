@@ -70,7 +70,12 @@ impl PermissionsCache {
             Some(sb) => sb,
             None => match get_value::<Sandbox>(client, namespace, sandbox).await? {
                 Some(sb) => sb,
-                None => return Ok(PermissionRules::unrestricted()),
+                None => {
+                    return Err(ApiError::new(
+                        Code::NotFound,
+                        format!("sandbox {namespace}/{sandbox} not found"),
+                    ));
+                }
             },
         };
         // Most sandboxes name no policy, have no template and no claim: no call at all.

@@ -96,7 +96,12 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xfe00) == 0xfc00
         || (s[0] & 0xffc0) == 0xfe80
         || (s[0] == 0x2001 && s[1] == 0x0db8)
-        || (s[0] == 0x0064 && s[1] == 0xff9b))
+        || (s[0] == 0x0064 && s[1] == 0xff9b)
+        // IPv4-compatible (::/96), 6to4 (2002::/16), site-local (fec0::/10), discard (100::/64)
+        || s[..6] == [0; 6]
+        || s[0] == 0x2002
+        || (s[0] & 0xffc0) == 0xfec0
+        || (s[0] == 0x0100 && s[1..4] == [0; 3]))
 }
 
 #[cfg(test)]

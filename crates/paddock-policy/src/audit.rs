@@ -84,6 +84,13 @@ pub fn verify(text: &str) -> Result<usize, AuditBreak> {
         let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(raw) else {
             return Err(broken("not a JSON object".into()));
         };
+        // Exactly as written: a duplicated key, an added field or other spacing would let two
+        // readers see two different lines under one hash.
+        if serde_json::to_string(&map).ok().as_deref() != Some(raw) {
+            return Err(broken(
+                "is not as the log writes it (duplicate or extra fields?)".into(),
+            ));
+        }
         let Some(Value::String(hash)) = map.remove("hash") else {
             return Err(broken("no hash".into()));
         };
@@ -208,6 +215,12 @@ mod tests {
         let forged = lines[..3].join("\n") + "\n" + &line(4, GENESIS, &event("forged")).0;
         assert_eq!(verify(&forged).expect_err("forged").line, 4);
         assert_eq!(verify("{oops").expect_err("not json").line, 1);
+        let duplicated = lines[0].replacen(
+            r#""decision":"deny""#,
+            r#""decision":"allow","decision":"deny""#,
+            1,
+        );
+        assert_eq!(verify(&duplicated).expect_err("duplicate key").line, 1);
     }
 
     #[test]

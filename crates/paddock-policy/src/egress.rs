@@ -84,6 +84,16 @@ pub enum DenyReason {
         /// The SNI in the ClientHello.
         server_name: String,
     },
+    /// A TLS handshake began but showed no server name in time.
+    IncompleteHandshake {
+        /// The tunnel's host.
+        host: String,
+    },
+    /// An HTTP path that could mean another one once the server normalises it.
+    UnnormalisedPath {
+        /// The path.
+        path: String,
+    },
     /// A limit of the policy is spent.
     LimitSpent {
         /// `bytes` or `requests`.
@@ -114,6 +124,14 @@ impl fmt::Display for DenyReason {
             DenyReason::ServerNameMismatch { host, server_name } => write!(
                 f,
                 "the TLS server name {server_name} does not match the tunnel's host {host}"
+            ),
+            DenyReason::IncompleteHandshake { host } => write!(
+                f,
+                "the TLS handshake in the tunnel to {host} did not show its server name in time"
+            ),
+            DenyReason::UnnormalisedPath { path } => write!(
+                f,
+                "the path {path} is not normalised ('..', '//', '\\\\' or an encoded '.' or '/'), so path rules cannot judge it"
             ),
             DenyReason::LimitSpent { limit, value } => {
                 write!(f, "the sandbox's egress {limit} limit ({value}) is spent")
@@ -167,6 +185,21 @@ impl DomainPattern {
     }
 }
 
+/// Whether a path means only itself: no `..` or `.` segments, no empty segment, no
+/// backslash, no percent-encoded `.`, `/` or `\`.
+fn normalised(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    if path.contains('\\') || ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e)) {
+        return false;
+    }
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    !segments
+        .iter()
+        .enumerate()
+        .any(|(i, s)| *s == ".." || *s == "." || (s.is_empty() && i != last))
+}
+
 fn normalize(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
@@ -193,6 +226,9 @@ impl CompiledRule {
     }
 
     fn http_ok(&self, method: &str, path: &str) -> bool {
+        if !self.paths.is_empty() && !normalised(path) {
+            return false;
+        }
         (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
             && (self.paths.is_empty() || self.paths.iter().any(|p| path.starts_with(p.as_str())))
     }
@@ -676,6 +712,22 @@ mod tests {
             })
         );
         assert!(!r.request("api.example.com", 80, "GET", "/user").allowed());
+        for sneaky in [
+            "/repos/../admin",
+            "/repos/%2e%2e/admin",
+            "/repos/a%2Fb",
+            "/repos//x",
+            "/repos/.\\x",
+        ] {
+            assert!(
+                !r.request("api.example.com", 80, "GET", sneaky).allowed(),
+                "{sneaky}"
+            );
+        }
+        assert!(
+            r.request("api.example.com", 80, "GET", "/repos/").allowed(),
+            "a trailing slash is fine"
+        );
         assert_eq!(
             r.connect(Destination::Name("api.example.com"), 443, true)
                 .verdict,

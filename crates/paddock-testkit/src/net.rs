@@ -299,6 +299,7 @@ async fn serve_http(
                         Some(n) => Bytes::from(vec![b'x'; n]),
                         None => Bytes::from(format!("hello from {host}: {} {path}", req.method())),
                     };
+                    let host_header = req.headers().get(http::header::HOST).cloned();
                     let auth = req
                         .headers()
                         .get("authorization")
@@ -315,6 +316,9 @@ async fn serve_http(
                     );
                     if let Ok(v) = http::HeaderValue::from_str(&auth) {
                         response.headers_mut().insert("x-seen-authorization", v);
+                    }
+                    if let Some(h) = host_header {
+                        response.headers_mut().insert("x-seen-host", h);
                     }
                     Ok::<_, Infallible>(response)
                 }

@@ -10,9 +10,9 @@ use paddock_policy::audit::{verify, verify_with_head};
 /// `paddock audit` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum AuditCommand {
-    /// Check audit logs: every line must hash to what it says and chain to the line before;
-    /// with the `.head` file beside a log, no line may be missing from its end. Exit code 1
-    /// names the first broken line.
+    /// Check audit logs: every line must be as written, hash to what it says and chain to the
+    /// line before, and the `.head` file beside the log must name its last line (so none was
+    /// removed from its end). Exit code 1 names the first broken line.
     #[command(
         after_help = "Examples:\n  paddock audit verify /var/lib/paddock/audit/default/my-sandbox.jsonl\n  paddock audit verify $PADDOCK_HOME/audit/*/*.jsonl"
     )]
@@ -33,18 +33,17 @@ pub fn run(command: &AuditCommand) -> Result<ExitCode> {
         let head = std::fs::read_to_string(file.with_extension("head")).ok();
         let outcome = match &head {
             Some(h) => verify_with_head(&text, h),
-            None => verify(&text),
+            // paddock writes a head beside every log: without it, lines removed from the end
+            // cannot be told.
+            None => verify(&text).and_then(|_| {
+                Err(paddock_policy::audit::AuditBreak {
+                    line: 0,
+                    reason: "the chain holds, but the .head file beside it is missing, so lines removed from its end cannot be told".into(),
+                })
+            }),
         };
         match outcome {
-            Ok(n) => println!(
-                "{}: {n} lines, chain intact{}",
-                file.display(),
-                if head.is_some() {
-                    ", head matches"
-                } else {
-                    " (no head file to check its end against)"
-                }
-            ),
+            Ok(n) => println!("{}: {n} lines, chain intact, head matches", file.display()),
             Err(e) => {
                 broken += 1;
                 println!("{}: {e}", file.display());
