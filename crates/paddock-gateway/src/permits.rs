@@ -77,10 +77,18 @@ pub fn require(rules: &PermissionRules, caps: &[Capability<'_>]) -> Result<(), A
     Ok(())
 }
 
-/// The program a process request runs: its argv[0], or the shell for a command string.
+/// The program a process request runs: its argv[0], or the shell for a command string; asked
+/// only when the policy limits programs.
 pub fn program_of(body: &[u8]) -> Result<String, ApiError> {
     let req: paddock_wire::ProcessRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("invalid process request: {e}")))?;
+    // A PATH of the request's own would decide which file a program name runs.
+    if req.env.contains_key("PATH") {
+        return Err(ApiError::new(
+            Code::PermissionDenied,
+            "the sandbox's SandboxPolicy limits which programs run, so a request may not set PATH: name the program by its absolute path",
+        ));
+    }
     match (req.argv.as_deref(), req.command.as_deref()) {
         (Some([first, ..]), _) => Ok(first.clone()),
         (_, Some(_)) => Ok("sh".to_owned()),

@@ -140,12 +140,14 @@ struct Layer {
     api: ApiPermissions,
 }
 
+/// A name entry matches a program asked for by that bare name (found on the sandbox's
+/// PATH); an absolute entry matches that path. A program asked for by another path matches no
+/// name entry, so `/tmp/x/python3` is not `python3`.
 fn program_matches(entry: &str, program: &str, resolved: Option<&str>) -> bool {
-    let basename = |p: &str| p.rsplit('/').next().unwrap_or(p).to_owned();
     if entry.starts_with('/') {
         resolved == Some(entry) || program == entry
     } else {
-        basename(program) == entry || resolved.is_some_and(|r| basename(r) == entry)
+        program == entry
     }
 }
 
@@ -291,10 +293,11 @@ mod tests {
         });
         assert_eq!(p.level(exec("python3")), Level::Always);
         assert_eq!(
-            p.level(exec("/usr/local/bin/python3")),
-            Level::Always,
-            "by name"
+            p.level(exec("/tmp/x/python3")),
+            Level::Never,
+            "a name entry is not any path ending in it"
         );
+        assert_eq!(p.level(exec("/usr/bin/git")), Level::Always, "an absolute entry");
         assert_eq!(
             p.level(Capability::Exec {
                 program: "git",
