@@ -297,7 +297,11 @@ mod tests {
             Level::Never,
             "a name entry is not any path ending in it"
         );
-        assert_eq!(p.level(exec("/usr/bin/git")), Level::Always, "an absolute entry");
+        assert_eq!(
+            p.level(exec("/usr/bin/git")),
+            Level::Always,
+            "an absolute entry"
+        );
         assert_eq!(
             p.level(Capability::Exec {
                 program: "git",
