@@ -329,6 +329,14 @@ async fn one_request(
         on_request(record);
         return response;
     }
+    // Each request inside an intercepted tunnel counts against the request limit, as a plain
+    // HTTP request does.
+    if let Err(reason) = egress.start_request(&rules) {
+        let response = text(StatusCode::FORBIDDEN, reason.to_string());
+        record.verdict = Verdict::Deny(reason);
+        on_request(record);
+        return response;
+    }
     // The secrets put into this request, each with what the sandbox may see instead.
     let mut used: Vec<(String, String)> = Vec::new();
     for (rule, injection) in rules.injections_for(host, port) {

@@ -180,7 +180,7 @@ impl SandboxEgress {
     }
 
     /// Counts one more connection, unless a limit is already spent.
-    fn start_request(&self, rules: &EgressRules) -> Result<(), DenyReason> {
+    pub(crate) fn start_request(&self, rules: &EgressRules) -> Result<(), DenyReason> {
         let limits = rules.limits();
         if let Some(max) = limits.bytes
             && self.bytes.load(Ordering::Relaxed) >= max

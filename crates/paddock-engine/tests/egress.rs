@@ -506,3 +506,44 @@ async fn a_restarted_server_serves_a_surviving_sandboxs_egress_and_credentials_a
     );
     sb.delete().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_inside_an_intercepted_tunnel_count_against_the_request_limit() {
+    if !TestHosts::available() {
+        return;
+    }
+    let hosts = TestHosts::start();
+    let server = start(&hosts).await;
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret_file.path(), "s").unwrap();
+    let manifest = format!(
+        "apiVersion: paddock.dev/v1alpha1\nkind: SandboxPolicy\nmetadata:\n  name: few\nspec:\n  egress:\n    rules:\n    - name: api\n      domains: [allowed.test]\n      cidrs: [{}]\n      inject:\n      - header: Authorization\n        valueFrom: {{file: {}}}\n    limits: {{requests: 3}}\n",
+        hosts.cidr("allowed.test"),
+        secret_file.path().display(),
+    );
+    server.client.apply(&manifest, None).await.unwrap();
+    let mut req = CreateSandbox::image("host");
+    req.runtime = Some("bwrap".into());
+    req.name = Some("few".into());
+    req.policy = Some("few".into());
+    server.client.create_sandbox(&req).await.unwrap();
+    let sb = server.client.sandbox("few", "default");
+    // One tunnel (1), then three requests in it: the third passes the limit of 3.
+    let out = sb
+        .exec(&ProcessRequest::shell(
+            "curl -sS --max-time 10 -w ' %{http_code}\\n' https://allowed.test/1 https://allowed.test/2 https://allowed.test/3",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        out.stdout.contains("GET /1 200\n") && out.stdout.contains("GET /2 200\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("requests limit (3) is spent\n 403"),
+        "{}",
+        out.stdout
+    );
+    sb.delete().await.unwrap();
+}
