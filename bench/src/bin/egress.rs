@@ -338,12 +338,10 @@ async fn main() {
     println!(
         "egress: network set-up per sandbox (namespace, CA, proxy and DNS bound in it), 50 times"
     );
-    let mut setup = Vec::new();
-    let mut teardown = Vec::new();
-    for i in 0..50 {
-        let start = Instant::now();
-        let ns = Netns::create(&dir.path().join(format!("s{i}"))).unwrap();
-        let key = format!("bench/s{i}");
+    // A sandbox's network: its namespace, and the proxy serving it there.
+    let attach = |name: &str| {
+        let ns = Netns::create(&dir.path().join(name)).unwrap();
+        let key = format!("bench/{name}");
         proxy
             .attach(
                 &key,
@@ -351,6 +349,13 @@ async fn main() {
                 SandboxEgress::new(key.clone(), rules(&hosts, None)),
             )
             .unwrap();
+        (ns, key)
+    };
+    let mut setup = Vec::new();
+    let mut teardown = Vec::new();
+    for i in 0..50 {
+        let start = Instant::now();
+        let (ns, key) = attach(&format!("s{i}"));
         setup.push(start.elapsed().as_secs_f64() * 1000.0);
         let start = Instant::now();
         proxy.detach(&key);
@@ -380,16 +385,7 @@ async fn main() {
     let mut namespaces = Vec::new();
     let start = Instant::now();
     for i in 0..200 {
-        let ns = Netns::create(&dir.path().join(format!("m{i}"))).unwrap();
-        let key = format!("bench/m{i}");
-        proxy
-            .attach(
-                &key,
-                &ns,
-                SandboxEgress::new(key.clone(), rules(&hosts, None)),
-            )
-            .unwrap();
-        namespaces.push(ns);
+        namespaces.push(attach(&format!("m{i}")).0);
     }
     let took = start.elapsed();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -16,9 +16,13 @@ use crate::{SandboxEgress, now};
 
 const TTL: u32 = 30;
 
+/// Questions answered at once per sandbox; a flood beyond it is dropped (resolvers retry).
+const IN_FLIGHT: usize = 64;
+
 /// Answers questions on `socket` until the task is aborted.
 pub(crate) async fn serve(socket: UdpSocket, egress: Arc<SandboxEgress>, resolver: Resolver) {
     let socket = Arc::new(socket);
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut buf = vec![0u8; 4096];
     loop {
         let (n, from) = match socket.recv_from(&mut buf).await {
@@ -31,6 +35,9 @@ pub(crate) async fn serve(socket: UdpSocket, egress: Arc<SandboxEgress>, resolve
         let Ok(question) = Message::from_vec(&buf[..n]) else {
             continue;
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            continue;
+        };
         let socket = Arc::clone(&socket);
         let egress = Arc::clone(&egress);
         let resolver = resolver.clone();
@@ -39,6 +46,7 @@ pub(crate) async fn serve(socket: UdpSocket, egress: Arc<SandboxEgress>, resolve
             if let Ok(bytes) = reply.to_vec() {
                 let _ = socket.send_to(&bytes, from).await;
             }
+            drop(slot);
         });
     }
 }

@@ -350,7 +350,6 @@ impl EgressProxy {
         egress: Arc<SandboxEgress>,
     ) -> Result<Arc<SandboxEgress>, AttachError> {
         let sockets = netns.bind(&[proxy_addr()], &[dns_addr()])?;
-        let _ = egress.metrics.set(Arc::clone(&self.inner.metrics));
         let io = |source| AttachError::Io {
             sandbox: key.to_owned(),
             source,
@@ -368,19 +367,7 @@ impl EgressProxy {
                 self.inner.context.resolver.clone(),
             )));
         }
-        let mut sandboxes = self.sandboxes();
-        sandboxes.insert(
-            key.to_owned(),
-            Attached {
-                egress: Arc::clone(&egress),
-                tasks,
-            },
-        );
-        self.inner
-            .metrics
-            .sandboxes
-            .set(i64::try_from(sandboxes.len()).unwrap_or(i64::MAX));
-        drop(sandboxes);
+        self.register(key, Arc::clone(&egress), tasks);
         Ok(egress)
     }
 
@@ -397,19 +384,21 @@ impl EgressProxy {
     /// Registers a sandbox served on a shared listener ([`EgressProxy::serve_identified`]):
     /// its records and metrics are the proxy's like an attached one's.
     pub fn adopt(&self, key: &str, egress: Arc<SandboxEgress>) {
+        self.register(key, egress, Vec::new());
+    }
+
+    fn register(&self, key: &str, egress: Arc<SandboxEgress>, tasks: Vec<JoinHandle<()>>) {
         let _ = egress.metrics.set(Arc::clone(&self.inner.metrics));
         let mut sandboxes = self.sandboxes();
-        sandboxes.insert(
-            key.to_owned(),
-            Attached {
-                egress,
-                tasks: Vec::new(),
-            },
-        );
+        sandboxes.insert(key.to_owned(), Attached { egress, tasks });
+        self.count_sandboxes(sandboxes.len());
+    }
+
+    fn count_sandboxes(&self, n: usize) {
         self.inner
             .metrics
             .sandboxes
-            .set(i64::try_from(sandboxes.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Serves many sandboxes on one listener, each connection judged by the sandbox its peer
@@ -432,14 +421,12 @@ impl EgressProxy {
         self.sandboxes().get(key).map(|a| Arc::clone(&a.egress))
     }
 
-    /// Stops serving a sandbox; its open connections end.
+    /// Stops serving a sandbox: its listeners close, so no new connection is made; tunnels
+    /// already open run until they end.
     pub fn detach(&self, key: &str) -> Option<Arc<SandboxEgress>> {
         let mut sandboxes = self.sandboxes();
         let gone = sandboxes.remove(key).map(|a| Arc::clone(&a.egress));
-        self.inner
-            .metrics
-            .sandboxes
-            .set(i64::try_from(sandboxes.len()).unwrap_or(i64::MAX));
+        self.count_sandboxes(sandboxes.len());
         drop(sandboxes);
         self.inner.metrics.forget(key);
         gone
@@ -448,11 +435,6 @@ impl EgressProxy {
     /// The proxy's Prometheus metrics, as exposition text.
     pub fn metrics_text(&self) -> String {
         self.inner.metrics.render()
-    }
-
-    /// The keys of attached sandboxes.
-    pub fn attached(&self) -> Vec<String> {
-        self.sandboxes().keys().cloned().collect()
     }
 }
 

@@ -141,12 +141,8 @@ async fn query(
 }
 
 fn rand_id() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    u16::try_from(h.finish() & 0xffff).unwrap_or(0)
+    let mut id = [0u8; 2];
+    // Without OS randomness a fixed id still works: replies are matched by source too.
+    let _ = getrandom::fill(&mut id);
+    u16::from_le_bytes(id)
 }

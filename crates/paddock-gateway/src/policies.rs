@@ -7,7 +7,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use http::{HeaderMap, StatusCode};
 use paddock_wire::EgressLog;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult, Code};
@@ -120,32 +119,19 @@ pub async fn delete(
     Ok(encode(&headers, StatusCode::OK, &policy))
 }
 
-/// Query of `GET /v1/sandboxes/{name}/egress`.
-#[derive(Debug, Default, Deserialize)]
-pub struct EgressQuery {
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    follow: Option<bool>,
-}
-
 /// `GET /v1/sandboxes/{name}/egress[?follow=true]`: the records as `{"items": [...]}`, or with
 /// `follow` one JSON record per line (the kept ones, then each new one as it ends).
 pub async fn egress(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<EgressQuery>,
+    Query(q): Query<crate::sandboxes::FollowQuery>,
 ) -> ApiResult {
-    let namespace = q
-        .namespace
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("default");
+    let namespace = q.ns();
     let sandbox = crate::sandboxes::find_sandbox(&state, namespace, &name).await?;
     let sandbox_name = sandbox.metadata.name.as_deref().unwrap_or(&name);
     let feed = state
         .backend
-        .egress(namespace, sandbox_name, q.follow.unwrap_or(false))
+        .egress(namespace, sandbox_name, q.follow())
         .await?;
     let Some(follow) = feed.follow else {
         return Ok(axum::Json(EgressLog {

@@ -892,31 +892,42 @@ pub async fn resume(
     ))
 }
 
-/// Query of `GET /v1/sandboxes/{name}/logs`.
+/// Query of `GET /v1/sandboxes/{name}/logs` and `/egress`.
 #[derive(Debug, Default, Deserialize)]
-pub struct LogsQuery {
+pub struct FollowQuery {
     #[serde(default)]
     namespace: Option<String>,
     #[serde(default)]
     follow: Option<bool>,
 }
 
+impl FollowQuery {
+    /// The namespace asked for (`default` when none).
+    pub(crate) fn ns(&self) -> &str {
+        self.namespace
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default")
+    }
+
+    /// Whether to keep streaming.
+    pub(crate) fn follow(&self) -> bool {
+        self.follow.unwrap_or(false)
+    }
+}
+
 /// `GET /v1/sandboxes/{name}/logs[?follow=true]`: the main process's output, as plain bytes.
 pub async fn logs(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<LogsQuery>,
+    Query(q): Query<FollowQuery>,
 ) -> ApiResult {
-    let namespace = q
-        .namespace
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("default");
+    let namespace = q.ns();
     let sandbox = find_sandbox(&state, namespace, &name).await?;
     let sandbox_name = sandbox.metadata.name.as_deref().unwrap_or(&name);
     let stream = state
         .backend
-        .logs(namespace, sandbox_name, q.follow.unwrap_or(false))
+        .logs(namespace, sandbox_name, q.follow())
         .await?;
     Ok((
         [
