@@ -40,6 +40,14 @@ pub mod sandbox {
     pub const POD_SCHEDULING_UNKNOWN: &str = "PodSchedulingUnknown";
 }
 
+/// Reasons of the Sandbox controller's lifecycle Events (contract §11.6) that are not also
+/// condition reasons.
+pub mod sandbox_events {
+    pub const SANDBOX_POD_CREATED: &str = "SandboxPodCreated";
+    pub const SANDBOX_POD_CREATE_FAILED: &str = "SandboxPodCreateFailed";
+    pub const SANDBOX_READY: &str = "SandboxReady";
+}
+
 /// Reasons of the SandboxClaim `Ready` condition (contract §2.5).
 pub mod claim {
     pub const TEMPLATE_NOT_FOUND: &str = "TemplateNotFound";

@@ -124,6 +124,9 @@ pub struct CoreConfig {
     pub extensions: bool,
     /// Record the claim controller's Events (upstream's `--disable-claim-events` turns it off).
     pub claim_events: bool,
+    /// Record the Sandbox controller's lifecycle Events (upstream's `--disable-sandbox-events`
+    /// turns it off).
+    pub sandbox_events: bool,
     /// Retry backoff.
     pub backoff: Backoff,
     /// A Sandbox whose pod was just created and is not Ready yet writes its status only after
@@ -148,6 +151,7 @@ impl Default for CoreConfig {
             workers: Workers::default(),
             extensions: true,
             claim_events: true,
+            sandbox_events: true,
             backoff: Backoff::default(),
             new_pod_status_settle: Duration::ZERO,
             pool_status_coalesce: Duration::ZERO,
@@ -206,6 +210,9 @@ pub struct Core {
         Mutex<HashMap<Key, k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>>,
     /// Sandboxes whose new pod is settling → until when their not-Ready status is held back.
     pub(crate) settling: Mutex<HashMap<Key, tokio::time::Instant>>,
+    /// Sandboxes whose suspension or resumption is under way → since when, for the suspend
+    /// and resume latency histograms.
+    pub(crate) lifecycle_marks: Mutex<HashMap<Key, sandbox::LifecycleMark>>,
     failures: Mutex<HashMap<(Controller, Key), u32>>,
 }
 
@@ -239,6 +246,7 @@ impl Core {
             adopting: Mutex::default(),
             first_observed: Mutex::default(),
             settling: Mutex::default(),
+            lifecycle_marks: Mutex::default(),
             failures: Mutex::default(),
         })
     }
@@ -466,7 +474,12 @@ impl Core {
         regarding: &ObjectReference,
         event: &Event,
     ) {
-        if controller == Controller::Claim && !self.config.claim_events {
+        let on = match controller {
+            Controller::Claim => self.config.claim_events,
+            Controller::Sandbox => self.config.sandbox_events,
+            Controller::Template | Controller::Pool => true,
+        };
+        if !on {
             return;
         }
         self.ports.events.record(controller, regarding, event).await;

@@ -51,6 +51,80 @@ pub struct ClaimLatencyLabels {
     pub sandbox_template: String,
 }
 
+/// Labels of the suspend and resume latency histograms.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LifecycleLabels {
+    /// Sandbox namespace.
+    pub namespace: String,
+    /// Template name, or `unknown`.
+    pub sandbox_template: String,
+    /// `SandboxClaim`, `SandboxWarmPool` or `None`.
+    pub owned_by: String,
+}
+
+impl LifecycleLabels {
+    /// The labels of `sb`.
+    pub fn of(sb: &Sandbox) -> Self {
+        Self {
+            namespace: sb.metadata.namespace.clone().unwrap_or_default(),
+            sandbox_template: sandbox_template(sb).unwrap_or("unknown").to_owned(),
+            owned_by: owned_by(sb).to_owned(),
+        }
+    }
+}
+
+/// Labels of the suspend and resume counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LifecycleResultLabels {
+    /// Sandbox namespace.
+    pub namespace: String,
+    /// Template name, or `unknown`.
+    pub sandbox_template: String,
+    /// `SandboxClaim`, `SandboxWarmPool` or `None`.
+    pub owned_by: String,
+    /// Suspend: `requested`, `pod_terminated`, `error`; resume: `requested`, `ready`, `error`.
+    pub result: String,
+}
+
+/// Labels of `agent_sandbox_finished_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FinishedLabels {
+    /// Sandbox namespace.
+    pub namespace: String,
+    /// Template name, or `unknown`.
+    pub sandbox_template: String,
+    /// `SandboxClaim`, `SandboxWarmPool` or `None`.
+    pub owned_by: String,
+    /// `PodSucceeded` or `PodFailed`.
+    pub reason: String,
+}
+
+/// Labels of `agent_sandbox_expired_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExpiredLabels {
+    /// Sandbox namespace.
+    pub namespace: String,
+    /// Template name, or `unknown`.
+    pub sandbox_template: String,
+    /// `SandboxClaim`, `SandboxWarmPool` or `None`.
+    pub owned_by: String,
+    /// `Delete` or `Retain`.
+    pub shutdown_policy: String,
+}
+
+/// Labels of `agent_sandbox_warmpool_size`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WarmPoolSizeLabels {
+    /// Pool namespace.
+    pub namespace: String,
+    /// Pool name.
+    pub warmpool_name: String,
+    /// The member's template (its `sandbox-template-ref` annotation), else the pool's.
+    pub sandbox_template: String,
+    /// `ready`, `pending`, `succeeded` or `failed`.
+    pub sandbox_status: String,
+}
+
 /// Labels of `agent_sandbox_creation_latency_ms`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CreationLatencyLabels {
@@ -153,6 +227,18 @@ pub struct Metrics {
     pub creation_latency: HistogramFamily<CreationLatencyLabels>,
     /// `agent_sandbox_claim_creation_total`.
     pub claim_creation: Family<ClaimCreationLabels, Counter>,
+    /// `agent_sandbox_suspend_total`.
+    pub suspend_total: Family<LifecycleResultLabels, Counter>,
+    /// `agent_sandbox_suspend_latency_ms`.
+    pub suspend_latency: HistogramFamily<LifecycleLabels>,
+    /// `agent_sandbox_resume_total`.
+    pub resume_total: Family<LifecycleResultLabels, Counter>,
+    /// `agent_sandbox_resume_latency_ms`.
+    pub resume_latency: HistogramFamily<LifecycleLabels>,
+    /// `agent_sandbox_finished_total`.
+    pub finished_total: Family<FinishedLabels, Counter>,
+    /// `agent_sandbox_expired_total`.
+    pub expired_total: Family<ExpiredLabels, Counter>,
     /// `controller_runtime_reconcile_total`.
     pub reconcile_total: Family<ResultLabels, Counter>,
     /// `controller_runtime_reconcile_errors_total`.
@@ -202,6 +288,45 @@ impl Metrics {
             "Sandboxes created or adopted for a SandboxClaim",
             claim_creation.clone(),
         );
+        let suspend_total = Family::<LifecycleResultLabels, Counter>::default();
+        registry.register(
+            "agent_sandbox_suspend",
+            "Sandbox suspensions by progress: requested, pod_terminated or error",
+            suspend_total.clone(),
+        );
+        let suspend_latency: HistogramFamily<_> = Family::new_with_constructor(creation_histogram);
+        registry.register(
+            "agent_sandbox_suspend_latency_ms",
+            "Latency from a Sandbox first seen with operatingMode=Suspended to its pod being terminated, in milliseconds",
+            suspend_latency.clone(),
+        );
+        let resume_total = Family::<LifecycleResultLabels, Counter>::default();
+        registry.register(
+            "agent_sandbox_resume",
+            "Sandbox resumptions by progress: requested, ready or error",
+            resume_total.clone(),
+        );
+        let resume_latency: HistogramFamily<_> = Family::new_with_constructor(creation_histogram);
+        registry.register(
+            "agent_sandbox_resume_latency_ms",
+            "Latency from a fully suspended Sandbox first seen back in Running to it being Ready, in milliseconds",
+            resume_latency.clone(),
+        );
+        let finished_total = Family::<FinishedLabels, Counter>::default();
+        registry.register(
+            "agent_sandbox_finished",
+            "Sandboxes whose pod finished (Finished became True), by reason",
+            finished_total.clone(),
+        );
+        let expired_total = Family::<ExpiredLabels, Counter>::default();
+        registry.register(
+            "agent_sandbox_expired",
+            "Sandboxes whose shutdownTime was reached, by shutdown policy",
+            expired_total.clone(),
+        );
+        registry.register_collector(Box::new(WarmPoolCollector {
+            cache: cache.clone(),
+        }));
         registry.register_collector(Box::new(SandboxCollector { cache }));
         let build = Family::<BuildLabels, Gauge>::default();
         build
@@ -260,6 +385,12 @@ impl Metrics {
             client_claim_startup_latency,
             creation_latency,
             claim_creation,
+            suspend_total,
+            suspend_latency,
+            resume_total,
+            resume_latency,
+            finished_total,
+            expired_total,
             reconcile_total,
             reconcile_errors,
             reconcile_time,
@@ -392,6 +523,78 @@ impl prometheus_client::collector::Collector for SandboxCollector {
         let metric_encoder = encoder.encode_descriptor(
             "agent_sandboxes",
             "Point-in-time number of Sandboxes in the cluster",
+            None,
+            MetricType::Gauge,
+        )?;
+        family.encode(metric_encoder)
+    }
+}
+
+/// Computes `agent_sandbox_warmpool_size` from the cache at scrape time: every pool × status,
+/// zeros included.
+#[derive(Debug)]
+struct WarmPoolCollector {
+    cache: Arc<Cache>,
+}
+
+/// `sandbox_status` of a pool member: its `Finished` reason, else `ready` or `pending`.
+pub fn member_status(sb: &Sandbox) -> &'static str {
+    use paddock_api::conditions::{find, sandbox as reason, types};
+    let conditions = sb
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    match find(conditions, types::FINISHED).filter(|c| c.status == "True") {
+        Some(c) if c.reason == reason::POD_SUCCEEDED => "succeeded",
+        Some(c) if c.reason == reason::POD_FAILED => "failed",
+        _ if find(conditions, types::READY).is_some_and(|c| c.status == "True") => "ready",
+        _ => "pending",
+    }
+}
+
+impl prometheus_client::collector::Collector for WarmPoolCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let family = Family::<WarmPoolSizeLabels, Gauge>::default();
+        let pools = self.cache.list::<SandboxWarmPool>(None);
+        for pool in &pools {
+            let namespace = pool.metadata.namespace.clone().unwrap_or_default();
+            let name = pool.metadata.name.clone().unwrap_or_default();
+            let template = pool.spec.sandbox_template_ref.name.clone();
+            for status in ["ready", "pending", "succeeded", "failed"] {
+                family
+                    .get_or_create(&WarmPoolSizeLabels {
+                        namespace: namespace.clone(),
+                        warmpool_name: name.clone(),
+                        sandbox_template: template.clone(),
+                        sandbox_status: status.to_owned(),
+                    })
+                    .set(0);
+            }
+            let uid = pool.metadata.uid.as_deref();
+            for sb in self.cache.list::<Sandbox>(Some(&namespace)) {
+                let Some(owner) = paddock_plan::ownership::controller_of_meta(&sb.metadata) else {
+                    continue;
+                };
+                if owner.kind != SandboxWarmPool::KIND
+                    || owner.name != name
+                    || uid.is_some_and(|u| u != owner.uid)
+                {
+                    continue;
+                }
+                family
+                    .get_or_create(&WarmPoolSizeLabels {
+                        namespace: namespace.clone(),
+                        warmpool_name: name.clone(),
+                        sandbox_template: sandbox_template(&sb).unwrap_or(&template).to_owned(),
+                        sandbox_status: member_status(&sb).to_owned(),
+                    })
+                    .inc();
+            }
+        }
+        let metric_encoder = encoder.encode_descriptor(
+            "agent_sandbox_warmpool_size",
+            "Number of Sandboxes controlled by each warm pool, by status",
             None,
             MetricType::Gauge,
         )?;

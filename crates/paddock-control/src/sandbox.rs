@@ -12,13 +12,15 @@ use paddock_api::kinds::Kind;
 use paddock_api::v1beta1::{Sandbox, SandboxStatus};
 use paddock_plan::outcome::{ApplyFailure, ErrorClass, FailureKind};
 use paddock_plan::patch::merge_patch_between;
+use paddock_plan::sandbox::lifecycle::{self, Lifecycle};
 use paddock_plan::sandbox::{SandboxAction, SandboxInput, plan_sandbox, status_after_failure};
 use serde_json::{Value, json};
 
 use crate::cache::Key;
 use crate::core::{Core, Outcome, lock};
 use crate::metrics::{
-    CreationLatencyLabels, UNKNOWN_CLAIM_TEMPLATE, launch_type, sandbox_template,
+    CreationLatencyLabels, ExpiredLabels, FinishedLabels, LifecycleLabels, LifecycleResultLabels,
+    UNKNOWN_CLAIM_TEMPLATE, launch_type, sandbox_template,
 };
 use crate::ports::{Controller, Part, Release, WriteError, object_reference};
 
@@ -45,6 +47,7 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
     let workloads = &core.ports.workloads;
     let Some(sb) = core.cache().get::<Sandbox>(&key.namespace, &key.name) else {
         lock(&core.settling).remove(key);
+        lock(&core.lifecycle_marks).remove(key);
         workloads.release(&key.namespace, &key.name, Release::Gone);
         return Outcome::Done;
     };
@@ -114,6 +117,7 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
             return Outcome::Retry(format!("writing the Sandbox's status: {e}"));
         }
         record_creation_latency(core, &sb, &old, &status);
+        report_lifecycle(core, key, &sb, &old, &status, &now).await;
     }
     match error {
         Some(e) if e.class == ErrorClass::Transient => match requeue_after {
@@ -252,6 +256,133 @@ fn record_creation_latency(core: &Core, sb: &Sandbox, old: &SandboxStatus, new: 
         .observe(ms);
 }
 
+/// A suspension or resumption under way, and when it was first seen.
+#[derive(Clone, Debug)]
+pub(crate) struct LifecycleMark {
+    suspending: bool,
+    since: Time,
+}
+
+fn millis_between(from: &Time, to: &Time) -> f64 {
+    to.0.duration_since(from.0).as_millis_f64().max(0.0)
+}
+
+/// Records the Events and metrics of each lifecycle step between the written statuses.
+async fn report_lifecycle(
+    core: &Core,
+    key: &Key,
+    sb: &Sandbox,
+    old: &SandboxStatus,
+    new: &SandboxStatus,
+    now: &Time,
+) {
+    let steps = lifecycle::transitions(sb, old, new);
+    if steps.is_empty() {
+        return;
+    }
+    let metrics = core.metrics();
+    let labels = LifecycleLabels::of(sb);
+    let with_result = |result: &str| LifecycleResultLabels {
+        namespace: labels.namespace.clone(),
+        sandbox_template: labels.sandbox_template.clone(),
+        owned_by: labels.owned_by.clone(),
+        result: result.to_owned(),
+    };
+    for step in &steps {
+        match step {
+            Lifecycle::SuspendRequested => {
+                metrics
+                    .suspend_total
+                    .get_or_create(&with_result("requested"))
+                    .inc();
+                lock(&core.lifecycle_marks).insert(
+                    key.clone(),
+                    LifecycleMark {
+                        suspending: true,
+                        since: now.clone(),
+                    },
+                );
+            }
+            Lifecycle::Suspended => {
+                metrics
+                    .suspend_total
+                    .get_or_create(&with_result("pod_terminated"))
+                    .inc();
+                let mark = lock(&core.lifecycle_marks).remove(key);
+                if let Some(m) = mark.filter(|m| m.suspending) {
+                    metrics
+                        .suspend_latency
+                        .get_or_create(&labels)
+                        .observe(millis_between(&m.since, now));
+                }
+            }
+            Lifecycle::SuspendFailed => {
+                metrics
+                    .suspend_total
+                    .get_or_create(&with_result("error"))
+                    .inc();
+            }
+            Lifecycle::ResumeRequested => {
+                metrics
+                    .resume_total
+                    .get_or_create(&with_result("requested"))
+                    .inc();
+                lock(&core.lifecycle_marks).insert(
+                    key.clone(),
+                    LifecycleMark {
+                        suspending: false,
+                        since: now.clone(),
+                    },
+                );
+            }
+            Lifecycle::Ready => {
+                let mark = lock(&core.lifecycle_marks).remove(key);
+                if let Some(m) = mark.filter(|m| !m.suspending) {
+                    metrics
+                        .resume_total
+                        .get_or_create(&with_result("ready"))
+                        .inc();
+                    metrics
+                        .resume_latency
+                        .get_or_create(&labels)
+                        .observe(millis_between(&m.since, now));
+                }
+            }
+            Lifecycle::Finished { succeeded, .. } => {
+                metrics
+                    .finished_total
+                    .get_or_create(&FinishedLabels {
+                        namespace: labels.namespace.clone(),
+                        sandbox_template: labels.sandbox_template.clone(),
+                        owned_by: labels.owned_by.clone(),
+                        reason: if *succeeded {
+                            "PodSucceeded"
+                        } else {
+                            "PodFailed"
+                        }
+                        .to_owned(),
+                    })
+                    .inc();
+            }
+            Lifecycle::Expired { policy } => {
+                metrics
+                    .expired_total
+                    .get_or_create(&ExpiredLabels {
+                        namespace: labels.namespace.clone(),
+                        sandbox_template: labels.sandbox_template.clone(),
+                        owned_by: labels.owned_by.clone(),
+                        shutdown_policy: format!("{policy:?}"),
+                    })
+                    .inc();
+            }
+        }
+        if let Some(event) = step.event() {
+            core.record(Controller::Sandbox, &object_reference(sb), &event)
+                .await;
+        }
+    }
+}
+
 async fn apply(
     core: &Core,
     sb: &Sandbox,
@@ -277,6 +408,19 @@ async fn apply(
             core.record(Controller::Sandbox, &object_reference(sb), event)
                 .await;
             Ok(())
+        }
+        SandboxAction::CreatePod { pod } => {
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            let result = core.ports.workloads.apply(sb, action).await;
+            let event = match &result {
+                Ok(()) => lifecycle::pod_created_event(name),
+                // A stale cache, not a failure: the next plan sees the pod.
+                Err(e) if e.kind == FailureKind::AlreadyExists => return result,
+                Err(e) => lifecycle::pod_create_failed_event(name, &e.message),
+            };
+            core.record(Controller::Sandbox, &object_reference(sb), &event)
+                .await;
+            result
         }
         child => core.ports.workloads.apply(sb, child).await,
     }

@@ -59,6 +59,9 @@ pub trait Tier: Send + Sync {
 
     /// Lists the objects of a kind in a namespace from the tier's store.
     fn list(&self, kind: Kind, namespace: &str) -> BoxFuture<'_, Vec<Object>>;
+
+    /// Merge-patches an object's spec or metadata in the tier's store, as a user would.
+    fn patch(&self, kind: Kind, namespace: &str, name: &str, patch: Value) -> BoxFuture<'_, ()>;
 }
 
 /// The namespace every scenario works in.
@@ -475,6 +478,78 @@ pub async fn expired_sandbox_with_delete_policy_is_deleted(tier: impl Tier) {
     .await;
 }
 
+/// Suspending and resuming a Sandbox is counted in upstream's metrics, with the latency of
+/// each, and becoming Ready again after a resume is a `ready` resume.
+pub async fn suspend_and_resume_are_counted(tier: impl Tier) {
+    tier.create(object(
+        Kind::Sandbox,
+        json!({
+            "apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+            "metadata": {"name": "nap", "namespace": NS},
+            "spec": {"podTemplate": {"spec": {"containers": [{"name": "main", "image": "host"}]}}}
+        }),
+    ))
+    .await;
+    let has = |type_: &'static str| {
+        move |s: &Sandbox| {
+            s.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_deref())
+                .is_some_and(|c| conds::is_true(c, type_))
+        }
+    };
+    eventually("nap Ready", || async {
+        get_typed::<Sandbox>(&tier, "nap")
+            .await
+            .filter(has(types::READY))
+    })
+    .await;
+    tier.patch(
+        Kind::Sandbox,
+        NS,
+        "nap",
+        json!({"spec": {"operatingMode": "Suspended"}}),
+    )
+    .await;
+    eventually("nap Suspended", || async {
+        get_typed::<Sandbox>(&tier, "nap")
+            .await
+            .filter(has(types::SUSPENDED))
+    })
+    .await;
+    tier.patch(
+        Kind::Sandbox,
+        NS,
+        "nap",
+        json!({"spec": {"operatingMode": "Running"}}),
+    )
+    .await;
+    eventually("nap Ready again", || async {
+        get_typed::<Sandbox>(&tier, "nap")
+            .await
+            .filter(has(types::READY))
+    })
+    .await;
+    let labels = format!("namespace=\"{NS}\",sandbox_template=\"unknown\",owned_by=\"None\"");
+    let text = eventually("the resume to be counted", || async {
+        let text = tier.core().metrics().encode();
+        text.contains(&format!(
+            "agent_sandbox_resume_total{{{labels},result=\"ready\"}} 1"
+        ))
+        .then_some(text)
+    })
+    .await;
+    for line in [
+        format!("agent_sandbox_suspend_total{{{labels},result=\"requested\"}} 1"),
+        format!("agent_sandbox_suspend_total{{{labels},result=\"pod_terminated\"}} 1"),
+        format!("agent_sandbox_resume_total{{{labels},result=\"requested\"}} 1"),
+        format!("agent_sandbox_suspend_latency_ms_count{{{labels}}} 1"),
+        format!("agent_sandbox_resume_latency_ms_count{{{labels}}} 1"),
+    ] {
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
+}
+
 /// Turns every scenario of the conformance suite into a `#[tokio::test]` for one tier.
 /// `$tier` is an async expression giving a fresh [`Tier`] for each test.
 #[macro_export]
@@ -491,6 +566,7 @@ macro_rules! conformance_suite {
             expired_claim_is_marked_then_deleted,
             suspended_sandbox_has_no_pod_and_says_so,
             expired_sandbox_with_delete_policy_is_deleted,
+            suspend_and_resume_are_counted,
         );
     };
     (@tests $tier:expr; $($scenario:ident),* $(,)?) => {

@@ -150,6 +150,11 @@ pub struct ControllerArgs {
           num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub disable_claim_events: bool,
 
+    /// Record no lifecycle Events for Sandboxes (`SandboxPodCreated`, `SandboxReady`, ...).
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub disable_sandbox_events: bool,
+
     /// Do not stamp `controller-first-observed-at` / `claim-first-ready-at` on claims.
     #[arg(long, value_name = "BOOL", default_value_t = false, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", require_equals = true)]
@@ -258,6 +263,8 @@ pub struct Settings {
     pub cache_label_selectors: bool,
     /// No claim Events.
     pub disable_claim_events: bool,
+    /// No Sandbox lifecycle Events.
+    pub disable_sandbox_events: bool,
     /// Where governed Pods send their traffic (`--egress-proxy`).
     pub egress_proxy: Option<std::sync::Arc<crate::egress::EgressProxyAddress>>,
     /// Claim planner tunables.
@@ -467,6 +474,7 @@ impl ControllerArgs {
             refill_rate: (rate > 0.0).then_some(rate),
             cache_label_selectors: self.cache_label_selectors,
             disable_claim_events: self.disable_claim_events,
+            disable_sandbox_events: self.disable_sandbox_events,
             egress_proxy,
             claim,
             webhook,

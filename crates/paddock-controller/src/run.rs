@@ -63,6 +63,7 @@ pub fn core_config(settings: &Settings) -> CoreConfig {
         },
         extensions: settings.extensions,
         claim_events: !settings.disable_claim_events,
+        sandbox_events: !settings.disable_sandbox_events,
         new_pod_status_settle: CoreConfig::API_SERVER_WRITE_SAVING.0,
         pool_status_coalesce: CoreConfig::API_SERVER_WRITE_SAVING.1,
         ..CoreConfig::default()

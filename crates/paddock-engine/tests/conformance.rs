@@ -14,6 +14,7 @@ use paddock_engine::resources::resource;
 use paddock_engine::{Engine, EngineConfig};
 use paddock_runtime::recording::RecordingRuntime;
 use paddock_store::{ListOptions, ObjectStore};
+use serde_json::Value;
 
 struct EngineTier {
     engine: Engine,
@@ -86,6 +87,16 @@ impl Tier for EngineTier {
                 .into_iter()
                 .map(|v| Object::from_value(kind, v).unwrap())
                 .collect()
+        })
+    }
+
+    fn patch(&self, kind: Kind, namespace: &str, name: &str, patch: Value) -> BoxFuture<'_, ()> {
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        Box::pin(async move {
+            self.store
+                .patch(resource(kind), &namespace, &name, patch)
+                .await
+                .unwrap();
         })
     }
 }

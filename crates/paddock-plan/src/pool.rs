@@ -595,7 +595,7 @@ pub fn plan_pool(input: &PoolInput<'_>) -> PoolPlan {
         plan.actions.push(PoolAction::Event {
             event: Event::warning(
                 WARM_POOL_NOT_PROGRESSING,
-                "Replenishing",
+                "Reconciling",
                 format!(
                     "{unschedulable} warm sandbox(es) unschedulable past the readiness grace period; holding them instead of replacing"
                 ),
@@ -605,8 +605,8 @@ pub fn plan_pool(input: &PoolInput<'_>) -> PoolPlan {
         plan.actions.push(PoolAction::Event {
             event: Event::normal(
                 WARM_POOL_PROGRESSING,
-                "Replenishing",
-                "warm sandboxes are schedulable again",
+                "Reconciling",
+                "Warm pool is progressing again",
             ),
         });
     }

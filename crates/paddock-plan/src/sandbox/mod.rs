@@ -9,6 +9,7 @@
 //! [`SandboxPlan::write_status`] is set.
 
 mod conditions;
+pub mod lifecycle;
 mod observe;
 mod pod;
 mod service;

@@ -1,0 +1,203 @@
+//! The Sandbox controller's lifecycle Events as upstream 1.0.4 records them (contract §11.6),
+//! through the real events.k8s.io recorder of `run_with`, and `--disable-sandbox-events`.
+
+use std::time::{Duration, Instant};
+
+use paddock_api::kinds::Kind;
+use paddock_controller::ControllerArgs;
+use paddock_testkit::kube::FakeApiServer;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const SANDBOXES: &str = "agents.x-k8s.io/sandboxes";
+const PODS: &str = "/pods";
+const EVENTS: &str = "events.k8s.io/events";
+
+async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn start(args: ControllerArgs) -> (FakeApiServer, CancellationToken) {
+    let api = FakeApiServer::new();
+    for kind in Kind::ALL {
+        api.insert(
+            "apiextensions.k8s.io/customresourcedefinitions",
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                   "metadata": {"name": kind.crd_name()}, "spec": {"group": kind.group()}}),
+        );
+    }
+    let mut settings = ControllerArgs {
+        extensions: true,
+        metrics_bind_address: "0".into(),
+        health_probe_bind_address: "0".into(),
+        leader_election_namespace: "agent-sandbox-system".into(),
+        webhook_port: 1,
+        ..args
+    }
+    .validate()
+    .expect("valid flags");
+    if let Some(w) = settings.webhook.as_mut() {
+        w.addr = "127.0.0.1:0".parse().expect("addr");
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(paddock_controller::run::run_with(
+        api.client(),
+        settings,
+        shutdown.clone(),
+    ));
+    (api, shutdown)
+}
+
+/// Plays the kubelet: the pod reaches `phase`, Ready while it runs.
+fn set_phase(api: &FakeApiServer, name: &str, phase: &str) {
+    let ready = if phase == "Running" { "True" } else { "False" };
+    let status = json!({"status": {"phase": phase, "podIPs": [{"ip": "10.1.0.1"}], "podIP": "10.1.0.1",
+        "conditions": [{"type": "Ready", "status": ready}, {"type": "PodScheduled", "status": "True"}]}});
+    assert!(api.merge(PODS, "ns", name, &status, true).is_success());
+}
+
+/// `(reason, type, action, note)` of the Events about `name` from the Sandbox controller.
+fn sandbox_events(api: &FakeApiServer, name: &str) -> Vec<(String, String, String, String)> {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    api.list(EVENTS)
+        .into_iter()
+        .filter(|e| {
+            e["regarding"]["name"] == name && e["reportingController"] == "sandbox-controller"
+        })
+        .map(|e| {
+            (
+                s(&e["reason"]),
+                s(&e["type"]),
+                s(&e["action"]),
+                s(&e["note"]),
+            )
+        })
+        .collect()
+}
+
+fn sandbox(name: &str) -> Value {
+    json!({
+        "apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {"podTemplate": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "busybox"}]}}}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_lifecycle_is_recorded_as_upstreams_events() {
+    let (api, shutdown) = start(ControllerArgs::default());
+    api.insert(SANDBOXES, sandbox("life"));
+    wait_for("pod life", || api.get(PODS, "ns", "life")).await;
+    set_phase(&api, "life", "Running");
+    let reasons = |api: &FakeApiServer| -> Vec<String> {
+        sandbox_events(api, "life")
+            .into_iter()
+            .map(|e| e.0)
+            .collect()
+    };
+    wait_for("SandboxReady", || {
+        Some(reasons(&api)).filter(|r| r.iter().any(|r| r == "SandboxReady"))
+    })
+    .await;
+    let events = sandbox_events(&api, "life");
+    let created = events
+        .iter()
+        .find(|e| e.0 == "SandboxPodCreated")
+        .expect("SandboxPodCreated");
+    assert_eq!(
+        (created.1.as_str(), created.2.as_str(), created.3.as_str()),
+        ("Normal", "PodCreation", "Created Pod \"life\"")
+    );
+
+    // The pod finishes: PodSucceeded, once, and the pod stays for its logs.
+    set_phase(&api, "life", "Succeeded");
+    wait_for("PodSucceeded", || {
+        Some(reasons(&api)).filter(|r| r.iter().any(|r| r == "PodSucceeded"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        api.get(PODS, "ns", "life").is_some(),
+        "a finished pod stays"
+    );
+    let r = reasons(&api);
+    for once in ["SandboxPodCreated", "SandboxReady", "PodSucceeded"] {
+        assert_eq!(
+            r.iter().filter(|x| *x == once).count(),
+            1,
+            "{once} once in {r:?}"
+        );
+    }
+
+    // Suspending: SandboxSuspended.
+    assert!(
+        api.merge(
+            SANDBOXES,
+            "ns",
+            "life",
+            &json!({"spec": {"operatingMode": "Suspended"}}),
+            false
+        )
+        .is_success()
+    );
+    wait_for("SandboxSuspended", || {
+        Some(reasons(&api)).filter(|r| r.iter().any(|r| r == "SandboxSuspended"))
+    })
+    .await;
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_sandbox_events_records_none_but_claims_still_get_theirs() {
+    let (api, shutdown) = start(ControllerArgs {
+        disable_sandbox_events: true,
+        ..ControllerArgs::default()
+    });
+    api.insert(
+        "extensions.agents.x-k8s.io/sandboxtemplates",
+        json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxTemplate",
+               "metadata": {"name": "tpl", "namespace": "ns"},
+               "spec": {"podTemplate": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}}}),
+    );
+    api.insert(
+        "extensions.agents.x-k8s.io/sandboxclaims",
+        json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxClaim",
+               "metadata": {"name": "quiet", "namespace": "ns"},
+               "spec": {"warmPoolRef": {"name": "shadow-pool-tpl"}}}),
+    );
+    wait_for("pod quiet", || api.get(PODS, "ns", "quiet")).await;
+    set_phase(&api, "quiet", "Running");
+    wait_for("SandboxProvisioned", || {
+        api.list(EVENTS).into_iter().find(|e| {
+            e["reason"] == "SandboxProvisioned"
+                && e["reportingController"] == "sandboxclaim-controller"
+        })
+    })
+    .await;
+    wait_for("quiet Ready", || {
+        api.get(SANDBOXES, "ns", "quiet").filter(|s| {
+            s.pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        sandbox_events(&api, "quiet").is_empty(),
+        "{:?}",
+        sandbox_events(&api, "quiet")
+    );
+    shutdown.cancel();
+}
