@@ -656,4 +656,41 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
     }
+
+    #[test]
+    fn warm_pool_size_counts_each_pools_members_by_status_zeros_included() {
+        let cache = Arc::new(Cache::new());
+        let pool: SandboxWarmPool = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "pool-uid"},
+            "spec": {"replicas": 2, "sandboxTemplateRef": {"name": "tpl"}}
+        }))
+        .expect("pool");
+        cache.apply(Kind::SandboxWarmPool, WatchEvent::Applied(pool.into()));
+        for (name, ready) in [("p-a", "True"), ("p-b", "False")] {
+            let sb: Sandbox = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "ns", "ownerReferences": [{
+                    "apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxWarmPool",
+                    "name": "p", "uid": "pool-uid", "controller": true}]},
+                "spec": {"podTemplate": {"spec": {"containers": []}}},
+                "status": {"conditions": [{"type": "Ready", "status": ready, "reason": "x",
+                    "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+            }))
+            .expect("member");
+            cache.apply(Kind::Sandbox, WatchEvent::Applied(sb.into()));
+        }
+        let text = Metrics::new(cache).encode();
+        let line = |status: &str, n: u32| {
+            format!(
+                "agent_sandbox_warmpool_size{{namespace=\"ns\",warmpool_name=\"p\",sandbox_template=\"tpl\",sandbox_status=\"{status}\"}} {n}"
+            )
+        };
+        for needle in [
+            line("ready", 1),
+            line("pending", 1),
+            line("succeeded", 0),
+            line("failed", 0),
+        ] {
+            assert!(text.contains(&needle), "missing {needle:?} in\n{text}");
+        }
+    }
 }

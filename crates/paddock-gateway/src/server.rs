@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agent_client::{AgentClient, new_client};
 use crate::auth::{ScopedTokens, Token, TokenVerifier, bearer};
 use crate::error::{ApiError, ApiResult, Code, ErrorResponse, status_of};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, UpstreamError};
 use crate::proxy::{ForwardError, forward};
 use crate::router_contract::{self, RouteOptions};
 use crate::{objects, openapi, policies, sandboxes};
@@ -231,11 +231,28 @@ fn detail(status: StatusCode, detail: &str) -> Response {
     (status, Json(json!({ "detail": detail }))).into_response()
 }
 
-/// Upstream's sandbox-router contract: requests carrying `X-Sandbox-ID` go to the sandbox.
+/// Upstream's sandbox-router contract: requests carrying `X-Sandbox-ID` go to the sandbox,
+/// counted in upstream's `sandbox_router_*` metrics.
 async fn routed(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if !router_contract::is_routed(req.headers()) || req.uri().path() == "/healthz" {
         return next.run(req).await;
     }
+    let start = Instant::now();
+    let method = req.method().clone();
+    let _in_flight = state.metrics.routed_in_flight();
+    let mut namespace = crate::metrics::UNRESOLVED_NAMESPACE.to_owned();
+    let response = route_to_sandbox(&state, req, &mut namespace).await;
+    state.metrics.observe_routed(
+        method.as_str(),
+        response.status().as_u16(),
+        &namespace,
+        start.elapsed(),
+    );
+    response
+}
+
+/// Routes one request; sets `namespace` once the route names one.
+async fn route_to_sandbox(state: &AppState, req: Request, namespace: &mut String) -> Response {
     let route = match router_contract::parse(req.headers(), state.options.route) {
         Ok(r) => r,
         Err(e) => {
@@ -245,65 +262,83 @@ async fn routed(State(state): State<AppState>, req: Request, next: Next) -> Resp
             );
         }
     };
+    namespace.clone_from(&route.namespace);
+    let denied = authorize_route(state, presented_token(&req), &route).await;
+    state
+        .metrics
+        .authz_decision(&route.namespace, denied.is_none());
+    if let Some(response) = denied {
+        return response;
+    }
+    forward_route(state, req, route).await
+}
+
+/// The route's authorization under the gateway's mode: `Some(answer)` when refused.
+async fn authorize_route(
+    state: &AppState,
+    presented: Option<&str>,
+    route: &router_contract::RouteTarget,
+) -> Option<Response> {
+    let missing = || {
+        Some(detail(
+            StatusCode::UNAUTHORIZED,
+            "Missing or invalid Authorization header.",
+        ))
+    };
+    let invalid = || Some(detail(StatusCode::UNAUTHORIZED, "Invalid token."));
     match &state.auth {
-        Auth::None => {}
-        Auth::Bearer(token) => match presented_token(&req) {
-            None => {
-                return detail(
-                    StatusCode::UNAUTHORIZED,
-                    "Missing or invalid Authorization header.",
-                );
-            }
-            Some(t) if !token.matches(t) => {
-                return detail(StatusCode::UNAUTHORIZED, "Invalid token.");
-            }
-            Some(_) => {}
+        Auth::None => None,
+        Auth::Bearer(token) => match presented {
+            None => missing(),
+            Some(t) if !token.matches(t) => invalid(),
+            Some(_) => None,
         },
         Auth::External(verifier) => {
-            let Some(t) = presented_token(&req) else {
-                return detail(
-                    StatusCode::UNAUTHORIZED,
-                    "Missing or invalid Authorization header.",
-                );
+            let Some(t) = presented else {
+                return missing();
             };
             match verifier.verify(t).await {
-                Ok(verdict) if verdict.authenticated => {}
-                Ok(_) => return detail(StatusCode::UNAUTHORIZED, "Invalid token."),
-                Err(e) => {
-                    return detail(
-                        status_of(e.code),
-                        &format!("Could not verify the token: {}", e.message),
-                    );
-                }
+                Ok(verdict) if verdict.authenticated => None,
+                Ok(_) => invalid(),
+                Err(e) => Some(detail(
+                    status_of(e.code),
+                    &format!("Could not verify the token: {}", e.message),
+                )),
             }
         }
         Auth::Scoped { tokens, admin } => {
-            let Some(t) = presented_token(&req) else {
-                return detail(
-                    StatusCode::UNAUTHORIZED,
-                    "Missing or invalid Authorization header.",
-                );
+            let Some(t) = presented else {
+                return missing();
             };
-            if !admin.as_ref().is_some_and(|a| a.matches(t)) {
-                if route.pod_ip.is_some() || route.uid.is_some() {
-                    return detail(
+            if admin.as_ref().is_some_and(|a| a.matches(t)) {
+                return None;
+            }
+            if route.pod_ip.is_some() || route.uid.is_some() {
+                return Some(detail(
+                    StatusCode::FORBIDDEN,
+                    "X-Sandbox-Pod-IP and X-Sandbox-UID are not allowed with scoped tokens.",
+                ));
+            }
+            match tokens.verify(t, std::time::SystemTime::now()) {
+                Err(_) => invalid(),
+                Ok(scope) if scope.ns != route.namespace || scope.name != route.sandbox => {
+                    Some(detail(
                         StatusCode::FORBIDDEN,
-                        "X-Sandbox-Pod-IP and X-Sandbox-UID are not allowed with scoped tokens.",
-                    );
+                        "Token is not valid for this sandbox.",
+                    ))
                 }
-                match tokens.verify(t, std::time::SystemTime::now()) {
-                    Err(_) => return detail(StatusCode::UNAUTHORIZED, "Invalid token."),
-                    Ok(scope) if scope.ns != route.namespace || scope.name != route.sandbox => {
-                        return detail(
-                            StatusCode::FORBIDDEN,
-                            "Token is not valid for this sandbox.",
-                        );
-                    }
-                    Ok(_) => {}
-                }
+                Ok(_) => None,
             }
         }
     }
+}
+
+/// Forwards an authorized route to its sandbox.
+async fn forward_route(
+    state: &AppState,
+    req: Request,
+    route: router_contract::RouteTarget,
+) -> Response {
     // Upstream's route reaches the agent (exec and files in its runtime API) or, through the
     // pod's network, any port: neither can be checked call by call, so it is closed for a
     // sandbox whose policy limits exec or files. A pod IP given for a sandbox that does not
@@ -370,8 +405,25 @@ async fn routed(State(state): State<AppState>, req: Request, next: Next) -> Resp
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    match forward(&state.client, &target, req, &path, route.timeout).await {
-        Ok(r) => r,
+    let metrics = &state.metrics;
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, metrics.count_request(&route.namespace, body));
+    let result = forward(&state.client, &target, req, &path, route.timeout).await;
+    if let Err(e) = &result {
+        metrics.upstream_error(
+            &route.namespace,
+            match e {
+                ForwardError::Connect(_) => UpstreamError::Dial,
+                ForwardError::Timeout(_) => UpstreamError::Timeout,
+                ForwardError::BadRequest(_) => UpstreamError::Other,
+            },
+        );
+    }
+    match result {
+        Ok(r) => {
+            let (parts, body) = r.into_parts();
+            Response::from_parts(parts, metrics.count_response(&route.namespace, body))
+        }
         Err(ForwardError::Timeout(_)) => detail(
             StatusCode::GATEWAY_TIMEOUT,
             &format!(
@@ -425,6 +477,13 @@ async fn pull_image(State(state): State<AppState>, body: axum::body::Bytes) -> A
         .into_response())
 }
 
+/// Only `GET /metrics`, unauthenticated, for a separate metrics listener.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
 async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(
@@ -455,8 +514,19 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_router(listener, router(state), shutdown).await
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled, then finishes in-flight requests.
+///
+/// # Errors
+/// The listener fails.
+pub async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     use axum::serve::ListenerExt as _;
-    let app = router(state);
     // Streamed events are small writes: without TCP_NODELAY, Nagle and delayed ACKs hold them
     // back ~40 ms.
     let listener = listener.tap_io(|tcp| {

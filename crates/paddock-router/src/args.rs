@@ -109,6 +109,12 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "NS", default_value = "")]
     pub cache_namespace: String,
 
+    /// Also serve `/metrics` (upstream's `sandbox_router_*` families), without authentication,
+    /// on this address: `HOST:PORT` or `:PORT` for every interface (upstream's router flag;
+    /// its default is `:9090`). Empty: only on the API listener, behind its authentication.
+    #[arg(long, value_name = "ADDR", default_value = "")]
+    pub metrics_bind_address: String,
+
     /// Client-side limit on Kubernetes API requests per second; negative = no limit.
     #[arg(long, value_name = "QPS", default_value_t = -1.0, allow_negative_numbers = true)]
     pub kube_api_qps: f64,
@@ -220,6 +226,22 @@ pub enum AuthSettings {
     },
 }
 
+/// `HOST:PORT`, or `:PORT` for every interface; empty = none.
+fn metrics_address(text: &str) -> Result<Option<SocketAddr>, &'static str> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let full = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_owned()
+    };
+    full.parse()
+        .map(Some)
+        .map_err(|_| "must be HOST:PORT or :PORT, e.g. :9090 or 127.0.0.1:9090")
+}
+
 /// Validated settings, derived from [`GatewayArgs`].
 #[derive(Clone, Debug)]
 pub struct GatewaySettings {
@@ -235,6 +257,8 @@ pub struct GatewaySettings {
     pub qps: Option<f64>,
     /// Burst above the rate.
     pub burst: u32,
+    /// Where `/metrics` is also served, unauthenticated.
+    pub metrics: Option<SocketAddr>,
 }
 
 const TOKEN_ENV: &str = "PADDOCK_GATEWAY_TOKEN";
@@ -383,6 +407,8 @@ impl GatewayArgs {
                     .filter(|u| !u.is_empty()),
             },
             proxy_timeout: self.proxy_timeout,
+            metrics: metrics_address(&self.metrics_bind_address)
+                .map_err(|rule| flag("--metrics-bind-address", &self.metrics_bind_address, rule))?,
             qps: (self.kube_api_qps >= 0.0).then_some(self.kube_api_qps),
             burst: self.kube_api_burst,
         })

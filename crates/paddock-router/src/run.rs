@@ -100,6 +100,24 @@ pub async fn run_with(
         agent_image = settings.backend.agent_image.as_deref().unwrap_or(""),
         "paddock gateway is ready"
     );
+    if let Some(addr) = settings.metrics {
+        let metrics_listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| KubeError::Bind {
+                what: "the metrics listener",
+                addr,
+                source,
+            })?;
+        tracing::info!(listen = %addr, "serving /metrics");
+        let app = paddock_gateway::server::metrics_router(state.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = paddock_gateway::server::serve_router(metrics_listener, app, stop).await
+            {
+                tracing::warn!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     let drained = {
         let shutdown = shutdown.clone();
         async move {

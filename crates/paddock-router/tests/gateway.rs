@@ -340,7 +340,12 @@ async fn rust_sdk_creates_a_template_sandbox_through_a_claim_and_runs_commands_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn router_contract_headers_reach_the_agent_and_metadata_pod_ips_are_refused() {
     let agent = Agent::start().await;
-    let gw = Gateway::start(args(agent.port)).await;
+    let metrics_port = paddock_testkit::registry::free_port();
+    let gw = Gateway::start(GatewayArgs {
+        metrics_bind_address: format!("127.0.0.1:{metrics_port}"),
+        ..args(agent.port)
+    })
+    .await;
     gw.api.insert(
         SANDBOXES,
         ready_sandbox("sb-router", Some("127.0.0.1"), None),
@@ -426,6 +431,63 @@ async fn router_contract_headers_reach_the_agent_and_metadata_pod_ips_are_refuse
     .await;
     assert_eq!(status, 401);
     assert_eq!(body["detail"], "Missing or invalid Authorization header.");
+
+    // Upstream's router metrics, on the metrics listener with no token.
+    let response = call(
+        &format!("http://127.0.0.1:{metrics_port}"),
+        Method::GET,
+        "/metrics",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let text = String::from_utf8(body.to_vec()).expect("utf8");
+    for line in [
+        format!(
+            "sandbox_router_requests_total{{method=\"POST\",code=\"200\",sandbox_namespace=\"{NS}\"}} 3"
+        ),
+        format!(
+            "sandbox_router_requests_total{{method=\"POST\",code=\"502\",sandbox_namespace=\"{NS}\"}} 1"
+        ),
+        "sandbox_router_requests_total{method=\"POST\",code=\"400\",sandbox_namespace=\"-\"} 1"
+            .to_owned(),
+        format!(
+            "sandbox_router_authz_decisions_total{{sandbox_namespace=\"{NS}\",decision=\"deny\"}} 1"
+        ),
+        format!(
+            "sandbox_router_authz_decisions_total{{sandbox_namespace=\"{NS}\",decision=\"allow\"}} 4"
+        ),
+        format!("sandbox_router_request_size_bytes_count{{sandbox_namespace=\"{NS}\"}} 3"),
+        format!("sandbox_router_response_size_bytes_count{{sandbox_namespace=\"{NS}\"}} 3"),
+        "sandbox_router_inflight_requests 0".to_owned(),
+        "sandbox_router_build_info{".to_owned(),
+    ] {
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
+    let bytes = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{sandbox_namespace=\"{NS}\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{text}"))
+    };
+    let sent = serde_json::to_vec(&json!({"command": "echo routed"}))
+        .expect("json")
+        .len() as u64;
+    assert_eq!(bytes("sandbox_router_client_rx_bytes_total"), 3 * sent);
+    assert_eq!(bytes("sandbox_router_upstream_tx_bytes_total"), 3 * sent);
+    assert!(bytes("sandbox_router_client_tx_bytes_total") > 0);
+    assert_eq!(
+        bytes("sandbox_router_client_tx_bytes_total"),
+        bytes("sandbox_router_upstream_rx_bytes_total")
+    );
     gw.finish().await;
 }
 
