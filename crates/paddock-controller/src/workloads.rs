@@ -224,6 +224,9 @@ pub struct KubeWorkloads {
     /// Where Pods of Sandboxes governed by a SandboxPolicy send their traffic (`--egress-proxy`).
     egress_proxy: Option<Arc<crate::egress::EgressProxyAddress>>,
     client: Client,
+    /// NetworkPolicies this controller created that its watch has not delivered yet: the
+    /// template loop reads them, so a second reconcile does not create the same one again.
+    created_policies: Arc<std::sync::Mutex<HashMap<(String, String), NetworkPolicy>>>,
 }
 
 impl Debug for KubeWorkloads {
@@ -266,6 +269,7 @@ impl KubeWorkloads {
                 extensions,
                 egress_proxy,
                 client,
+                created_policies: Arc::default(),
             }),
             ChildWriters {
                 pods: pods_w,
@@ -594,7 +598,18 @@ impl Workloads for KubeWorkloads {
     }
 
     fn network_policy(&self, namespace: &str, name: &str) -> Option<NetworkPolicy> {
-        get(&self.caches.network_policies, namespace, name).map(|p| (*p).clone())
+        let mut created = self
+            .created_policies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (namespace.to_owned(), name.to_owned());
+        match get(&self.caches.network_policies, namespace, name) {
+            Some(p) => {
+                created.remove(&key);
+                Some((*p).clone())
+            }
+            None => created.get(&key).cloned(),
+        }
     }
 
     fn write_network_policy<'a>(
@@ -605,7 +620,20 @@ impl Workloads for KubeWorkloads {
         Box::pin(async move {
             let w = &self.writer;
             match write {
-                PolicyWrite::Create(np) => w.create(namespace, np).await.map(drop),
+                PolicyWrite::Create(np) => match w.create(namespace, np).await {
+                    Ok(created) => {
+                        let name = created.metadata.name.clone().unwrap_or_default();
+                        self.created_policies
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert((namespace.to_owned(), name), created);
+                        Ok(())
+                    }
+                    // Made by an earlier reconcile (or replica) whose create the watch has not
+                    // delivered yet: the watch brings it and wakes the template again.
+                    Err(e) if e.kind == FailureKind::AlreadyExists => Ok(()),
+                    Err(e) => Err(e),
+                },
                 PolicyWrite::Update {
                     name,
                     resource_version,
@@ -621,6 +649,10 @@ impl Workloads for KubeWorkloads {
                         .map(drop)
                 }
                 PolicyWrite::Delete(target) => {
+                    self.created_policies
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(&(namespace.to_owned(), target.name.clone()));
                     ignore_gone(w.delete::<NetworkPolicy>(namespace, target, None).await)
                 }
             }

@@ -362,3 +362,48 @@ async fn template_gets_its_secure_default_network_policy() {
     assert_eq!(run.await.expect("join"), Outcome::Done);
     expect_no_more(&mut api).await;
 }
+
+#[tokio::test]
+async fn a_template_reconciled_again_before_its_policy_is_watched_creates_it_once() {
+    let (ctx, _children, mut api) = context();
+    let t = template();
+    put(&ctx, t.clone());
+    let reconcile = || {
+        let ctx = ctx.clone();
+        let t = t.clone();
+        tokio::spawn(async move { ctx.reconcile(Controller::Template, &Key::of(&t)).await })
+    };
+    let run = reconcile();
+    let np = expect(
+        &mut api,
+        "POST",
+        "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies",
+    )
+    .await;
+    let body = np.body.clone();
+    np.respond(201, &stored(body, "uid-np", "50"));
+    assert_eq!(run.await.expect("join"), Outcome::Done);
+    // The watch has not delivered the policy yet: the second reconcile writes nothing.
+    assert_eq!(reconcile().await.expect("join"), Outcome::Done);
+    expect_no_more(&mut api).await;
+}
+
+#[tokio::test]
+async fn a_network_policy_another_replica_already_created_is_not_an_error() {
+    let (ctx, _children, mut api) = context();
+    let t = template();
+    put(&ctx, t.clone());
+    let run = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { ctx.reconcile(Controller::Template, &Key::of(&t)).await }
+    });
+    expect(
+        &mut api,
+        "POST",
+        "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies",
+    )
+    .await
+    .fail(409, "AlreadyExists");
+    assert_eq!(run.await.expect("join"), Outcome::Done);
+    expect_no_more(&mut api).await;
+}
