@@ -201,6 +201,16 @@ pub trait Backend: Send + Sync + 'static {
         resource_version: Option<String>,
     ) -> BoxFuture<'_, Result<ObjectWatch, ApiError>>;
 
+    /// The UID of the Sandbox `namespace`/`name` as routing sees it now, to bind v2 scoped
+    /// tokens to (a backend with a watch-fed cache answers from it, with no API call).
+    fn sandbox_uid(&self, namespace: &str, name: &str) -> BoxFuture<'_, Result<String, ApiError>> {
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        Box::pin(async move {
+            let sandbox = self.get(Kind::Sandbox, &namespace, &name).await?;
+            Ok(sandbox.metadata().uid.clone().unwrap_or_default())
+        })
+    }
+
     /// Where a sandbox's agent answers (`port: None`), or where a port inside the sandbox is
     /// reached (upstream's `X-Sandbox-Port`).
     fn target(

@@ -127,6 +127,21 @@ impl Sandbox {
             .await
     }
 
+    /// Mints a v2 scoped token (upstream's router format) for one port, method and path of
+    /// this sandbox; the gateway must hold a signing key (`--scoped-token-signing-key-file`).
+    ///
+    /// # Errors
+    /// As any call; `FailedPrecondition` when the gateway mints no tokens.
+    pub async fn mint_token(
+        &self,
+        req: &paddock_wire::MintToken,
+    ) -> Result<paddock_wire::MintedToken> {
+        let body = serde_json::to_value(req).map_err(protocol)?;
+        self.client
+            .json(Method::POST, &self.path("/tokens", &[]), Some(&body))
+            .await
+    }
+
     /// Runs a command to completion and returns its output.
     ///
     /// # Errors

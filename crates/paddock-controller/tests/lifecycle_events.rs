@@ -1,67 +1,34 @@
 //! The Sandbox controller's lifecycle Events as upstream 1.0.4 records them (contract §11.6),
 //! through the real events.k8s.io recorder of `run_with`, and `--disable-sandbox-events`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use paddock_api::kinds::Kind;
+mod common;
+
+use common::start_controller;
 use paddock_controller::ControllerArgs;
 use paddock_testkit::kube::FakeApiServer;
+use paddock_testkit::kube::cluster::wait_for as wait;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+
+fn start(args: ControllerArgs) -> (FakeApiServer, CancellationToken) {
+    let api = FakeApiServer::new();
+    let shutdown = start_controller(&api, args);
+    (api, shutdown)
+}
+
+async fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait(what, Duration::from_secs(10), f).await
+}
+
+fn set_phase(api: &FakeApiServer, name: &str, phase: &str) {
+    common::set_pod_phase(api, "ns", name, phase);
+}
 
 const SANDBOXES: &str = "agents.x-k8s.io/sandboxes";
 const PODS: &str = "/pods";
 const EVENTS: &str = "events.k8s.io/events";
-
-async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn start(args: ControllerArgs) -> (FakeApiServer, CancellationToken) {
-    let api = FakeApiServer::new();
-    for kind in Kind::ALL {
-        api.insert(
-            "apiextensions.k8s.io/customresourcedefinitions",
-            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                   "metadata": {"name": kind.crd_name()}, "spec": {"group": kind.group()}}),
-        );
-    }
-    let mut settings = ControllerArgs {
-        extensions: true,
-        metrics_bind_address: "0".into(),
-        health_probe_bind_address: "0".into(),
-        leader_election_namespace: "agent-sandbox-system".into(),
-        webhook_port: 1,
-        ..args
-    }
-    .validate()
-    .expect("valid flags");
-    if let Some(w) = settings.webhook.as_mut() {
-        w.addr = "127.0.0.1:0".parse().expect("addr");
-    }
-    let shutdown = CancellationToken::new();
-    tokio::spawn(paddock_controller::run::run_with(
-        api.client(),
-        settings,
-        shutdown.clone(),
-    ));
-    (api, shutdown)
-}
-
-/// Plays the kubelet: the pod reaches `phase`, Ready while it runs.
-fn set_phase(api: &FakeApiServer, name: &str, phase: &str) {
-    let ready = if phase == "Running" { "True" } else { "False" };
-    let status = json!({"status": {"phase": phase, "podIPs": [{"ip": "10.1.0.1"}], "podIP": "10.1.0.1",
-        "conditions": [{"type": "Ready", "status": ready}, {"type": "PodScheduled", "status": "True"}]}});
-    assert!(api.merge(PODS, "ns", name, &status, true).is_success());
-}
 
 /// `(reason, type, action, note)` of the Events about `name` from the Sandbox controller.
 fn sandbox_events(api: &FakeApiServer, name: &str) -> Vec<(String, String, String, String)> {

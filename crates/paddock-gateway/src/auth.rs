@@ -226,14 +226,29 @@ impl ScopedTokens {
             .map_err(|_| ScopedTokenError::Malformed)?;
         let scope: Scope =
             serde_json::from_slice(&bytes).map_err(|_| ScopedTokenError::Malformed)?;
-        let now = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        if now >= scope.exp {
+        if expired(now, scope.exp) {
             return Err(ScopedTokenError::Expired);
         }
         Ok(scope)
     }
+}
+
+/// Whether a token with expiry `exp` (Unix seconds, exclusive) is expired at `now`.
+pub(crate) fn expired(now: SystemTime, exp: i64) -> bool {
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    now >= exp
+}
+
+/// Verifies upstream's scoped tokens of either version: `v1.` (HMAC, a shared secret) and
+/// `v2.` (Ed25519, public keys). Either may be absent; a token of an absent version is refused.
+#[derive(Clone, Debug, Default)]
+pub struct ScopedVerifier {
+    /// v1 HMAC tokens.
+    pub v1: Option<ScopedTokens>,
+    /// v2 Ed25519 tokens.
+    pub v2: Option<crate::scoped_v2::VerificationKeys>,
 }
 
 #[cfg(test)]

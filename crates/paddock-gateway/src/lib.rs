@@ -7,7 +7,7 @@
 //! - [`sandboxes`]: `/v1/sandboxes` — create, describe, pause, resume, and forwarding to agents.
 //! - [`objects`]: the four kinds on Kubernetes-shaped paths, and `/v1/apply`.
 //! - [`proxy`], [`agent_client`]: forwarding requests to sandboxes over unix sockets or TCP.
-//! - [`auth`]: bearer tokens and upstream's scoped tokens.
+//! - [`auth`]: bearer tokens and upstream's scoped tokens (v1 HMAC); [`scoped_v2`]: v2 Ed25519.
 //! - [`router_contract`]: upstream's `X-Sandbox-*` request contract.
 //! - [`error`]: errors as HTTP responses; [`metrics`]; [`openapi`].
 //!
@@ -27,7 +27,9 @@ pub mod policies;
 pub mod proxy;
 pub mod router_contract;
 pub mod sandboxes;
+pub mod scoped_v2;
 pub mod server;
+pub mod tokens;
 
 pub use error::{ApiResult, ErrorResponse};
 pub use paddock_backend::{ApiError, Backend, Code};

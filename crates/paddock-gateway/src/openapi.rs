@@ -38,6 +38,7 @@ pub fn document() -> Value {
             format!("{sandbox}/pause"): {"post": op("Suspend: stop the workload, keep the volumes", "sandboxes")},
             format!("{sandbox}/resume"): {"post": op("Run a suspended sandbox again", "sandboxes")},
             format!("{sandbox}/logs"): {"get": op("The main process's output (?follow=true: until it ends)", "sandboxes")},
+            format!("{sandbox}/tokens"): {"post": op_with_body("Mint a v2 scoped token for one port, method and path of this sandbox", "sandboxes", "MintToken")},
             format!("{sandbox}/exec"): {"post": op_with_body("Run a command to completion (the agent's POST /v1/exec)", "inside", "Process")},
             format!("{sandbox}/processes"): {
                 "post": op_with_body("Start a process: NDJSON stream, or background (the agent's POST /v1/processes)", "inside", "Process"),

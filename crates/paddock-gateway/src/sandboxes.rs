@@ -40,7 +40,8 @@ pub struct NamespaceQuery {
 }
 
 impl NamespaceQuery {
-    fn ns(&self) -> &str {
+    /// The namespace asked for (`default` when none).
+    pub(crate) fn ns(&self) -> &str {
         self.namespace
             .as_deref()
             .filter(|s| !s.is_empty())
@@ -659,7 +660,11 @@ fn as_sandbox(object: Object) -> Result<Sandbox, ApiError> {
         .ok_or_else(|| ApiError::internal("the backend answered a Sandbox read with another kind"))
 }
 
-async fn get_sandbox(state: &AppState, namespace: &str, name: &str) -> Result<Sandbox, ApiError> {
+pub(crate) async fn get_sandbox(
+    state: &AppState,
+    namespace: &str,
+    name: &str,
+) -> Result<Sandbox, ApiError> {
     as_sandbox(state.backend.get(Kind::Sandbox, namespace, name).await?)
 }
 

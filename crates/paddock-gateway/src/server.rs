@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent_client::{AgentClient, new_client};
-use crate::auth::{ScopedTokens, Token, TokenVerifier, bearer};
+use crate::auth::{ScopedVerifier, Token, TokenVerifier, bearer};
 use crate::error::{ApiError, ApiResult, Code, ErrorResponse, status_of};
 use crate::metrics::{Metrics, UpstreamError};
 use crate::proxy::{ForwardError, forward};
@@ -33,8 +33,8 @@ pub enum Auth {
     Bearer(Token),
     /// Upstream's scoped tokens for routed requests, and optionally a shared token for the rest.
     Scoped {
-        /// Verifies scoped tokens.
-        tokens: ScopedTokens,
+        /// Verifies scoped tokens (v1 and/or v2).
+        tokens: ScopedVerifier,
         /// A token that may do everything.
         admin: Option<Token>,
     },
@@ -51,6 +51,8 @@ pub struct GatewayOptions {
     pub route: RouteOptions,
     /// Largest request body accepted by the object and sandbox APIs (forwarded bodies are streamed).
     pub max_body: usize,
+    /// The key `POST /v1/sandboxes/{name}/tokens` mints v2 scoped tokens with, if any.
+    pub token_issuer: Option<Arc<crate::scoped_v2::SigningKeyFile>>,
 }
 
 impl Default for GatewayOptions {
@@ -59,6 +61,7 @@ impl Default for GatewayOptions {
             proxy_timeout: Duration::from_secs(180),
             route: RouteOptions::default(),
             max_body: 8 * 1024 * 1024,
+            token_issuer: None,
         }
     }
 }
@@ -116,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sandboxes/{name}/resume", post(sandboxes::resume))
         .route("/v1/sandboxes/{name}/logs", get(sandboxes::logs))
         .route("/v1/sandboxes/{name}/egress", get(policies::egress))
+        .route("/v1/sandboxes/{name}/tokens", post(crate::tokens::mint))
         .route(
             "/apis/paddock.dev/v1alpha1/sandboxpolicies",
             get(policies::list_all),
@@ -263,7 +267,14 @@ async fn route_to_sandbox(state: &AppState, req: Request, namespace: &mut String
         }
     };
     namespace.clone_from(&route.namespace);
-    let denied = authorize_route(state, presented_token(&req), &route).await;
+    let denied = authorize_route(
+        state,
+        presented_token(&req),
+        &route,
+        req.method().as_str(),
+        req.uri().path(),
+    )
+    .await;
     state
         .metrics
         .authz_decision(&route.namespace, denied.is_none());
@@ -278,6 +289,8 @@ async fn authorize_route(
     state: &AppState,
     presented: Option<&str>,
     route: &router_contract::RouteTarget,
+    method: &str,
+    path: &str,
 ) -> Option<Response> {
     let missing = || {
         Some(detail(
@@ -313,13 +326,19 @@ async fn authorize_route(
             if admin.as_ref().is_some_and(|a| a.matches(t)) {
                 return None;
             }
+            if t.starts_with("v2.") {
+                return authorize_v2(state, tokens, t, route, method, path).await;
+            }
+            let Some(v1) = tokens.v1.as_ref().filter(|_| t.starts_with("v1.")) else {
+                return invalid();
+            };
             if route.pod_ip.is_some() || route.uid.is_some() {
                 return Some(detail(
                     StatusCode::FORBIDDEN,
                     "X-Sandbox-Pod-IP and X-Sandbox-UID are not allowed with scoped tokens.",
                 ));
             }
-            match tokens.verify(t, std::time::SystemTime::now()) {
+            match v1.verify(t, std::time::SystemTime::now()) {
                 Err(_) => invalid(),
                 Ok(scope) if scope.ns != route.namespace || scope.name != route.sandbox => {
                     Some(detail(
@@ -330,6 +349,54 @@ async fn authorize_route(
                 Ok(_) => None,
             }
         }
+    }
+}
+
+/// A v2 token (contract §11.1): signature and expiry (else 401), then no pod IP, and the
+/// exact target — namespace, name, the Sandbox's current UID, port, method and path (else 403).
+async fn authorize_v2(
+    state: &AppState,
+    tokens: &ScopedVerifier,
+    token: &str,
+    route: &router_contract::RouteTarget,
+    method: &str,
+    path: &str,
+) -> Option<Response> {
+    let unauthenticated = || Some(detail(StatusCode::UNAUTHORIZED, "unauthenticated"));
+    let forbidden = || Some(detail(StatusCode::FORBIDDEN, "forbidden"));
+    let Some(keys) = tokens.v2.as_ref() else {
+        return unauthenticated();
+    };
+    let Ok(claims) = keys.verify(token, std::time::SystemTime::now()) else {
+        return unauthenticated();
+    };
+    if route.pod_ip.is_some() {
+        return forbidden();
+    }
+    // The Sandbox as it is now: a token for an earlier Sandbox of the same name (another
+    // UID) fails, and an unknown Sandbox fails closed.
+    let Ok(uid) = state
+        .backend
+        .sandbox_uid(&route.namespace, &route.sandbox)
+        .await
+    else {
+        return forbidden();
+    };
+    if route.uid.as_deref().is_some_and(|u| u != uid) {
+        return forbidden();
+    }
+    let target = crate::scoped_v2::RequestTarget {
+        ns: &route.namespace,
+        name: &route.sandbox,
+        uid: &uid,
+        port: route.port,
+        method,
+        path,
+    };
+    if claims.grants(&target) {
+        None
+    } else {
+        forbidden()
     }
 }
 

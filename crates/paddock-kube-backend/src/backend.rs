@@ -726,6 +726,21 @@ impl Backend for KubeBackend {
         Box::pin(async move { self.get_object(kind, &namespace, &name).await })
     }
 
+    fn sandbox_uid(&self, namespace: &str, name: &str) -> BoxFuture<'_, Result<String, ApiError>> {
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        Box::pin(async move {
+            let cached = self
+                .sandboxes
+                .as_ref()
+                .and_then(|c| c.get(&namespace, &name));
+            let sandbox = match cached {
+                Some(sb) => sb,
+                None => Arc::new(self.get_sandbox(&namespace, &name).await?),
+            };
+            Ok(sandbox.metadata.uid.clone().unwrap_or_default())
+        })
+    }
+
     fn list(
         &self,
         kind: Kind,

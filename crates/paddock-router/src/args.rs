@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::ValueEnum;
-use paddock_gateway::auth::{ScopedTokens, Token};
+use paddock_gateway::auth::{ScopedTokens, ScopedVerifier, Token};
+use paddock_gateway::scoped_v2::{SigningKeyFile, VerificationKeys};
 
 use paddock_kube::flags::parse_duration;
 use paddock_kube::{ClusterArgs, LogArgs};
@@ -44,6 +45,17 @@ pub struct GatewayArgs {
     /// File holding the HMAC secret of scoped tokens (at least 32 bytes), for `--auth scoped`.
     #[arg(long, alias = "authz-scoped-token-secret-file", value_name = "PATH")]
     pub scoped_token_secret_file: Option<PathBuf>,
+
+    /// Upstream's v2 (Ed25519) scoped tokens, for `--auth scoped`: the public keys, as
+    /// `{"keys":[{"kid":"…","publicKey":"<base64url>"}]}` (several while rotating; `paddock
+    /// token keygen` writes one). With it, the v1 secret is optional.
+    #[arg(long, value_name = "PATH")]
+    pub authz_scoped_token_verification_keys_file: Option<PathBuf>,
+
+    /// Mint v2 scoped tokens at `POST /v1/sandboxes/{name}/tokens` with this signing key
+    /// (`paddock token keygen` writes one; keep it secret).
+    #[arg(long, value_name = "PATH")]
+    pub scoped_token_signing_key_file: Option<PathBuf>,
 
     /// With `--auth tokenreview`: tokens must be valid for one of these audiences
     /// (comma-separated; e.g. tokens from `kubectl create token SA --audience=sandbox-router`).
@@ -185,6 +197,16 @@ pub enum GatewayError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A key file is unusable.
+    #[error("{what} in {path} is unusable: {reason}")]
+    BadKeys {
+        /// Which file.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A secret file is unusable.
     #[error("{what} in {path} is unusable: {rule}")]
     BadSecret {
@@ -219,11 +241,31 @@ pub enum AuthSettings {
     },
     /// Scoped tokens and an optional admin token.
     Scoped {
-        /// Verifies scoped tokens.
-        tokens: ScopedTokens,
+        /// Verifies scoped tokens (v1 and/or v2).
+        tokens: ScopedVerifier,
         /// A token that may do everything.
         admin: Option<Token>,
     },
+}
+
+/// Reads v2 verification keys (upstream's file format; every problem is a start-up error).
+fn verification_keys(path: &Path) -> Result<VerificationKeys, GatewayError> {
+    let text = read_secret("the v2 verification keys", path)?;
+    VerificationKeys::from_json(&text).map_err(|e| GatewayError::BadKeys {
+        what: "the v2 verification keys",
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads a v2 signing key.
+fn signing_key(path: &Path) -> Result<SigningKeyFile, GatewayError> {
+    let text = read_secret("the v2 signing key", path)?;
+    SigningKeyFile::from_json(&text).map_err(|e| GatewayError::BadKeys {
+        what: "the v2 signing key",
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// `HOST:PORT`, or `:PORT` for every interface; empty = none.
@@ -259,6 +301,8 @@ pub struct GatewaySettings {
     pub burst: u32,
     /// Where `/metrics` is also served, unauthenticated.
     pub metrics: Option<SocketAddr>,
+    /// The key v2 scoped tokens are minted with, if any.
+    pub token_issuer: Option<std::sync::Arc<SigningKeyFile>>,
 }
 
 const TOKEN_ENV: &str = "PADDOCK_GATEWAY_TOKEN";
@@ -376,20 +420,29 @@ impl GatewayArgs {
                 }
             }
             AuthMode::Scoped => {
-                let path = self
-                    .scoped_token_secret_file
+                let v2 = self
+                    .authz_scoped_token_verification_keys_file
                     .as_deref()
-                    .ok_or(GatewayError::MissingSecret(
-                        "--auth scoped needs the HMAC secret: pass --scoped-token-secret-file PATH (at least 32 bytes)",
-                    ))?;
-                let secret = read_secret("the scoped-token secret", path)?;
-                let tokens = ScopedTokens::new(&secret).map_err(|_| GatewayError::BadSecret {
-                    what: "the scoped-token secret",
-                    path: path.display().to_string(),
-                    rule: "it must hold at least 32 bytes (surrounding whitespace is ignored)",
-                })?;
+                    .map(verification_keys)
+                    .transpose()?;
+                let v1 = match self.scoped_token_secret_file.as_deref() {
+                    None if v2.is_some() => None,
+                    None => {
+                        return Err(GatewayError::MissingSecret(
+                            "--auth scoped needs the HMAC secret (--scoped-token-secret-file PATH, at least 32 bytes) or v2 public keys (--authz-scoped-token-verification-keys-file PATH)",
+                        ));
+                    }
+                    Some(path) => {
+                        let secret = read_secret("the scoped-token secret", path)?;
+                        Some(ScopedTokens::new(&secret).map_err(|_| GatewayError::BadSecret {
+                            what: "the scoped-token secret",
+                            path: path.display().to_string(),
+                            rule: "it must hold at least 32 bytes (surrounding whitespace is ignored)",
+                        })?)
+                    }
+                };
                 AuthSettings::Scoped {
-                    tokens,
+                    tokens: ScopedVerifier { v1, v2 },
                     admin: token,
                 }
             }
@@ -409,6 +462,11 @@ impl GatewayArgs {
             proxy_timeout: self.proxy_timeout,
             metrics: metrics_address(&self.metrics_bind_address)
                 .map_err(|rule| flag("--metrics-bind-address", &self.metrics_bind_address, rule))?,
+            token_issuer: self
+                .scoped_token_signing_key_file
+                .as_deref()
+                .map(|p| signing_key(p).map(std::sync::Arc::new))
+                .transpose()?,
             qps: (self.kube_api_qps >= 0.0).then_some(self.kube_api_qps),
             burst: self.kube_api_burst,
         })

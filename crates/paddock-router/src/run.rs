@@ -71,6 +71,7 @@ pub async fn app_state(client: Client, settings: &GatewaySettings) -> AppState {
             proxy_timeout: settings.proxy_timeout,
             allow_loopback_pod_ip: settings.backend.allow_loopback_pod_ip,
         },
+        token_issuer: settings.token_issuer.clone(),
         ..GatewayOptions::default()
     };
     AppState::new(Arc::new(backend), auth, options)

@@ -1157,3 +1157,144 @@ async fn a_sandboxs_permissions_are_enforced_on_a_cluster_too() {
     assert_eq!(status, 403, "{body}");
     gw.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_scoped_tokens_are_minted_by_the_gateway_and_bound_to_the_sandboxs_uid() {
+    use paddock_gateway::scoped_v2::SigningKeyFile;
+    let agent = Agent::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = SigningKeyFile::generate("cluster-1").expect("key");
+    let (signing, keys) = (
+        dir.path().join("signing.json"),
+        dir.path().join("keys.json"),
+    );
+    std::fs::write(&signing, key.to_json()).expect("write");
+    std::fs::write(&keys, key.verification_json()).expect("write");
+    let gw = Gateway::start(GatewayArgs {
+        auth: AuthMode::Scoped,
+        authz_scoped_token_verification_keys_file: Some(keys.clone()),
+        scoped_token_signing_key_file: Some(signing),
+        ..args(agent.port)
+    })
+    .await;
+    gw.api
+        .insert(SANDBOXES, ready_sandbox("sb-v2", Some("127.0.0.1"), None));
+    let port = agent.port.to_string();
+    let admin = format!("Bearer {TOKEN}");
+
+    // The admin mints a token for POST /execute on the agent's port.
+    let (status, minted) = call_json(
+        &gw.url,
+        Method::POST,
+        &format!("/v1/sandboxes/sb-v2/tokens?namespace={NS}"),
+        &[("authorization", &admin)],
+        Some(json!({"port": agent.port, "method": "post", "path": "/execute", "ttlSeconds": 600})),
+    )
+    .await;
+    assert_eq!(status, 201, "{minted}");
+    let token = minted["token"].as_str().expect("token").to_owned();
+    assert!(token.starts_with("v2.cluster-1."), "{token}");
+    assert_eq!(minted["sandbox"], "sb-v2");
+    let bearer = format!("Bearer {token}");
+    let routed =
+        |method: Method, path: &'static str, extra: Option<(&'static str, &'static str)>| {
+            let (url, bearer, port) = (gw.url.clone(), bearer.clone(), port.clone());
+            async move {
+                let mut h = vec![
+                    ("x-sandbox-id", "sb-v2"),
+                    ("x-sandbox-namespace", NS),
+                    ("x-sandbox-port", port.as_str()),
+                    ("authorization", bearer.as_str()),
+                ];
+                h.extend(extra);
+                call_json(&url, method, path, &h, Some(json!({"command": "echo v2"}))).await
+            }
+        };
+    let (status, body) = routed(Method::POST, "/execute", None).await;
+    assert_eq!(
+        (status, body["stdout"].as_str()),
+        (200, Some("v2\n")),
+        "{body}"
+    );
+    // Another method, another path, a pod IP: forbidden; a bad signature: unauthenticated.
+    assert_eq!(
+        routed(Method::GET, "/execute", None).await,
+        (403, json!({"detail": "forbidden"}))
+    );
+    assert_eq!(routed(Method::POST, "/execute/x", None).await.0, 403);
+    assert_eq!(
+        routed(
+            Method::POST,
+            "/execute",
+            Some(("x-sandbox-pod-ip", "127.0.0.1"))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        routed(
+            Method::POST,
+            "/execute",
+            Some(("x-sandbox-uid", "someone-else"))
+        )
+        .await
+        .0,
+        403
+    );
+    // One signature character changed (not the last: its low bits carry no data).
+    let at = token.len() - 10;
+    let flipped = if &token[at..=at] == "A" { "B" } else { "A" };
+    let forged = format!("Bearer {}{flipped}{}", &token[..at], &token[at + 1..]);
+    let (status, body) = call_json(
+        &gw.url,
+        Method::POST,
+        "/execute",
+        &[
+            ("x-sandbox-id", "sb-v2"),
+            ("x-sandbox-namespace", NS),
+            ("x-sandbox-port", port.as_str()),
+            ("authorization", forged.as_str()),
+        ],
+        Some(json!({"command": "echo no"})),
+    )
+    .await;
+    assert_eq!((status, body), (401, json!({"detail": "unauthenticated"})));
+
+    // The Sandbox is recreated under the same name: the old token no longer passes.
+    let ar = kube::discovery::ApiResource {
+        group: "agents.x-k8s.io".into(),
+        version: "v1beta1".into(),
+        api_version: "agents.x-k8s.io/v1beta1".into(),
+        kind: "Sandbox".into(),
+        plural: "sandboxes".into(),
+    };
+    let api: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(gw.api.unrecorded().client(), NS, &ar);
+    api.delete("sb-v2", &kube::api::DeleteParams::default())
+        .await
+        .expect("delete");
+    gw.api
+        .insert(SANDBOXES, ready_sandbox("sb-v2", Some("127.0.0.1"), None));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while routed(Method::POST, "/execute", None).await.0 != 403 {
+        assert!(Instant::now() < deadline, "the old token still passes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Start-up refuses a verification-keys file that is not one, naming it.
+    std::fs::write(&keys, r#"{"keys":[]}"#).expect("write");
+    let err = GatewayArgs {
+        auth: AuthMode::Scoped,
+        authz_scoped_token_verification_keys_file: Some(keys.clone()),
+        ..GatewayArgs::default()
+    }
+    .validate_with_env(None)
+    .expect_err("no keys")
+    .to_string();
+    assert!(
+        err.contains("keys.json") && err.contains("no keys"),
+        "{err}"
+    );
+    gw.finish().await;
+}

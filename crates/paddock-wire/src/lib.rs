@@ -24,5 +24,6 @@ pub use error::{Code, ErrorBody};
 pub use files::{DirectoryListing, FileEntry};
 pub use process::{ExecResult, ExitStatus, ProcessInfo, ProcessRequest, ProcessState, TermSize};
 pub use sandbox::{
-    Applied, ApplyResult, CreateSandbox, HostVolume, Phase, Resources, SandboxInfo, SandboxList,
+    Applied, ApplyResult, CreateSandbox, HostVolume, MintToken, MintedToken, Phase, Resources,
+    SandboxInfo, SandboxList,
 };

@@ -232,3 +232,41 @@ pub struct ApplyResult {
     /// One entry per document, in order.
     pub results: Vec<Applied>,
 }
+
+/// `POST /v1/sandboxes/{name}/tokens`: a v2 scoped token (upstream's router format) that lets
+/// its holder send one kind of request to one port of this sandbox, and nothing else.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MintToken {
+    /// The port inside the sandbox (as `X-Sandbox-Port`; 8888 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The HTTP method the token allows (`GET` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The exact path the token allows (`/` when absent); no prefixes or wildcards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// How long the token is valid, in seconds (1 hour when absent; at most 7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A minted token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct MintedToken {
+    /// `v2.<kid>.<payload>.<sig>`; send it as `Authorization: Bearer <token>` with the
+    /// router headers `X-Sandbox-ID`, `X-Sandbox-Namespace` and `X-Sandbox-Port`.
+    pub token: String,
+    /// The Sandbox it is for (its name, as in `X-Sandbox-ID`).
+    pub sandbox: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// The Sandbox's UID: the token fails once the Sandbox is recreated.
+    pub uid: String,
+    /// Expiry, RFC 3339.
+    pub expires_at: String,
+}

@@ -43,6 +43,8 @@ pub fn schemas() -> Map<String, Value> {
     add("DirectoryListing", schema_of::<crate::DirectoryListing>());
     add("EgressRecord", schema_of::<crate::EgressRecord>());
     add("EgressLog", schema_of::<crate::EgressLog>());
+    add("MintToken", schema_of::<crate::MintToken>());
+    add("MintedToken", schema_of::<crate::MintedToken>());
     out
 }
 

@@ -74,12 +74,18 @@ enum Command {
     /// Mint a scoped token: its holder may reach one sandbox through upstream's router
     /// contract (X-Sandbox-ID headers), and nothing else, until it expires.
     ///
-    /// The server must know the same secret (`paddock serve --scoped-token-secret-file`, or the
-    /// gateway's `--auth scoped`). The wire format is upstream's, so upstream's SDK can use it.
-    #[command(after_help = "Example:
+    /// v1 (HMAC): the server knows the same secret (`paddock serve --scoped-token-secret-file`,
+    /// or the gateway's `--auth scoped`). v2 (Ed25519): bound to the sandbox's UID, one port,
+    /// one method and one path; routers need only the public keys. The wire formats are
+    /// upstream's, so upstream's router and SDK accept these tokens.
+    #[command(after_help = "Examples:
   head -c 32 /dev/urandom | base64 > secret && chmod 600 secret
   paddock serve --scoped-token-secret-file secret &
-  paddock token my-sandbox --ttl 30m --secret-file secret")]
+  paddock token my-sandbox --ttl 30m --secret-file secret
+
+  paddock token keygen --signing-key-file signing.json --verification-keys-file keys.json
+  paddock serve --scoped-token-signing-key-file signing.json &
+  paddock token my-sandbox --server --port 8888 --method POST --path /execute --ttl 10m")]
     Token(Box<cmd::token::TokenArgs>),
     /// Fetch an image into paddock's cache (verified, unpacked once), with a progress bar.
     #[command(
@@ -303,7 +309,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Audit { command } => cmd::audit::run(&command),
         Command::Exec(args) => run_async(cmd::exec::run(*args)),
         Command::Cp(args) => run_async(cmd::cp::run(*args)),
-        Command::Token(args) => cmd::token::run(&args),
+        Command::Token(args) => run_async(async move { cmd::token::run(&args).await }),
         Command::Pull { client, image } => run_async(cmd::pull::run(client, image)),
         Command::Apply { client, files } => run_async(cmd::objects::apply(client, files)),
         Command::Get {

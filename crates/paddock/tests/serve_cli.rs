@@ -505,3 +505,124 @@ async fn pull_and_run_an_image_from_a_local_registry() {
     );
     wait_no_sandboxes(&s).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_tokens_are_bound_to_one_sandbox_uid_method_and_path() {
+    let home = tempfile::tempdir().unwrap();
+    let signing = home.path().join("signing.json");
+    let keys = home.path().join("keys.json");
+    let (signing_arg, keys_arg) = (signing.to_str().unwrap(), keys.to_str().unwrap());
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["token", "keygen", "--kid", "test-1"])
+        .args([
+            "--signing-key-file",
+            signing_arg,
+            "--verification-keys-file",
+            keys_arg,
+        ])
+        .output()
+        .unwrap();
+    assert_ok(&o, "keygen");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&signing).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let s = serve(
+        home.path(),
+        &["--scoped-token-signing-key-file", signing_arg],
+    )
+    .await;
+    for name in ["mine", "other"] {
+        assert_ok(
+            &s.run(&["sandbox", "create", name, "--runtime", "bwrap"])
+                .await,
+            "create",
+        );
+    }
+    let mint = |path: &'static str| {
+        let s = &s;
+        async move {
+            let o = s
+                .run(&[
+                    "token", "mine", "--server", "--method", "GET", "--path", path, "--ttl", "10m",
+                ])
+                .await;
+            assert_ok(&o, "token --server");
+            out(&o).trim().to_owned()
+        }
+    };
+    let health = mint("/v1/health").await;
+    assert!(health.starts_with("v2.test-1."), "{health}");
+    assert_eq!(routed_status(&s.url, &health, "mine").await, 200);
+    assert_eq!(routed_status(&s.url, &health, "other").await, 403);
+    let metadata = mint("/v1/metadata").await;
+    assert_eq!(
+        routed_status(&s.url, &metadata, "mine").await,
+        403,
+        "another path"
+    );
+    let at = health.len() - 10;
+    let flipped = if &health[at..=at] == "A" { "B" } else { "A" };
+    let forged = format!("{}{flipped}{}", &health[..at], &health[at + 1..]);
+    assert_eq!(routed_status(&s.url, &forged, "mine").await, 401);
+
+    // Minted offline with the same key: only the right UID passes.
+    let o = s.run(&["get", "sandbox", "mine", "-o", "json"]).await;
+    assert_ok(&o, "get");
+    let sandbox: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    let uid = sandbox["metadata"]["uid"].as_str().unwrap().to_owned();
+    let offline = |uid: String| {
+        let s = &s;
+        async move {
+            let o = s
+                .run(&[
+                    "token",
+                    "mine",
+                    "--signing-key-file",
+                    signing_arg,
+                    "--uid",
+                    &uid,
+                    "--path",
+                    "/v1/health",
+                ])
+                .await;
+            assert_ok(&o, "token --signing-key-file");
+            out(&o).trim().to_owned()
+        }
+    };
+    assert_eq!(
+        routed_status(&s.url, &offline(uid.clone()).await, "mine").await,
+        200
+    );
+    assert_eq!(
+        routed_status(&s.url, &offline("not-the-uid".into()).await, "mine").await,
+        403
+    );
+
+    // The same name, recreated: another Sandbox, and the old token fails.
+    assert_ok(&s.run(&["sandbox", "rm", "mine"]).await, "rm");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.client.sandbox("mine", "default").info().await.is_ok() {
+        assert!(Instant::now() < deadline, "mine is never gone");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ok(
+        &s.run(&["sandbox", "create", "mine", "--runtime", "bwrap"])
+            .await,
+        "create again",
+    );
+    assert_eq!(routed_status(&s.url, &health, "mine").await, 403);
+    assert_eq!(
+        routed_status(&s.url, &mint("/v1/health").await, "mine").await,
+        200
+    );
+
+    // Bad input names what is wrong.
+    let o = s
+        .run(&["token", "mine", "--signing-key-file", signing_arg])
+        .await;
+    assert!(err(&o).contains("--uid"), "{}", err(&o));
+    let o = s.run(&["token", "mine"]).await;
+    assert!(err(&o).contains("--server"), "{}", err(&o));
+}

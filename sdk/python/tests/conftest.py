@@ -36,8 +36,15 @@ def server():
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(home / "serve.log", "wb")
+    # A v2 key pair, so the server mints scoped tokens (Sandbox.mint_token).
+    subprocess.run(
+        [str(binary), "token", "keygen", "--signing-key-file", str(home / "signing.json"),
+         "--verification-keys-file", str(home / "keys.json")],
+        check=True, capture_output=True,
+    )
     proc = subprocess.Popen(
-        [str(binary), "serve", "--home", str(home), "--listen", f"127.0.0.1:{port}", "--agent", agent],
+        [str(binary), "serve", "--home", str(home), "--listen", f"127.0.0.1:{port}", "--agent", agent,
+         "--scoped-token-signing-key-file", str(home / "signing.json")],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

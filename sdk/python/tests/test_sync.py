@@ -2,6 +2,7 @@
 
 import time
 
+import httpx
 import pytest
 
 from paddock import (
@@ -174,3 +175,13 @@ spec:
         assert plain.egress() == []
         r = plain.commands.run("curl -sS -m 2 http://192.0.2.1/ || echo no-network")
         assert "no-network" in r.stdout
+
+
+def test_mint_token_reaches_one_path_of_one_sandbox(server):
+    with bwrap() as sbx:
+        scoped = sbx.mint_token(method="GET", path="/v1/health", ttl_seconds=600)
+        assert scoped.token.startswith("v2.") and scoped.sandbox == sbx.name and scoped.uid
+        headers = {"Authorization": f"Bearer {scoped.token}", "X-Sandbox-ID": sbx.name}
+        assert httpx.get(f"{server['url']}/v1/health", headers=headers, timeout=10).status_code == 200
+        other = httpx.get(f"{server['url']}/v1/metadata", headers=headers, timeout=10)
+        assert (other.status_code, other.json()) == (403, {"detail": "forbidden"})

@@ -92,3 +92,8 @@ def test_create_request_sends_the_policy(schemas):
     )
     assert request.json["policy"] == "pypi"
     assert "policy" in _props(schemas, "CreateSandbox")
+
+
+def test_scoped_token_reads_every_wire_field(schemas):
+    assert {_snake(k) for k in _props(schemas, "MintedToken")} == _fields(models.ScopedToken)
+    assert set(p.mint_token_body(8888, "GET", "/", 60)) == _props(schemas, "MintToken")

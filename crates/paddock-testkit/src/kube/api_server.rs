@@ -137,6 +137,34 @@ struct State {
 /// Events kept for watches that start late.
 const HISTORY: usize = 4096;
 
+/// Converts an object to an `apiVersion` (a CRD conversion webhook's job); `Err` is its message.
+pub type Converter = Arc<dyn Fn(&Value, &str) -> Result<Value, String> + Send + Sync>;
+
+/// Which groups are converted, and how.
+#[derive(Clone)]
+struct Conversion {
+    /// Group → stored `group/version`.
+    storage: BTreeMap<String, String>,
+    convert: Converter,
+}
+
+impl std::fmt::Debug for Conversion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conversion")
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The API server's answer when a conversion webhook fails.
+fn conversion_failed(message: String) -> Response<ResBody> {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalError",
+        format!("Internal error occurred: conversion webhook failed: {message}"),
+    )
+}
+
 /// The fake API server. Clone it freely: clones share state.
 #[derive(Clone, Debug)]
 pub struct FakeApiServer {
@@ -144,6 +172,8 @@ pub struct FakeApiServer {
     events: broadcast::Sender<WatchEvent>,
     record_requests: bool,
     costs: ApiCosts,
+    /// Conversion between the served versions of some groups, as CRD conversion webhooks do.
+    conversion: Option<Conversion>,
     /// The committer's queue (started on the first write that must commit).
     committer: Arc<
         std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>>,
@@ -159,6 +189,8 @@ impl Default for FakeApiServer {
 #[derive(Clone)]
 struct Route {
     resource: String,
+    /// `group/version` of the request path (`v1` for the core group).
+    api_version: String,
     namespace: Option<String>,
     name: Option<String>,
     status: bool,
@@ -177,9 +209,9 @@ impl Route {
 
 fn parse_path(path: &str) -> Option<Route> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, rest) = match parts.as_slice() {
-        ["api", _v, rest @ ..] => ("", rest),
-        ["apis", g, _v, rest @ ..] => (*g, rest),
+    let (group, version, rest) = match parts.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return None,
     };
     let (namespace, rest) = match rest {
@@ -194,6 +226,11 @@ fn parse_path(path: &str) -> Option<Route> {
     };
     Some(Route {
         resource: format!("{group}/{plural}"),
+        api_version: if group.is_empty() {
+            version.to_owned()
+        } else {
+            format!("{group}/{version}")
+        },
         namespace,
         name,
         status: sub == Some("status"),
@@ -320,7 +357,50 @@ impl FakeApiServer {
             events,
             record_requests: false,
             costs: ApiCosts::default(),
+            conversion: None,
             committer: Arc::default(),
+        }
+    }
+
+    /// Stores the objects of each `(group, version)` in `storage` in that version and serves
+    /// the group's other versions through `convert` (called with an object and the
+    /// `apiVersion` wanted), as the API server does with a CRD's conversion webhook. Writes in
+    /// another version are converted before they are stored; reads, lists and watches are
+    /// converted to the version of the request's path. Patches apply to the stored version.
+    pub fn with_conversion(mut self, storage: &[(&str, &str)], convert: Converter) -> Self {
+        self.conversion = Some(Conversion {
+            storage: storage
+                .iter()
+                .map(|(g, v)| ((*g).to_owned(), format!("{g}/{v}")))
+                .collect(),
+            convert,
+        });
+        self
+    }
+
+    /// The stored version of `route`'s group, when it differs from the request's.
+    fn converting(&self, route: &Route) -> Option<(&Conversion, &str)> {
+        let conversion = self.conversion.as_ref()?;
+        let group = route.api_version.rsplit_once('/')?.0;
+        let stored = conversion.storage.get(group)?;
+        (*stored != route.api_version).then_some((conversion, stored.as_str()))
+    }
+
+    /// An object as the request's version shows it.
+    fn present(&self, route: &Route, object: Value) -> Result<Value, String> {
+        match self.converting(route) {
+            Some((c, _)) if object.get("apiVersion").is_some() => {
+                (c.convert)(&object, &route.api_version)
+            }
+            _ => Ok(object),
+        }
+    }
+
+    /// A written object as it is stored.
+    fn accept(&self, route: &Route, object: Value) -> Result<Value, String> {
+        match self.converting(route) {
+            Some((c, stored)) => (c.convert)(&object, stored),
+            None => Ok(object),
         }
     }
 
@@ -603,14 +683,26 @@ impl FakeApiServer {
         if route.log && *method == Method::GET {
             return self.pod_log(&ns, route.name.as_deref().unwrap_or_default());
         }
+        let parsed = match (method.clone(), &parsed) {
+            (Method::POST | Method::PUT, Value::Object(_)) => match self.accept(&route, parsed) {
+                Ok(v) => v,
+                Err(e) => return conversion_failed(e),
+            },
+            _ => parsed,
+        };
+        let shown = |code: StatusCode, v: Value| match self.present(&route, v) {
+            Ok(v) => json_response(code, &v),
+            Err(e) => conversion_failed(e),
+        };
         match (method.clone(), route.name.clone()) {
             (Method::GET, None) => self.list_response(&route, &q).0,
             (Method::GET, Some(name)) => match self.get(&route.resource, &ns, &name) {
-                Some(v) => json_response(StatusCode::OK, &v),
+                Some(v) => shown(StatusCode::OK, v),
                 None => not_found(&route.resource, &name),
             },
             (Method::POST, None) => match self.create(&route.resource, &ns, parsed) {
-                Ok((c, v)) | Err((c, v)) => json_response(c, &v),
+                Ok((c, v)) => shown(c, v),
+                Err((c, v)) => json_response(c, &v),
             },
             (Method::PATCH, Some(name)) => self.patch(&route, &ns, &name, &parsed),
             (Method::PUT, Some(name)) => self.replace(&route, &ns, &name, parsed),
@@ -751,6 +843,14 @@ impl FakeApiServer {
             meta["continue"] = json!((skip + items.len()).to_string());
         }
         let n = items.len();
+        let items = match items
+            .into_iter()
+            .map(|v| self.present(route, v))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(items) => items,
+            Err(e) => return (conversion_failed(e), 0),
+        };
         let body = json!({"apiVersion": "v1", "kind": "List", "metadata": meta, "items": items});
         (json_response(StatusCode::OK, &body), n)
     }
@@ -796,6 +896,7 @@ impl FakeApiServer {
             }
         };
         let delay = self.costs.watch_delay;
+        let this = self.clone();
         let live = tokio_stream_from(rx)
             .filter(move |e| std::future::ready(e.rv > last))
             .then(move |e| async move {
@@ -819,7 +920,10 @@ impl FakeApiServer {
                     && selector_matches(&selector, &ev.object)
                     && fields_match(&fields, &ev.object);
                 let line = keep.then(|| {
-                    let mut s = json!({"type": ev.type_, "object": &*ev.object}).to_string();
+                    let object = this
+                        .present(&route, (*ev.object).clone())
+                        .unwrap_or_else(|_| (*ev.object).clone());
+                    let mut s = json!({"type": ev.type_, "object": object}).to_string();
                     s.push('\n');
                     Ok::<_, Infallible>(Frame::data(Bytes::from(s)))
                 });
@@ -1210,6 +1314,8 @@ impl FakeApiServer {
     ) -> StatusCode {
         let route = Route {
             resource: resource.to_owned(),
+            // A test's own patch: to the stored version, never converted.
+            api_version: String::new(),
             namespace: Some(namespace.to_owned()),
             name: Some(name.to_owned()),
             status,

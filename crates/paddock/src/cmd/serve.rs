@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use paddock_engine::{Engine, EngineConfig};
-use paddock_gateway::auth::{ScopedTokens, Token};
+use paddock_gateway::auth::{ScopedTokens, ScopedVerifier, Token};
+use paddock_gateway::scoped_v2::{SigningKeyFile, VerificationKeys};
 use paddock_gateway::{AppState, Auth, GatewayOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +37,14 @@ pub struct ServeArgs {
     /// (X-Sandbox-ID), while the token in <home>/token still does everything.
     #[arg(long, env = "PADDOCK_SCOPED_TOKEN_SECRET_FILE", value_name = "PATH")]
     pub scoped_token_secret_file: Option<PathBuf>,
+    /// Also accept upstream's v2 (Ed25519) scoped tokens signed by these public keys
+    /// (`{"keys":[{"kid","publicKey"}]}`, as `paddock token keygen` writes).
+    #[arg(long, value_name = "PATH")]
+    pub authz_scoped_token_verification_keys_file: Option<PathBuf>,
+    /// Mint v2 scoped tokens (`paddock token SANDBOX --server`, `POST
+    /// /v1/sandboxes/{name}/tokens`) with this signing key; its public half is accepted too.
+    #[arg(long, value_name = "PATH")]
+    pub scoped_token_signing_key_file: Option<PathBuf>,
     /// The static paddock-agent binary mounted into every sandbox. Found next to this binary,
     /// or where scripts/build-agent.sh puts it, when not given.
     #[arg(long, env = "PADDOCK_AGENT_BIN", value_name = "PATH")]
@@ -237,21 +246,58 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     };
     std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
     let agent = find_agent(args.agent.as_deref())?;
-    let auth = match (args.auth, &args.scoped_token_secret_file) {
-        (AuthMode::Token, None) => Auth::Bearer(Token::load_or_create(&home.join("token"))?),
-        (AuthMode::Token, Some(path)) => {
-            let secret = std::fs::read(path)
-                .with_context(|| format!("reading the scoped-token secret {}", path.display()))?;
+    let issuer = args
+        .scoped_token_signing_key_file
+        .as_deref()
+        .map(|path| {
+            let text = std::fs::read(path)
+                .with_context(|| format!("reading the v2 signing key {}", path.display()))?;
+            SigningKeyFile::from_json(&text)
+                .with_context(|| format!("the v2 signing key in {}", path.display()))
+        })
+        .transpose()?;
+    let mut v2 = args
+        .authz_scoped_token_verification_keys_file
+        .as_deref()
+        .map(|path| {
+            let text = std::fs::read(path)
+                .with_context(|| format!("reading the v2 verification keys {}", path.display()))?;
+            VerificationKeys::from_json(&text)
+                .with_context(|| format!("the v2 verification keys in {}", path.display()))
+        })
+        .transpose()?;
+    if let Some(key) = &issuer {
+        // What the gateway mints, it accepts.
+        let own = VerificationKeys::from_json(key.verification_json().as_bytes())?;
+        v2 = Some(match v2 {
+            Some(keys) => keys.merged(own)?,
+            None => own,
+        });
+    }
+    let scoped = args.scoped_token_secret_file.is_some() || v2.is_some();
+    let auth = match (args.auth, scoped) {
+        (AuthMode::Token, false) => Auth::Bearer(Token::load_or_create(&home.join("token"))?),
+        (AuthMode::Token, true) => {
+            let v1 = args
+                .scoped_token_secret_file
+                .as_deref()
+                .map(|path| {
+                    let secret = std::fs::read(path).with_context(|| {
+                        format!("reading the scoped-token secret {}", path.display())
+                    })?;
+                    ScopedTokens::new(&secret)
+                        .with_context(|| format!("the scoped-token secret in {}", path.display()))
+                })
+                .transpose()?;
             Auth::Scoped {
-                tokens: ScopedTokens::new(&secret)
-                    .with_context(|| format!("the scoped-token secret in {}", path.display()))?,
+                tokens: ScopedVerifier { v1, v2 },
                 admin: Some(Token::load_or_create(&home.join("token"))?),
             }
         }
-        (AuthMode::None, Some(_)) => bail!(
-            "--scoped-token-secret-file needs --auth token: scoped tokens narrow what a token may do, and --auth none checks none"
+        (AuthMode::None, true) => bail!(
+            "scoped tokens (--scoped-token-secret-file, --authz-scoped-token-verification-keys-file, --scoped-token-signing-key-file) need --auth token: they narrow what a token may do, and --auth none checks none"
         ),
-        (AuthMode::None, None) => {
+        (AuthMode::None, false) => {
             tracing::warn!(
                 "authentication is off (--auth none): anyone who can reach {} can run code",
                 args.listen
@@ -295,7 +341,10 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let state = AppState::new(
         engine.backend() as Arc<dyn paddock_gateway::Backend>,
         auth,
-        GatewayOptions::default(),
+        GatewayOptions {
+            token_issuer: issuer.map(Arc::new),
+            ..GatewayOptions::default()
+        },
     );
     let shutdown = CancellationToken::new();
     {

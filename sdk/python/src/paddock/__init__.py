@@ -34,7 +34,7 @@ from .errors import (
     Unauthenticated,
     Unavailable,
 )
-from .models import CommandResult, EgressRecord, FileEntry, ProcessInfo, SandboxInfo
+from .models import CommandResult, EgressRecord, FileEntry, ProcessInfo, SandboxInfo, ScopedToken
 from .sandbox import CommandHandle, Sandbox
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "FileEntry",
     "ProcessInfo",
     "SandboxInfo",
+    "ScopedToken",
     "EgressRecord",
     "PaddockError",
     "InvalidArgument",

@@ -206,3 +206,8 @@ def parse_sandbox(j: Dict[str, Any]) -> SandboxInfo:
 
 def parse_process(j: Dict[str, Any]) -> ProcessInfo:
     return ProcessInfo.from_json(j)
+
+
+def mint_token_body(port: int, method: str, path: str, ttl_seconds: int) -> Dict[str, Any]:
+    """The body of ``POST /v1/sandboxes/{name}/tokens``."""
+    return {"port": port, "method": method, "path": path, "ttlSeconds": ttl_seconds}

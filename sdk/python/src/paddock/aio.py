@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Callable, List, Mapping, Optional, Sequen
 from . import _protocol as p
 from ._transport import AsyncTransport
 from .errors import CommandFailed, NotFound
-from .models import CommandResult, EgressRecord, FileEntry, ProcessInfo, SandboxInfo, decode_data
+from .models import CommandResult, EgressRecord, FileEntry, ProcessInfo, SandboxInfo, ScopedToken, decode_data
 
 Cmd = Union[str, Sequence[str]]
 Callback = Optional[Callable[[str], None]]
@@ -235,6 +235,11 @@ class AsyncSandbox:
                 if on_output:
                     on_output(text)
         return "".join(chunks)
+
+    async def mint_token(self, port: int = 8888, method: str = "GET", path: str = "/", ttl_seconds: int = 3600) -> ScopedToken:
+        """A v2 scoped token; see :meth:`paddock.Sandbox.mint_token`."""
+        body = p.mint_token_body(port, method, path, ttl_seconds)
+        return ScopedToken.from_json(await self._t.json(self._req("POST", "/tokens", json=body)))
 
     async def egress(self) -> List[EgressRecord]:
         """The egress record; see :meth:`paddock.Sandbox.egress`."""

@@ -167,3 +167,26 @@ class EgressRecord:
             audited=bool(j.get("audited", False)),
             credentials=list(j.get("credentials", [])),
         )
+
+
+@dataclass
+class ScopedToken:
+    """A v2 scoped token (upstream's router format): its holder may send one method to one
+    path on one port of one sandbox, through ``X-Sandbox-ID``/``-Namespace``/``-Port``, until
+    it expires or the sandbox is recreated."""
+
+    token: str
+    sandbox: str
+    namespace: str
+    uid: str
+    expires_at: str
+
+    @classmethod
+    def from_json(cls, j: Dict[str, Any]) -> "ScopedToken":
+        return cls(
+            token=j.get("token", ""),
+            sandbox=j.get("sandbox", ""),
+            namespace=j.get("namespace", ""),
+            uid=j.get("uid", ""),
+            expires_at=j.get("expiresAt", ""),
+        )

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, U
 from . import _protocol as p
 from ._transport import SyncTransport
 from .errors import CommandFailed
-from .models import CommandResult, EgressRecord, FileEntry, ProcessInfo, SandboxInfo, decode_data
+from .models import CommandResult, EgressRecord, FileEntry, ProcessInfo, SandboxInfo, ScopedToken, decode_data
 
 Cmd = Union[str, Sequence[str]]
 Callback = Optional[Callable[[str], None]]
@@ -258,6 +258,13 @@ class Sandbox:
         req = p.Request("POST", p.sandbox_path(self.name, "/resume"), params=self._ns(), timeout=wait_timeout + 30)
         self.info = p.parse_sandbox(self._t.json(req))
         return self.info
+
+    def mint_token(self, port: int = 8888, method: str = "GET", path: str = "/", ttl_seconds: int = 3600) -> ScopedToken:
+        """Mints a v2 scoped token for exactly one request kind on this sandbox (the server
+        needs ``--scoped-token-signing-key-file``). Hand it to a client that should reach this
+        port and path and nothing else; upstream's router accepts it too."""
+        body = p.mint_token_body(port, method, path, ttl_seconds)
+        return ScopedToken.from_json(self._t.json(self._req("POST", "/tokens", json=body)))
 
     def logs(self, follow: bool = False, on_output: Optional[Callable[[str], None]] = None) -> str:
         """The output of the sandbox's main process (its pod's log on a cluster). With
