@@ -18,6 +18,7 @@
 
 pub mod agent_client;
 pub mod auth;
+pub mod browser;
 pub mod error;
 pub mod metrics;
 pub mod objects;

@@ -53,6 +53,11 @@ pub struct GatewayOptions {
     pub max_body: usize,
     /// The key `POST /v1/sandboxes/{name}/tokens` mints v2 scoped tokens with, if any.
     pub token_issuer: Option<Arc<crate::scoped_v2::SigningKeyFile>>,
+    /// Route `<prefix>/<namespace>/<id>/<port>/...` paths to sandboxes (upstream's
+    /// `--path-routing-prefix`), if set.
+    pub path_routing_prefix: Option<String>,
+    /// Cookie sessions for path-routed requests (upstream's `--authz-cookie-*`), if set.
+    pub cookie_sessions: Option<crate::browser::CookieSessions>,
 }
 
 impl Default for GatewayOptions {
@@ -62,6 +67,8 @@ impl Default for GatewayOptions {
             route: RouteOptions::default(),
             max_body: 8 * 1024 * 1024,
             token_issuer: None,
+            path_routing_prefix: None,
+            cookie_sessions: None,
         }
     }
 }
@@ -238,7 +245,12 @@ fn detail(status: StatusCode, detail: &str) -> Response {
 /// Upstream's sandbox-router contract: requests carrying `X-Sandbox-ID` go to the sandbox,
 /// counted in upstream's `sandbox_router_*` metrics.
 async fn routed(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if !router_contract::is_routed(req.headers()) || req.uri().path() == "/healthz" {
+    let by_path = state
+        .options
+        .path_routing_prefix
+        .as_deref()
+        .is_some_and(|p| crate::browser::parse(req.uri().path(), p).is_some());
+    if !by_path && (!router_contract::is_routed(req.headers()) || req.uri().path() == "/healthz") {
         return next.run(req).await;
     }
     let start = Instant::now();
@@ -256,23 +268,74 @@ async fn routed(State(state): State<AppState>, req: Request, next: Next) -> Resp
 }
 
 /// Routes one request; sets `namespace` once the route names one.
-async fn route_to_sandbox(state: &AppState, req: Request, namespace: &mut String) -> Response {
-    let route = match router_contract::parse(req.headers(), state.options.route) {
-        Ok(r) => r,
-        Err(e) => {
-            return detail(
-                StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
-                &e.detail,
-            );
-        }
+async fn route_to_sandbox(state: &AppState, mut req: Request, namespace: &mut String) -> Response {
+    use crate::browser::{self, Carrier};
+    let refused = |e: router_contract::RouteError| {
+        detail(
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+            &e.detail,
+        )
+    };
+    let by_path = state
+        .options
+        .path_routing_prefix
+        .as_deref()
+        .and_then(|p| browser::parse(req.uri().path(), p));
+    let (route, upstream_path, base) = match by_path {
+        Some(Err(e)) => return refused(e),
+        Some(Ok(p)) => (
+            router_contract::RouteTarget {
+                sandbox: p.sandbox,
+                namespace: p.namespace,
+                port: p.port,
+                pod_ip: None,
+                uid: None,
+                timeout: state.options.route.proxy_timeout,
+            },
+            p.upstream_path,
+            Some(p.base),
+        ),
+        None => match router_contract::parse(req.headers(), state.options.route) {
+            Ok(r) => (r, req.uri().path().to_owned(), None),
+            Err(e) => return refused(e),
+        },
     };
     namespace.clone_from(&route.namespace);
+
+    // The credential: the Authorization header, else (path-routed, with cookie sessions) the
+    // query parameter of a first visit, else the session cookie.
+    let sessions = state
+        .options
+        .cookie_sessions
+        .as_ref()
+        .filter(|_| base.is_some());
+    let mut query = req.uri().query().map(str::to_owned);
+    let (credential, carrier) = match (presented_token(&req), sessions) {
+        (Some(t), _) => (Some(t.to_owned()), Carrier::Header),
+        (None, Some(s)) => {
+            if let Some((token, rest)) = s.from_query(query.as_deref()) {
+                query = rest;
+                (Some(token), Carrier::Query)
+            } else if let Some(token) = s.from_cookies(req.headers()) {
+                (Some(token), Carrier::Cookie)
+            } else {
+                (None, Carrier::Header)
+            }
+        }
+        (None, None) => (None, Carrier::Header),
+    };
+    if carrier == Carrier::Cookie
+        && sessions.is_some_and(|s| !s.origin_allowed(req.headers(), false))
+    {
+        state.metrics.authz_decision(&route.namespace, false);
+        return detail(StatusCode::FORBIDDEN, "Origin not allowed.");
+    }
     let denied = authorize_route(
         state,
-        presented_token(&req),
+        credential.as_deref(),
         &route,
         req.method().as_str(),
-        req.uri().path(),
+        &upstream_path,
     )
     .await;
     state
@@ -281,7 +344,36 @@ async fn route_to_sandbox(state: &AppState, req: Request, namespace: &mut String
     if let Some(response) = denied {
         return response;
     }
-    forward_route(state, req, route).await
+    if let (Some(s), Some(base), Some(token), Carrier::Query) =
+        (sessions, base.as_deref(), credential.as_deref(), carrier)
+        && matches!(*req.method(), http::Method::GET | http::Method::HEAD)
+        && !req.headers().contains_key(header::UPGRADE)
+        && browser::is_cookie_octets(token)
+    {
+        // A first visit: the token moves into a session cookie scoped to this sandbox's path,
+        // and out of the URL.
+        let location = match &query {
+            Some(q) => format!("{}?{q}", req.uri().path()),
+            None => req.uri().path().to_owned(),
+        };
+        return (
+            StatusCode::FOUND,
+            [
+                (header::LOCATION, location),
+                (header::CACHE_CONTROL, "no-store".to_owned()),
+                (header::SET_COOKIE, s.set_cookie(token, base)),
+            ],
+        )
+            .into_response();
+    }
+    if let Some(s) = sessions {
+        s.strip_cookie(req.headers_mut());
+    }
+    let path_and_query = match &query {
+        Some(q) => format!("{upstream_path}?{q}"),
+        None => upstream_path,
+    };
+    forward_route(state, req, route, path_and_query).await
 }
 
 /// The route's authorization under the gateway's mode: `Some(answer)` when refused.
@@ -405,6 +497,7 @@ async fn forward_route(
     state: &AppState,
     req: Request,
     route: router_contract::RouteTarget,
+    path: String,
 ) -> Response {
     // Upstream's route reaches the agent (exec and files in its runtime API) or, through the
     // pod's network, any port: neither can be checked call by call, so it is closed for a
@@ -467,11 +560,6 @@ async fn forward_route(
             }
         },
     };
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
     let metrics = &state.metrics;
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, metrics.count_request(&route.namespace, body));

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use paddock_gateway::auth::{ScopedTokens, ScopedVerifier, Token};
+use paddock_gateway::browser::{CookieSessions, SameSite};
 use paddock_gateway::scoped_v2::{SigningKeyFile, VerificationKeys};
 
 use paddock_kube::flags::parse_duration;
@@ -120,6 +121,40 @@ pub struct GatewayArgs {
     /// gateway then needs list and watch on Sandboxes cluster-wide).
     #[arg(long, value_name = "NS", default_value = "")]
     pub cache_namespace: String,
+
+    /// Route `<prefix>/<namespace>/<id>/<port>/<rest>` paths to that port of that sandbox, so
+    /// it opens in a browser (preview URLs); e.g. `/sandbox`. Must start with `/` and not end
+    /// with one. Empty: off (upstream's router flag).
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub path_routing_prefix: String,
+
+    /// Cookie sessions for path-routed requests: the session cookie's name. Needs
+    /// --path-routing-prefix and an --auth other than none.
+    #[arg(long, value_name = "NAME", default_value = "")]
+    pub authz_cookie_name: String,
+
+    /// The query parameter a first visit brings the token in (answered with a redirect that
+    /// sets the cookie and drops the parameter). Needs --authz-cookie-name.
+    #[arg(long, value_name = "NAME", default_value = "")]
+    pub authz_cookie_query_param: String,
+
+    /// The cookie's SameSite: lax, strict or none.
+    #[arg(long, value_name = "MODE", default_value = "lax")]
+    pub authz_cookie_samesite: String,
+
+    /// Leave Secure off the cookie (plain-HTTP development only; not with SameSite none).
+    #[arg(long)]
+    pub authz_cookie_insecure: bool,
+
+    /// Other origins (`scheme://host[:port]`, comma-separated) whose pages may send
+    /// cookie-carried requests (WebSockets included). Needs --authz-cookie-name.
+    #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
+    pub authz_cookie_allowed_origins: Vec<String>,
+
+    /// Take the scheme of the router's own origin from X-Forwarded-Proto (behind a TLS
+    /// proxy). Needs --authz-cookie-name.
+    #[arg(long)]
+    pub authz_trust_forwarded_proto: bool,
 
     /// Also serve `/metrics` (upstream's `sandbox_router_*` families), without authentication,
     /// on this address: `HOST:PORT` or `:PORT` for every interface (upstream's router flag;
@@ -303,6 +338,10 @@ pub struct GatewaySettings {
     pub metrics: Option<SocketAddr>,
     /// The key v2 scoped tokens are minted with, if any.
     pub token_issuer: Option<std::sync::Arc<SigningKeyFile>>,
+    /// `--path-routing-prefix`, if set.
+    pub path_routing_prefix: Option<String>,
+    /// Cookie sessions, if set.
+    pub cookie_sessions: Option<CookieSessions>,
 }
 
 const TOKEN_ENV: &str = "PADDOCK_GATEWAY_TOKEN";
@@ -315,7 +354,114 @@ fn read_secret(what: &'static str, path: &Path) -> Result<Vec<u8>, GatewayError>
     })
 }
 
+type FlagError<'a> = &'a dyn Fn(&'static str, &dyn std::fmt::Display, &'static str) -> GatewayError;
+
 impl GatewayArgs {
+    fn path_routing(&self, flag: FlagError<'_>) -> Result<Option<String>, GatewayError> {
+        let prefix = self.path_routing_prefix.as_str();
+        if prefix.is_empty() {
+            return Ok(None);
+        }
+        paddock_gateway::browser::check_prefix(prefix)
+            .map_err(|rule| flag("--path-routing-prefix", &prefix, rule))?;
+        Ok(Some(prefix.to_owned()))
+    }
+
+    /// The `--authz-cookie-*` flags, validated as a set (upstream's rules).
+    fn cookie_sessions(&self, flag: FlagError<'_>) -> Result<Option<CookieSessions>, GatewayError> {
+        let name = self.authz_cookie_name.as_str();
+        if name.is_empty() {
+            let needs_name: [(&'static str, bool); 4] = [
+                (
+                    "--authz-cookie-query-param",
+                    !self.authz_cookie_query_param.is_empty(),
+                ),
+                (
+                    "--authz-cookie-allowed-origins",
+                    !self.authz_cookie_allowed_origins.is_empty(),
+                ),
+                (
+                    "--authz-trust-forwarded-proto",
+                    self.authz_trust_forwarded_proto,
+                ),
+                ("--authz-cookie-insecure", self.authz_cookie_insecure),
+            ];
+            if let Some((f, _)) = needs_name.iter().find(|(_, set)| *set) {
+                return Err(flag(f, &"set", "needs --authz-cookie-name"));
+            }
+            return Ok(None);
+        }
+        if self.path_routing_prefix.is_empty() {
+            return Err(flag(
+                "--authz-cookie-name",
+                &name,
+                "needs --path-routing-prefix",
+            ));
+        }
+        if self.auth == AuthMode::None {
+            return Err(flag(
+                "--authz-cookie-name",
+                &name,
+                "needs an --auth other than none",
+            ));
+        }
+        let valid = paddock_gateway::browser::valid_name;
+        if !valid(name) {
+            return Err(flag(
+                "--authz-cookie-name",
+                &name,
+                "only A-Z a-z 0-9 - _ . ~",
+            ));
+        }
+        let param = self.authz_cookie_query_param.as_str();
+        if !param.is_empty() && !valid(param) {
+            return Err(flag(
+                "--authz-cookie-query-param",
+                &param,
+                "only A-Z a-z 0-9 - _ . ~",
+            ));
+        }
+        let same_site = SameSite::parse(&self.authz_cookie_samesite).ok_or_else(|| {
+            flag(
+                "--authz-cookie-samesite",
+                &self.authz_cookie_samesite,
+                "lax, strict or none",
+            )
+        })?;
+        if same_site == SameSite::None && self.authz_cookie_insecure {
+            return Err(flag(
+                "--authz-cookie-insecure",
+                &"true",
+                "browsers drop SameSite=None cookies without Secure",
+            ));
+        }
+        let mut allowed_origins = Vec::new();
+        for origin in self
+            .authz_cookie_allowed_origins
+            .iter()
+            .map(|o| o.trim())
+            .filter(|o| !o.is_empty())
+        {
+            allowed_origins.push(
+                paddock_gateway::browser::normalize_origin(origin).ok_or_else(|| {
+                    flag(
+                        "--authz-cookie-allowed-origins",
+                        &origin,
+                        "each must be scheme://host[:port], with no path, query, fragment or user",
+                    )
+                })?,
+            );
+        }
+        Ok(Some(CookieSessions {
+            name: name.to_owned(),
+            query_param: (!param.is_empty()).then(|| param.to_owned()),
+            same_site,
+            insecure: self.authz_cookie_insecure,
+            allowed_origins,
+            trust_forwarded_proto: self.authz_trust_forwarded_proto,
+        }))
+    }
+
     /// The shared/admin token from --token-file or PADDOCK_GATEWAY_TOKEN, if any.
     fn token(&self, env_token: Option<String>) -> Result<Option<Token>, GatewayError> {
         let (text, source) = match (&self.token_file, env_token) {
@@ -462,6 +608,8 @@ impl GatewayArgs {
             proxy_timeout: self.proxy_timeout,
             metrics: metrics_address(&self.metrics_bind_address)
                 .map_err(|rule| flag("--metrics-bind-address", &self.metrics_bind_address, rule))?,
+            path_routing_prefix: self.path_routing(&flag)?,
+            cookie_sessions: self.cookie_sessions(&flag)?,
             token_issuer: self
                 .scoped_token_signing_key_file
                 .as_deref()

@@ -72,6 +72,8 @@ pub async fn app_state(client: Client, settings: &GatewaySettings) -> AppState {
             allow_loopback_pod_ip: settings.backend.allow_loopback_pod_ip,
         },
         token_issuer: settings.token_issuer.clone(),
+        path_routing_prefix: settings.path_routing_prefix.clone(),
+        cookie_sessions: settings.cookie_sessions.clone(),
         ..GatewayOptions::default()
     };
     AppState::new(Arc::new(backend), auth, options)

@@ -1298,3 +1298,156 @@ async fn v2_scoped_tokens_are_minted_by_the_gateway_and_bound_to_the_sandboxs_ui
     );
     gw.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_port_opens_from_a_path_with_a_session_cookie_and_origin_checks() {
+    let agent = Agent::start().await;
+    let gw = Gateway::start(GatewayArgs {
+        path_routing_prefix: "/sandbox".into(),
+        authz_cookie_name: "sbx_session".into(),
+        authz_cookie_query_param: "token".into(),
+        authz_cookie_insecure: true,
+        authz_cookie_allowed_origins: vec!["http://IDE.example.com:80".into()],
+        ..args(agent.port)
+    })
+    .await;
+    gw.api
+        .insert(SANDBOXES, ready_sandbox("sb-web", Some("127.0.0.1"), None));
+    let base = format!("/sandbox/{NS}/sb-web/{}/", agent.port);
+
+    // A first visit brings the token in the URL: a redirect sets the cookie and drops it.
+    let first = call(
+        &gw.url,
+        Method::GET,
+        &format!("{base}v1/health?token={TOKEN}&x=1"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(first.status(), 302);
+    let h = first.headers();
+    assert_eq!(h["location"], format!("{base}v1/health?x=1"));
+    assert_eq!(h["cache-control"], "no-store");
+    assert_eq!(
+        h["set-cookie"],
+        format!("sbx_session={TOKEN}; Path={base}; HttpOnly; SameSite=Lax")
+    );
+
+    // Then the cookie carries it; the rest of the path reaches the sandbox's port.
+    let cookie = format!("theme=dark; sbx_session={TOKEN}");
+    let status = |origin: Option<&str>, cookie: &str| {
+        let url = gw.url.clone();
+        let path = format!("{base}v1/health?x=1");
+        let (origin, cookie) = (origin.map(str::to_owned), cookie.to_owned());
+        async move {
+            let mut h = vec![("cookie", cookie.as_str())];
+            h.extend(origin.as_deref().map(|o| ("origin", o)));
+            call(&url, Method::GET, &path, &h, None)
+                .await
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status(None, &cookie).await, 200);
+    assert_eq!(
+        status(Some(&gw.url), &cookie).await,
+        200,
+        "the router's own origin"
+    );
+    assert_eq!(status(Some("http://ide.example.com"), &cookie).await, 200);
+    assert_eq!(status(Some("https://evil.example"), &cookie).await, 403);
+    assert_eq!(status(None, "sbx_session=wrong").await, 401);
+    assert_eq!(status(None, "theme=dark").await, 401);
+
+    // A bearer token works on a path too, for any method; bad paths get upstream's 400s.
+    let bearer = format!("Bearer {TOKEN}");
+    let (code, body) = call_json(
+        &gw.url,
+        Method::POST,
+        &format!("{base}execute"),
+        &[("authorization", &bearer)],
+        Some(json!({"command": "echo by-path"})),
+    )
+    .await;
+    assert_eq!(
+        (code, body["stdout"].as_str()),
+        (200, Some("by-path\n")),
+        "{body}"
+    );
+    let (code, body) = call_json(
+        &gw.url,
+        Method::GET,
+        "/sandbox/team-a/sb-web",
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (code, body),
+        (
+            400,
+            json!({"detail": "Path-routed request must have the form /sandbox/<namespace>/<id>/<port>/..."})
+        )
+    );
+    let (code, body) = call_json(
+        &gw.url,
+        Method::GET,
+        "/sandbox/team-a/sb-web/0/",
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (code, body),
+        (400, json!({"detail": "Invalid port format."}))
+    );
+    // Outside the prefix, the API is untouched.
+    let (code, _) = call_json(
+        &gw.url,
+        Method::GET,
+        "/v1/info",
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+
+    // The flags are checked as a set.
+    let bad = |a: GatewayArgs| {
+        a.validate_with_env(Some(TOKEN.into()))
+            .expect_err("invalid")
+            .to_string()
+    };
+    assert!(
+        bad(GatewayArgs {
+            path_routing_prefix: "/sandbox/".into(),
+            ..GatewayArgs::default()
+        })
+        .contains("must not end with /")
+    );
+    assert!(
+        bad(GatewayArgs {
+            authz_cookie_name: "s".into(),
+            ..GatewayArgs::default()
+        })
+        .contains("needs --path-routing-prefix")
+    );
+    assert!(
+        bad(GatewayArgs {
+            authz_cookie_query_param: "t".into(),
+            ..GatewayArgs::default()
+        })
+        .contains("needs --authz-cookie-name")
+    );
+    assert!(
+        bad(GatewayArgs {
+            path_routing_prefix: "/s".into(),
+            authz_cookie_name: "s".into(),
+            authz_cookie_samesite: "none".into(),
+            authz_cookie_insecure: true,
+            ..GatewayArgs::default()
+        })
+        .contains("SameSite=None")
+    );
+    gw.finish().await;
+}
