@@ -117,6 +117,14 @@ impl Sandbox {
             .await
     }
 
+    /// Suspends the sandbox (upstream's word for [`Sandbox::pause`]).
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn suspend(&self) -> Result<SandboxInfo> {
+        self.pause().await
+    }
+
     /// Resumes the sandbox and waits until it is Ready.
     ///
     /// # Errors

@@ -195,6 +195,9 @@ async fn sandbox_lifecycle_with_exec_and_cp_of_files_and_directories() {
     assert_ok(&o, "resume");
     let o = s.run(&["exec", "box", "--", "echo", "back"]).await;
     assert_eq!(out(&o), "back\n", "{}", err(&o));
+    // Upstream's word works too.
+    assert_ok(&s.run(&["sandbox", "suspend", "box"]).await, "suspend");
+    assert_ok(&s.run(&["sandbox", "resume", "box"]).await, "resume");
 
     assert_ok(&s.run(&["sandbox", "rm", "box"]).await, "rm");
     wait_no_sandboxes(&s).await;

@@ -94,6 +94,7 @@ def test_pause_resume_and_kill(server):
             sbx.commands.run("true")
         assert sbx.resume().ready
         assert sbx.commands.run("echo back").stdout == "back\n"
+        assert sbx.suspend().phase == "Suspended" and sbx.resume().ready
     finally:
         sbx.kill()
         sbx.kill()  # idempotent

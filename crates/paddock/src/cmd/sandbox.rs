@@ -112,7 +112,9 @@ pub enum SandboxCommand {
         #[arg(short, long, value_name = "FORMAT", default_value = "table")]
         output: Output,
     },
-    /// Suspend a sandbox: its processes stop, its volumes stay.
+    /// Suspend a sandbox (`operatingMode: Suspended`; `suspend` is the same): its processes
+    /// stop, its volumes stay.
+    #[command(visible_alias = "suspend")]
     Pause {
         /// Sandbox or claim name.
         name: String,

@@ -221,6 +221,10 @@ class AsyncSandbox:
         self.info = p.parse_sandbox(await self._t.json(self._req("POST", "/pause")))
         return self.info
 
+    async def suspend(self) -> SandboxInfo:
+        """Upstream's word for :meth:`pause`."""
+        return await self.pause()
+
     async def resume(self, wait_timeout: float = 60) -> SandboxInfo:
         self.info = p.parse_sandbox(await self._t.json(self._req("POST", "/resume", timeout=wait_timeout + 30)))
         return self.info

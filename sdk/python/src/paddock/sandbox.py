@@ -253,6 +253,10 @@ class Sandbox:
         self.info = p.parse_sandbox(self._t.json(p.Request("POST", p.sandbox_path(self.name, "/pause"), params=self._ns())))
         return self.info
 
+    def suspend(self) -> SandboxInfo:
+        """Upstream's word for :meth:`pause`: ``operatingMode: Suspended``."""
+        return self.pause()
+
     def resume(self, wait_timeout: float = 60) -> SandboxInfo:
         """Runs a suspended sandbox again and waits until it is ready."""
         req = p.Request("POST", p.sandbox_path(self.name, "/resume"), params=self._ns(), timeout=wait_timeout + 30)
