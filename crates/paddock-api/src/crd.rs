@@ -513,6 +513,12 @@ mod tests {
         let rule =
             &beta["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"][0];
         assert_eq!(rule["message"], "volumeClaimTemplates is immutable");
+        // Bounded, so the rule's estimated cost fits older API servers' budget.
+        assert_eq!(
+            beta["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["volumeClaimTemplates"]
+                ["maxItems"],
+            16
+        );
         assert!(
             alpha["schema"]["openAPIV3Schema"]["properties"]["spec"]
                 .get("x-kubernetes-validations")

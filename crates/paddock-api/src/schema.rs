@@ -55,6 +55,11 @@ pub fn object_schema(kind: Kind, version: Version) -> Value {
             "rule": VOLUME_CLAIM_TEMPLATES_IMMUTABLE_RULE,
             "message": VOLUME_CLAIM_TEMPLATES_IMMUTABLE_MESSAGE,
         }]);
+        // The rule compares the whole list: an unbounded list makes the API server's CEL cost
+        // estimate exceed its budget on older servers (v1.25 refuses the CRD).
+        if let Some(vcts) = spec.pointer_mut("/properties/volumeClaimTemplates") {
+            vcts["maxItems"] = json!(SANDBOX_VOLUME_CLAIM_TEMPLATES_MAX);
+        }
     }
     if (kind, version) == (Kind::SandboxClaim, Version::V1beta1)
         && let Some(vcts) = spec.pointer_mut("/properties/volumeClaimTemplates")
@@ -108,6 +113,8 @@ pub fn metadata_schema() -> Value {
 
 /// CEL rule on the v1beta1 Sandbox spec that keeps `volumeClaimTemplates` immutable.
 pub const VOLUME_CLAIM_TEMPLATES_IMMUTABLE_RULE: &str = "has(self.volumeClaimTemplates) == has(oldSelf.volumeClaimTemplates) && (!has(self.volumeClaimTemplates) || self.volumeClaimTemplates == oldSelf.volumeClaimTemplates)";
+/// Most `volumeClaimTemplates` a v1beta1 Sandbox may have (bounds the immutability rule's cost).
+pub const SANDBOX_VOLUME_CLAIM_TEMPLATES_MAX: u64 = 16;
 /// The message of [`VOLUME_CLAIM_TEMPLATES_IMMUTABLE_RULE`].
 pub const VOLUME_CLAIM_TEMPLATES_IMMUTABLE_MESSAGE: &str = "volumeClaimTemplates is immutable";
 

@@ -626,6 +626,21 @@ spec:
     }
 
     #[test]
+    fn a_sandbox_has_at_most_sixteen_volume_claim_templates() {
+        let mut text = "apiVersion: agents.x-k8s.io/v1beta1\nkind: Sandbox\nmetadata: {name: s}\nspec:\n  podTemplate: {spec: {containers: [{name: c, image: i}]}}\n  volumeClaimTemplates:\n".to_owned();
+        for i in 0..17 {
+            text.push_str(&format!("  - metadata: {{name: v{i}}}\n    spec: {{}}\n"));
+        }
+        let found = problems(&text);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("spec.volumeClaimTemplates") && p.contains("16")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
     fn claim_env_names_are_checked() {
         let text = "apiVersion: extensions.agents.x-k8s.io/v1beta1\nkind: SandboxClaim\nmetadata: {name: c}\nspec:\n  warmPoolRef: {name: p}\n  env:\n  - {name: 1BAD, value: x}\n";
         assert_problem(
