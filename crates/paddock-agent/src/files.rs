@@ -83,7 +83,7 @@ pub fn percent_decode(raw: &str) -> Option<String> {
 use paddock_wire::{DirectoryListing, FileEntry};
 
 /// RFC 3339 UTC with second precision, as Go's `time.RFC3339` prints it.
-fn rfc3339(time: SystemTime) -> String {
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     jiff::Timestamp::try_from(time)
         .map(|ts| ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_default()

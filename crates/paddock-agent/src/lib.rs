@@ -12,6 +12,7 @@ pub mod config;
 pub mod confine;
 pub mod error;
 pub mod files;
+pub mod fs_ops;
 pub mod grpc;
 pub mod main_process;
 pub mod output;

@@ -150,6 +150,7 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .merge(crate::upstream_runtime::routes())
         .merge(crate::files::routes())
+        .merge(crate::fs_ops::routes())
         .merge(crate::process_api::routes())
         .merge(crate::main_process::routes())
         .merge(crate::ports::routes())

@@ -355,21 +355,27 @@ impl Sandbox {
     /// As any call; a line that is not a record is a `Protocol` error.
     pub async fn follow_egress(
         &self,
-        mut on_record: impl FnMut(&paddock_wire::EgressRecord) -> bool,
+        on_record: impl FnMut(&paddock_wire::EgressRecord) -> bool,
     ) -> Result<()> {
         let query = [("follow", "true".to_owned())];
-        let resp = self
-            .client
-            .send(Method::GET, &self.path("/egress", &query), None)
-            .await?;
+        self.follow_lines(&self.path("/egress", &query), "an egress record", on_record)
+            .await
+    }
+
+    /// Calls `on_item` with each JSON line of a streamed answer until it returns `false` or
+    /// the stream ends.
+    async fn follow_lines<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &str,
+        mut on_item: impl FnMut(&T) -> bool,
+    ) -> Result<()> {
+        let resp = self.client.send(Method::GET, path, None).await?;
         let mut body = resp.into_body();
         let mut pending: Vec<u8> = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
-                Error::new(
-                    ErrorCode::ConnectionFailed,
-                    format!("reading the egress record: {e}"),
-                )
+                Error::new(ErrorCode::ConnectionFailed, format!("reading {what}: {e}"))
             })?;
             let Ok(data) = frame.into_data() else {
                 continue;
@@ -377,17 +383,88 @@ impl Sandbox {
             pending.extend_from_slice(&data);
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
-                let record: paddock_wire::EgressRecord =
-                    serde_json::from_slice(&line[..line.len() - 1]).map_err(protocol)?;
-                if !on_record(&record) {
+                let item: T = serde_json::from_slice(&line[..line.len() - 1]).map_err(protocol)?;
+                if !on_item(&item) {
                     return Ok(());
                 }
             }
             if pending.len() > 1 << 20 {
-                return Err(protocol("an egress record line longer than 1 MiB"));
+                return Err(protocol(format!("{what} line longer than 1 MiB")));
             }
         }
         Ok(())
+    }
+
+    /// A path's type, size, mode and modification time (a final symlink is described, not
+    /// followed).
+    ///
+    /// # Errors
+    /// As any call; `NotFound` when nothing is there.
+    pub async fn stat(&self, path: &str) -> Result<paddock_wire::FileStat> {
+        self.client
+            .json(Method::GET, &self.fs_path("stat", &[("path", path)]), None)
+            .await
+    }
+
+    /// Makes a directory and its parents (`mkdir -p`).
+    ///
+    /// # Errors
+    /// As any call; `AlreadyExists` when a file has that name.
+    pub async fn mkdir(&self, path: &str) -> Result<paddock_wire::FileStat> {
+        self.client
+            .json(
+                Method::POST,
+                &self.fs_path("mkdir", &[("path", path)]),
+                None,
+            )
+            .await
+    }
+
+    /// Moves (renames) a file or directory; `overwrite` replaces what is at `to`.
+    ///
+    /// # Errors
+    /// As any call; `AlreadyExists` when `to` exists and `overwrite` is off.
+    pub async fn move_path(&self, from: &str, to: &str, overwrite: bool) -> Result<()> {
+        let ow = overwrite.to_string();
+        let path = self.fs_path("move", &[("from", from), ("to", to), ("overwrite", &ow)]);
+        self.client
+            .bytes(Method::POST, &path, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Copies a file, or a directory with everything in it; `overwrite` replaces what is at `to`.
+    ///
+    /// # Errors
+    /// As any call; `AlreadyExists` when `to` exists and `overwrite` is off.
+    pub async fn copy_path(&self, from: &str, to: &str, overwrite: bool) -> Result<()> {
+        let ow = overwrite.to_string();
+        let path = self.fs_path("copy", &[("from", from), ("to", to), ("overwrite", &ow)]);
+        self.client
+            .bytes(Method::POST, &path, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Watches a directory (and, with `recursive`, everything under it): calls `on_event`
+    /// with each change until it returns `false` or the directory goes (a last `error` event).
+    ///
+    /// # Errors
+    /// As any call; `NotFound` when the directory does not exist.
+    pub async fn watch(
+        &self,
+        path: &str,
+        recursive: bool,
+        on_event: impl FnMut(&paddock_wire::FileEvent) -> bool,
+    ) -> Result<()> {
+        let r = recursive.to_string();
+        let path = self.fs_path("watch", &[("path", path), ("recursive", &r)]);
+        self.follow_lines(&path, "a file event", on_event).await
+    }
+
+    fn fs_path(&self, op: &str, query: &[(&str, &str)]) -> String {
+        let query: Vec<(&str, String)> = query.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        self.path(&format!("/fs/{op}"), &query)
     }
 
     /// Writes a file atomically (parents created), with an optional mode such as `0755`.

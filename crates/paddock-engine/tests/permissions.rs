@@ -97,6 +97,31 @@ async fn the_gateway_enforces_a_sandboxs_permissions() {
     );
     assert!(escape.contains("does not allow reading"), "{escape}");
 
+    // The file operations are checked the same way, on every path they name.
+    assert_eq!(sb.stat("/etc/hostname").await.unwrap().type_, "file");
+    let stat = denied(sb.stat("/root/.profile").await.expect_err("outside"));
+    assert!(
+        stat.contains("does not allow reading /root/.profile"),
+        "{stat}"
+    );
+    let copy = denied(
+        sb.copy_path("/etc/hostname", "/tmp/c.txt", false)
+            .await
+            .expect_err("write never"),
+    );
+    assert!(copy.contains("does not allow writing /tmp/c.txt"), "{copy}");
+    let mkdir = denied(sb.mkdir("/tmp/newdir").await.expect_err("write never"));
+    assert!(
+        mkdir.contains("does not allow writing /tmp/newdir"),
+        "{mkdir}"
+    );
+    let moved = denied(
+        sb.move_path("/tmp/../etc/hostname", "/tmp/h", false)
+            .await
+            .expect_err("write never"),
+    );
+    assert!(moved.contains("does not allow writing"), "{moved}");
+
     let delete = denied(sb.delete().await.expect_err("api delete never"));
     assert!(
         delete.contains("does not allow the delete operation"),

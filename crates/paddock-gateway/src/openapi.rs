@@ -58,6 +58,11 @@ pub fn document() -> Value {
                 "put": op("Write a file atomically (?mode=0644), or extract a tar (?format=tar)", "inside"),
                 "delete": op("Delete a file or directory (?recursive=true)", "inside"),
             },
+            format!("{sandbox}/fs/stat"): {"get": op("Describe a path (?path=; a final symlink is not followed): FileStat", "inside")},
+            format!("{sandbox}/fs/mkdir"): {"post": op("Make a directory and its parents (?path=)", "inside")},
+            format!("{sandbox}/fs/move"): {"post": op("Move a path (?from=&to=&overwrite=)", "inside")},
+            format!("{sandbox}/fs/copy"): {"post": op("Copy a file or a directory tree (?from=&to=&overwrite=)", "inside")},
+            format!("{sandbox}/fs/watch"): {"get": op("Stream changes under a directory as NDJSON FileEvents (?path=&recursive=)", "inside")},
             "/v1/apply": {"post": op("Create or update every object of a YAML/JSON stream (validated as a whole)", "objects")},
             objects: {"get": op("List or watch objects (?watch=true, NDJSON)", "objects"), "post": op("Create an object", "objects")},
             format!("{objects}/{{name}}"): {

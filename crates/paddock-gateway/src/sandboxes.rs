@@ -996,6 +996,19 @@ async fn permitted(
             )?;
             Ok(req)
         }
+        "fs" => {
+            let caps = fs_capabilities(rest, req.uri())?;
+            let mut all = vec![Capability::Api(ApiOp::Files)];
+            all.extend(caps.iter().map(|(write, path)| {
+                if *write {
+                    Capability::Write(path)
+                } else {
+                    Capability::Read(path)
+                }
+            }));
+            crate::permits::decide(state.backend.as_ref(), (namespace, sandbox), &rules, &all)?;
+            Ok(req)
+        }
         "exec" | "processes" => {
             crate::permits::decide(
                 state.backend.as_ref(),
@@ -1039,6 +1052,35 @@ async fn permitted(
     }
 }
 
+/// What an `/fs/...` call touches: `(writes, path)` for each path it names, decoded exactly as
+/// the agent decodes its query (a name given twice is refused, as the agent refuses it).
+fn fs_capabilities(rest: &str, uri: &http::Uri) -> Result<Vec<(bool, String)>, ApiError> {
+    let pairs: Vec<(String, String)> = Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| ApiError::invalid(format!("bad query: {e}")))?;
+    let get = |name: &str| -> Result<String, ApiError> {
+        let mut values = pairs.iter().filter(|(k, _)| k == name);
+        let first = values.next().ok_or_else(|| {
+            ApiError::invalid(format!("/{rest} needs the query parameter {name}"))
+        })?;
+        if values.next().is_some() {
+            return Err(ApiError::invalid(format!("{name} is given twice")));
+        }
+        Ok(format!("/{}", first.1.trim_start_matches('/')))
+    };
+    Ok(match rest.strip_prefix("fs/").unwrap_or_default() {
+        "stat" | "watch" => vec![(false, get("path")?)],
+        "mkdir" => vec![(true, get("path")?)],
+        "move" => vec![(true, get("from")?), (true, get("to")?)],
+        "copy" => vec![(false, get("from")?), (true, get("to")?)],
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no such file operation {other:?}: use stat, mkdir, move, copy or watch"
+            )));
+        }
+    })
+}
+
 /// Everything under `/v1/sandboxes/{name}/...` that the sandbox's agent serves.
 pub async fn inside(
     State(state): State<AppState>,
@@ -1055,11 +1097,11 @@ pub async fn inside(
             }
         }
     }
-    let allowed = ["exec", "processes", "files", "ports"];
+    let allowed = ["exec", "processes", "files", "fs", "ports"];
     let first = rest.split('/').next().unwrap_or("");
     if !allowed.contains(&first) {
         return Err(ApiError::not_found(format!(
-            "no such sandbox endpoint /{rest}: use exec, processes, files or ports"
+            "no such sandbox endpoint /{rest}: use exec, processes, files, fs or ports"
         ))
         .into());
     }

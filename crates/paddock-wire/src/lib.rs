@@ -21,7 +21,7 @@ pub mod schema;
 
 pub use egress::{EgressKind, EgressLog, EgressRecord};
 pub use error::{Code, ErrorBody};
-pub use files::{DirectoryListing, FileEntry};
+pub use files::{DirectoryListing, FileEntry, FileEvent, FileStat};
 pub use process::{ExecResult, ExitStatus, ProcessInfo, ProcessRequest, ProcessState, TermSize};
 pub use sandbox::{
     Applied, ApplyResult, CreateSandbox, HostVolume, MintToken, MintedToken, Phase, Resources,

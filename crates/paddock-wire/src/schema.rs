@@ -41,6 +41,8 @@ pub fn schemas() -> Map<String, Value> {
     add("ExitStatus", schema_of::<crate::ExitStatus>());
     add("ProcessInfo", schema_of::<crate::ProcessInfo>());
     add("DirectoryListing", schema_of::<crate::DirectoryListing>());
+    add("FileStat", schema_of::<crate::FileStat>());
+    add("FileEvent", schema_of::<crate::FileEvent>());
     add("EgressRecord", schema_of::<crate::EgressRecord>());
     add("EgressLog", schema_of::<crate::EgressLog>());
     add("MintToken", schema_of::<crate::MintToken>());

@@ -186,3 +186,30 @@ def test_mint_token_reaches_one_path_of_one_sandbox(server):
         assert httpx.get(f"{server['url']}/v1/health", headers=headers, timeout=10).status_code == 200
         other = httpx.get(f"{server['url']}/v1/metadata", headers=headers, timeout=10)
         assert (other.status_code, other.json()) == (403, {"detail": "forbidden"})
+
+
+def test_file_operations_and_a_watch(server):
+    import threading
+
+    with bwrap() as sbx:
+        assert sbx.files.mkdir("/tmp/w/in").type == "directory"
+        sbx.files.write("/tmp/w/in/a.txt", "alpha")
+        seen = []
+        ready = threading.Event()
+
+        def follow():
+            ready.set()
+            sbx.files.watch("/tmp/w", lambda e: seen.append((e.type, e.path)) or len(seen) < 1, recursive=True)
+
+        watcher = threading.Thread(target=follow)
+        watcher.start()
+        ready.wait()
+        time.sleep(0.3)
+        sbx.files.copy("/tmp/w/in", "/tmp/w/out")
+        watcher.join(timeout=10)
+        assert ("create", "/tmp/w/out") in seen, seen
+        sbx.files.move("/tmp/w/out/a.txt", "/tmp/w/b.txt")
+        stat = sbx.files.stat("/tmp/w/b.txt")
+        assert (stat.type, stat.size) == ("file", 5)
+        with pytest.raises(NotFound):
+            sbx.files.stat("/tmp/w/out/a.txt")

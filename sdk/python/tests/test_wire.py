@@ -97,3 +97,8 @@ def test_create_request_sends_the_policy(schemas):
 def test_scoped_token_reads_every_wire_field(schemas):
     assert {_snake(k) for k in _props(schemas, "MintedToken")} == _fields(models.ScopedToken)
     assert set(p.mint_token_body(8888, "GET", "/", 60)) == _props(schemas, "MintToken")
+
+
+def test_file_stat_and_event_read_every_wire_field(schemas):
+    assert {_snake(k) for k in _props(schemas, "FileStat")} == _fields(models.FileStat)
+    assert {_snake(k) for k in _props(schemas, "FileEvent")} == _fields(models.FileEvent)

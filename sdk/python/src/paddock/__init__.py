@@ -34,7 +34,7 @@ from .errors import (
     Unauthenticated,
     Unavailable,
 )
-from .models import CommandResult, EgressRecord, FileEntry, ProcessInfo, SandboxInfo, ScopedToken
+from .models import CommandResult, EgressRecord, FileEntry, FileEvent, FileStat, ProcessInfo, SandboxInfo, ScopedToken
 from .sandbox import CommandHandle, Sandbox
 
 __all__ = [
@@ -47,6 +47,8 @@ __all__ = [
     "ProcessInfo",
     "SandboxInfo",
     "ScopedToken",
+    "FileStat",
+    "FileEvent",
     "EgressRecord",
     "PaddockError",
     "InvalidArgument",

@@ -211,3 +211,8 @@ def parse_process(j: Dict[str, Any]) -> ProcessInfo:
 def mint_token_body(port: int, method: str, path: str, ttl_seconds: int) -> Dict[str, Any]:
     """The body of ``POST /v1/sandboxes/{name}/tokens``."""
     return {"port": port, "method": method, "path": path, "ttlSeconds": ttl_seconds}
+
+
+def fs_path(name: str, op: str) -> str:
+    """The path of a file operation (stat, mkdir, move, copy, watch)."""
+    return sandbox_path(name, "/fs/" + op)

@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Callable, List, Mapping, Optional, Sequen
 from . import _protocol as p
 from ._transport import AsyncTransport
 from .errors import CommandFailed, NotFound
-from .models import CommandResult, EgressRecord, FileEntry, ProcessInfo, SandboxInfo, ScopedToken, decode_data
+from .models import CommandResult, EgressRecord, FileEntry, FileEvent, FileStat, ProcessInfo, SandboxInfo, ScopedToken, decode_data
 
 Cmd = Union[str, Sequence[str]]
 Callback = Optional[Callable[[str], None]]
@@ -145,6 +145,30 @@ class AsyncFiles:
 
     async def remove(self, path: str, recursive: bool = False) -> None:
         await self._sandbox._t.send(self._file("DELETE", path, {"recursive": str(recursive).lower()}))
+
+    def _fs(self, method: str, op: str, params: dict, **kw) -> p.Request:
+        return p.Request(method, p.fs_path(self._sandbox.name, op), params={**self._sandbox._ns(), **params}, **kw)
+
+    async def stat(self, path: str) -> FileStat:
+        """See :meth:`paddock.sandbox.Files.stat`."""
+        return FileStat.from_json(await self._sandbox._t.json(self._fs("GET", "stat", {"path": path})))
+
+    async def mkdir(self, path: str) -> FileStat:
+        return FileStat.from_json(await self._sandbox._t.json(self._fs("POST", "mkdir", {"path": path})))
+
+    async def move(self, src: str, dst: str, overwrite: bool = False) -> None:
+        await self._sandbox._t.send(self._fs("POST", "move", {"from": src, "to": dst, "overwrite": str(overwrite).lower()}))
+
+    async def copy(self, src: str, dst: str, overwrite: bool = False) -> None:
+        await self._sandbox._t.send(self._fs("POST", "copy", {"from": src, "to": dst, "overwrite": str(overwrite).lower()}))
+
+    async def watch(self, path: str, on_event: Callable[[FileEvent], Optional[bool]], recursive: bool = False) -> None:
+        """See :meth:`paddock.sandbox.Files.watch`."""
+        req = self._fs("GET", "watch", {"path": path, "recursive": str(recursive).lower()}, timeout=None)
+        async with self._sandbox._t.stream(req) as response:
+            async for line in response.aiter_lines():
+                if line.strip() and on_event(FileEvent.from_json(json.loads(line))) is False:
+                    return
 
 
 class AsyncSandbox:

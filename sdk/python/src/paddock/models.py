@@ -190,3 +190,41 @@ class ScopedToken:
             uid=j.get("uid", ""),
             expires_at=j.get("expiresAt", ""),
         )
+
+
+@dataclass
+class FileStat:
+    """One path (a final symlink described, not followed)."""
+
+    path: str
+    type: str
+    size: int
+    mode: str
+    modified_at: str
+    symlink_target: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, j: Dict[str, Any]) -> "FileStat":
+        return cls(
+            path=j.get("path", ""),
+            type=j.get("type", ""),
+            size=int(j.get("size", 0)),
+            mode=j.get("mode", ""),
+            modified_at=j.get("modifiedAt", ""),
+            symlink_target=j.get("symlinkTarget"),
+        )
+
+
+@dataclass
+class FileEvent:
+    """A change under a watched directory: ``create``, ``write``, ``remove``, ``rename``,
+    ``chmod``, or ``error`` (the directory went; the watch ends)."""
+
+    type: str
+    path: str
+    is_dir: bool = False
+    message: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, j: Dict[str, Any]) -> "FileEvent":
+        return cls(type=j.get("type", ""), path=j.get("path", ""), is_dir=bool(j.get("isDir", False)), message=j.get("message"))

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, U
 from . import _protocol as p
 from ._transport import SyncTransport
 from .errors import CommandFailed
-from .models import CommandResult, EgressRecord, FileEntry, ProcessInfo, SandboxInfo, ScopedToken, decode_data
+from .models import CommandResult, EgressRecord, FileEntry, FileEvent, FileStat, ProcessInfo, SandboxInfo, ScopedToken, decode_data
 
 Cmd = Union[str, Sequence[str]]
 Callback = Optional[Callable[[str], None]]
@@ -162,6 +162,34 @@ class Files:
         params = self._sandbox._ns()
         params["recursive"] = str(recursive).lower()
         self._sandbox._t.send(p.Request("DELETE", p.file_path(self._sandbox.name, path), params=params))
+
+    def _fs(self, method: str, op: str, params: dict, **kw) -> p.Request:
+        return p.Request(method, p.fs_path(self._sandbox.name, op), params={**self._sandbox._ns(), **params}, **kw)
+
+    def stat(self, path: str) -> FileStat:
+        """A path's type, size, mode and modification time (a final symlink is not followed)."""
+        return FileStat.from_json(self._sandbox._t.json(self._fs("GET", "stat", {"path": path})))
+
+    def mkdir(self, path: str) -> FileStat:
+        """Makes a directory and its parents (``mkdir -p``)."""
+        return FileStat.from_json(self._sandbox._t.json(self._fs("POST", "mkdir", {"path": path})))
+
+    def move(self, src: str, dst: str, overwrite: bool = False) -> None:
+        """Moves (renames) a file or directory; ``overwrite`` replaces what is at ``dst``."""
+        self._sandbox._t.send(self._fs("POST", "move", {"from": src, "to": dst, "overwrite": str(overwrite).lower()}))
+
+    def copy(self, src: str, dst: str, overwrite: bool = False) -> None:
+        """Copies a file, or a directory with everything in it."""
+        self._sandbox._t.send(self._fs("POST", "copy", {"from": src, "to": dst, "overwrite": str(overwrite).lower()}))
+
+    def watch(self, path: str, on_event: Callable[[FileEvent], Optional[bool]], recursive: bool = False) -> None:
+        """Calls ``on_event`` with each change under ``path`` until it returns ``False`` or the
+        directory goes (a last ``error`` event)."""
+        req = self._fs("GET", "watch", {"path": path, "recursive": str(recursive).lower()}, timeout=None)
+        with self._sandbox._t.stream(req) as response:
+            for line in response.iter_lines():
+                if line.strip() and on_event(FileEvent.from_json(json.loads(line))) is False:
+                    return
 
 
 class Sandbox:
