@@ -128,6 +128,49 @@ fn adopted_members(namespace: &str, plan: &ClaimPlan) -> Vec<Key> {
 }
 
 /// One claim reconcile.
+/// With tracing on, gives a claim that lacks one the trace-context annotation of this
+/// reconcile (so the Sandbox made for it continues the trace); returns the claim as stamped.
+async fn stamp_trace_context(
+    core: &Core,
+    key: &Key,
+    claim: &SandboxClaim,
+    trace: Option<&opentelemetry::Context>,
+) -> Option<SandboxClaim> {
+    use paddock_api::names::TRACE_CONTEXT;
+    if !core.config.otel_tracing
+        || claim.metadata.deletion_timestamp.is_some()
+        || claim
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(TRACE_CONTEXT))
+    {
+        return None;
+    }
+    let value = trace.and_then(crate::traces::carrier)?;
+    let patch = serde_json::json!({"metadata": {"annotations": {TRACE_CONTEXT: value}}});
+    if let Err(e) = core
+        .patch(
+            Kind::SandboxClaim,
+            &key.namespace,
+            &key.name,
+            Part::Main,
+            &patch,
+        )
+        .await
+    {
+        tracing::debug!(claim = %key, error = %e, "cannot stamp the trace context");
+        return None;
+    }
+    let mut stamped = claim.clone();
+    stamped
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(TRACE_CONTEXT.to_owned(), value);
+    Some(stamped)
+}
+
 pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
     let cache = core.cache();
     let Some(claim) = cache.get::<SandboxClaim>(&key.namespace, &key.name) else {
@@ -135,6 +178,17 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
         return Outcome::Done;
     };
     let ns = key.namespace.as_str();
+    let trace = crate::traces::start_reconcile(
+        Controller::Claim,
+        ns,
+        &key.name,
+        claim.metadata.annotations.as_ref(),
+        claim.metadata.labels.as_ref(),
+    );
+    let claim = match stamp_trace_context(core, key, &claim, trace.as_ref()).await {
+        Some(stamped) => Arc::new(stamped),
+        None => claim,
+    };
     let now = core.ports.clock.now();
     let pool = cache.get::<SandboxWarmPool>(ns, &claim.spec.warm_pool_ref.name);
     let template = template_name_for(&claim, pool.as_deref())

@@ -127,6 +127,9 @@ pub struct CoreConfig {
     /// Record the Sandbox controller's lifecycle Events (upstream's `--disable-sandbox-events`
     /// turns it off).
     pub sandbox_events: bool,
+    /// OpenTelemetry tracing is on (upstream's `--enable-tracing`): reconciles stamp the
+    /// `opentelemetry.io/trace-context` annotation on claims and Sandboxes that lack it.
+    pub otel_tracing: bool,
     /// Retry backoff.
     pub backoff: Backoff,
     /// A Sandbox whose pod was just created and is not Ready yet writes its status only after
@@ -152,6 +155,7 @@ impl Default for CoreConfig {
             extensions: true,
             claim_events: true,
             sandbox_events: true,
+            otel_tracing: false,
             backoff: Backoff::default(),
             new_pod_status_settle: Duration::ZERO,
             pool_status_coalesce: Duration::ZERO,

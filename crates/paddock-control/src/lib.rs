@@ -30,6 +30,7 @@ pub mod sandbox;
 pub mod template;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod traces;
 
 pub use crate::cache::{Cache, Key};
 pub use crate::core::{Backoff, Core, CoreConfig, Outcome, Ports, Workers};

@@ -55,6 +55,14 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
         workloads.release(&key.namespace, &key.name, Release::Terminating);
         return Outcome::Done;
     }
+    let trace = crate::traces::start_reconcile(
+        Controller::Sandbox,
+        &key.namespace,
+        &key.name,
+        sb.metadata.annotations.as_ref(),
+        sb.metadata.labels.as_ref(),
+    );
+    stamp_trace_context(core, key, &sb, trace.as_ref()).await;
     let now = core.ports.clock.now();
     let children = workloads.observe(&sb);
     let input = SandboxInput {
@@ -66,6 +74,9 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
         now: &now,
     };
     let plan = plan_sandbox(&input);
+    if let Some(cx) = &trace {
+        trace_children(cx, &input, &plan);
+    }
     let mut failure = None;
     for (i, action) in plan.actions.iter().enumerate() {
         if let Err(e) = apply(core, &sb, key, action).await {
@@ -254,6 +265,79 @@ fn record_creation_latency(core: &Core, sb: &Sandbox, old: &SandboxStatus, new: 
                 .to_owned(),
         })
         .observe(ms);
+}
+
+/// Upstream's child spans of `ReconcileSandbox`: `reconcilePod` (with the pod's observed
+/// phase as an event) and, when the Sandbox has volumes, `reconcilePVCs`.
+fn trace_children(
+    cx: &opentelemetry::Context,
+    input: &SandboxInput<'_>,
+    plan: &paddock_plan::sandbox::SandboxPlan,
+) {
+    use opentelemetry::KeyValue;
+    let pod = input.pods.as_ref().ok().and_then(|pods| pods.first());
+    let created = plan.actions.iter().find_map(|a| match a {
+        SandboxAction::CreatePod { pod } => pod.metadata.name.clone(),
+        _ => None,
+    });
+    let event = match (pod, created) {
+        (Some(p), _) => Some((
+            "ExistingPodStatusObserved",
+            vec![
+                KeyValue::new("pod.Name", p.name.clone()),
+                KeyValue::new("pod.Phase", p.phase.clone()),
+            ],
+        )),
+        (None, Some(name)) => Some((
+            "NewPodStatusObserved",
+            vec![
+                KeyValue::new("pod.Name", name),
+                KeyValue::new("pod.Phase", "Pending"),
+            ],
+        )),
+        (None, None) => None,
+    };
+    crate::traces::child(cx, "reconcilePod", event);
+    if input
+        .sandbox
+        .spec
+        .blueprint
+        .volume_claim_templates
+        .as_ref()
+        .is_some_and(|v| !v.is_empty())
+    {
+        crate::traces::child(cx, "reconcilePVCs", None);
+    }
+}
+
+/// With tracing on, gives a Sandbox that lacks one the trace-context annotation of this
+/// reconcile (upstream's Sandbox controller does; a claim's Sandbox has its claim's already).
+async fn stamp_trace_context(
+    core: &Core,
+    key: &Key,
+    sb: &Sandbox,
+    trace: Option<&opentelemetry::Context>,
+) {
+    use paddock_api::names::TRACE_CONTEXT;
+    if !core.config.otel_tracing
+        || sb
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(TRACE_CONTEXT))
+    {
+        return;
+    }
+    let Some(value) = trace.and_then(crate::traces::carrier) else {
+        return;
+    };
+    let patch = json!({"metadata": {"annotations": {TRACE_CONTEXT: value}}});
+    if let Err(e) = core
+        .patch(Kind::Sandbox, &key.namespace, &key.name, Part::Main, &patch)
+        .await
+    {
+        tracing::debug!(sandbox = %key, error = %e, "cannot stamp the trace context");
+    }
 }
 
 /// A suspension or resumption under way, and when it was first seen.

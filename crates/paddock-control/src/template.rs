@@ -32,6 +32,13 @@ pub(crate) async fn reconcile(core: &Core, key: &Key) -> Outcome {
             .template_gone(&key.namespace, &key.name);
         return Outcome::Done;
     };
+    let _trace = crate::traces::start_reconcile(
+        crate::ports::Controller::Template,
+        &key.namespace,
+        &key.name,
+        template.metadata.annotations.as_ref(),
+        template.metadata.labels.as_ref(),
+    );
     let policy = core
         .ports
         .workloads

@@ -150,6 +150,12 @@ pub struct ControllerArgs {
           num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub disable_claim_events: bool,
 
+    /// Send OpenTelemetry spans of the reconcile loops over OTLP/gRPC, configured by the
+    /// standard `OTEL_EXPORTER_OTLP_*` environment (upstream's flag).
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub enable_tracing: bool,
+
     /// Record no lifecycle Events for Sandboxes (`SandboxPodCreated`, `SandboxReady`, ...).
     #[arg(long, value_name = "BOOL", default_value_t = false, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", require_equals = true)]
@@ -265,6 +271,8 @@ pub struct Settings {
     pub disable_claim_events: bool,
     /// No Sandbox lifecycle Events.
     pub disable_sandbox_events: bool,
+    /// OpenTelemetry tracing.
+    pub enable_tracing: bool,
     /// Where governed Pods send their traffic (`--egress-proxy`).
     pub egress_proxy: Option<std::sync::Arc<crate::egress::EgressProxyAddress>>,
     /// Claim planner tunables.
@@ -475,6 +483,7 @@ impl ControllerArgs {
             cache_label_selectors: self.cache_label_selectors,
             disable_claim_events: self.disable_claim_events,
             disable_sandbox_events: self.disable_sandbox_events,
+            enable_tracing: self.enable_tracing,
             egress_proxy,
             claim,
             webhook,

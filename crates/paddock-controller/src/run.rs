@@ -64,6 +64,7 @@ pub fn core_config(settings: &Settings) -> CoreConfig {
         extensions: settings.extensions,
         claim_events: !settings.disable_claim_events,
         sandbox_events: !settings.disable_sandbox_events,
+        otel_tracing: settings.enable_tracing,
         new_pod_status_settle: CoreConfig::API_SERVER_WRITE_SAVING.0,
         pool_status_coalesce: CoreConfig::API_SERVER_WRITE_SAVING.1,
         ..CoreConfig::default()
@@ -99,6 +100,11 @@ pub async fn run_with(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> Result<(), ControllerError> {
+    let tracing_export = if settings.enable_tracing {
+        Some(crate::otel::Tracing::install()?)
+    } else {
+        None
+    };
     let instance = std::env::var("HOSTNAME").unwrap_or_else(|_| "paddock-controller".to_owned());
     let events = Arc::new(RecorderEvents::new(&client, &instance));
     let (core, child_writers) = kube_core(
@@ -192,6 +198,10 @@ pub async fn run_with(
     servers.cancel();
     for t in server_tasks {
         let _ = t.await;
+    }
+    if let Some(t) = tracing_export {
+        // The exporter's shutdown blocks while it flushes.
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
     }
     tracing::info!("controller stopped");
     result
