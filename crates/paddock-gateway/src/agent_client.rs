@@ -34,6 +34,14 @@ pub fn new_client() -> AgentClient {
         .build(AgentConnector)
 }
 
+/// A client speaking cleartext HTTP/2 with prior knowledge (h2c), for gRPC to a sandbox.
+pub fn new_grpc_client() -> AgentClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .http2_only(true)
+        .build(AgentConnector)
+}
+
 const UNIX_SCHEME: &str = "unix";
 
 /// The URI of `path_and_query` at an endpoint. Unix sockets are addressed with the scheme

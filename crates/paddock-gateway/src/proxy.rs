@@ -103,3 +103,144 @@ fn connect_reason(e: &hyper_util::client::legacy::Error) -> String {
     }
     reason
 }
+
+/// Whether a request is gRPC: HTTP/2, `POST`, and `Content-Type: application/grpc` or
+/// `application/grpc+<codec>` (gRPC-Web is not: it rides HTTP/1.1 and is forwarded as is).
+pub fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.version() == http::Version::HTTP_2
+        && req.method() == http::Method::POST
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct == "application/grpc" || ct.starts_with("application/grpc+"))
+}
+
+/// A gRPC `grpc-timeout` (1–8 digits and a unit `H M S m u n`), if valid.
+pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Sends a gRPC request to `target` over h2c and returns the sandbox's response, trailers
+/// included, streaming.
+///
+/// # Errors
+/// As [`forward`].
+pub async fn forward_grpc(
+    client: &AgentClient,
+    target: &Target,
+    req: Request<Body>,
+    path_and_query: &str,
+    timeout: Duration,
+) -> Result<Response, ForwardError> {
+    let full = format!("{}{}", target.path_prefix, path_and_query);
+    let uri = uri(&target.endpoint, &full).map_err(|e| ForwardError::BadRequest(e.to_string()))?;
+    let (parts, body) = req.into_parts();
+    let mut out = Request::builder()
+        .method(parts.method)
+        .uri(uri)
+        .version(http::Version::HTTP_2);
+    if let Some(headers) = out.headers_mut() {
+        *headers = parts.headers;
+        strip_request_headers(headers, false);
+        headers.insert(header::TE, http::HeaderValue::from_static("trailers"));
+    }
+    let out = out
+        .body(body)
+        .map_err(|e| ForwardError::BadRequest(e.to_string()))?;
+    let response = match tokio::time::timeout(timeout, client.request(out)).await {
+        Err(_) => return Err(ForwardError::Timeout(timeout)),
+        Ok(Err(e)) => return Err(ForwardError::Connect(connect_reason(&e))),
+        Ok(Ok(r)) => r,
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_response_headers(&mut parts.headers);
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// The gRPC status code of a router failure with HTTP status `status` (upstream's mapping).
+pub fn grpc_status_of(status: u16) -> u8 {
+    match status {
+        400 => 3,
+        401 => 16,
+        403 => 7,
+        502 => 14,
+        504 => 4,
+        _ => 13,
+    }
+}
+
+/// A trailers-only gRPC answer for a failure the router made itself: HTTP 200,
+/// `Content-Type: application/grpc`, `Grpc-Status` and a percent-encoded `Grpc-Message`.
+pub fn grpc_failure(status: u16, message: &str) -> Response {
+    let encoded: String = message
+        .bytes()
+        .map(|b| {
+            if (0x20..0x7f).contains(&b) && b != b'%' {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let mut r = Response::new(Body::empty());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(
+        "grpc-status",
+        http::HeaderValue::from(u16::from(grpc_status_of(status))),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&encoded) {
+        h.insert("grpc-message", v);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_spec_says() {
+        let t = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&h)
+        };
+        assert_eq!(t("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(t("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(t("123456789S"), None, "at most 8 digits");
+        assert_eq!(t("5"), None);
+        assert_eq!(t("S"), None);
+        assert_eq!(t("5x"), None);
+    }
+
+    #[test]
+    fn router_failures_map_to_upstreams_grpc_codes() {
+        let r = grpc_failure(403, "forbidden 100%");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["grpc-status"], "7");
+        assert_eq!(r.headers()["grpc-message"], "forbidden 100%25");
+        assert_eq!(grpc_status_of(401), 16);
+        assert_eq!(grpc_status_of(502), 14);
+        assert_eq!(grpc_status_of(500), 13);
+    }
+}

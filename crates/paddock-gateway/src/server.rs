@@ -82,6 +82,8 @@ pub struct AppState {
     pub auth: Auth,
     /// Pooled connections to agents.
     pub client: AgentClient,
+    /// Pooled h2c connections for gRPC to sandboxes.
+    pub grpc_client: AgentClient,
     /// Tunables.
     pub options: GatewayOptions,
     /// Request metrics.
@@ -104,6 +106,7 @@ impl AppState {
             backend,
             auth,
             client: new_client(),
+            grpc_client: crate::agent_client::new_grpc_client(),
             options,
             metrics: Arc::new(Metrics::new()),
         }
@@ -257,7 +260,20 @@ async fn routed(State(state): State<AppState>, req: Request, next: Next) -> Resp
     let method = req.method().clone();
     let _in_flight = state.metrics.routed_in_flight();
     let mut namespace = crate::metrics::UNRESOLVED_NAMESPACE.to_owned();
-    let response = route_to_sandbox(&state, req, &mut namespace).await;
+    let grpc = crate::proxy::is_grpc(&req);
+    let mut response = route_to_sandbox(&state, req, &mut namespace).await;
+    if grpc && !response.status().is_success() {
+        // A gRPC client reads a failure from the trailers, never from an HTTP status.
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap_or_default();
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["detail"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        response = crate::proxy::grpc_failure(status, &message);
+    }
     state.metrics.observe_routed(
         method.as_str(),
         response.status().as_u16(),
@@ -563,7 +579,13 @@ async fn forward_route(
     let metrics = &state.metrics;
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, metrics.count_request(&route.namespace, body));
-    let result = forward(&state.client, &target, req, &path, route.timeout).await;
+    let result = if crate::proxy::is_grpc(&req) {
+        let timeout = crate::proxy::grpc_timeout(req.headers())
+            .map_or(route.timeout, |t| t.min(route.timeout));
+        crate::proxy::forward_grpc(&state.grpc_client, &target, req, &path, timeout).await
+    } else {
+        forward(&state.client, &target, req, &path, route.timeout).await
+    };
     if let Err(e) = &result {
         metrics.upstream_error(
             &route.namespace,

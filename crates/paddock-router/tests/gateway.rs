@@ -43,6 +43,7 @@ async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 struct Agent {
     child: Child,
     port: u16,
+    grpc: u16,
     root: tempfile::TempDir,
 }
 
@@ -69,7 +70,12 @@ impl Agent {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the agent");
-        let agent = Agent { child, port, root };
+        let agent = Agent {
+            child,
+            port,
+            grpc,
+            root,
+        };
         wait_for("the agent to listen", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).ok()
         })
@@ -1449,5 +1455,65 @@ async fn a_sandbox_port_opens_from_a_path_with_a_session_cookie_and_origin_check
         })
         .contains("SameSite=None")
     );
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_reaches_the_sandboxs_grpc_port_through_the_router_and_failures_are_grpc_statuses() {
+    use paddock_agent::grpc::pb::process_service_client::ProcessServiceClient;
+    use paddock_agent::grpc::pb::{ExecuteRequest, ProcessConfig};
+    let agent = Agent::start().await;
+    let gw = Gateway::start(args(agent.port)).await;
+    gw.api
+        .insert(SANDBOXES, ready_sandbox("sb-grpc", Some("127.0.0.1"), None));
+    let channel = tonic::transport::Channel::from_shared(gw.url.clone())
+        .expect("url")
+        .connect()
+        .await
+        .expect("h2c to the gateway");
+    let grpc_port = agent.grpc.to_string();
+    let with_headers = move |id: &'static str, token: &'static str| {
+        let port = grpc_port.clone();
+        move |mut req: tonic::Request<()>| {
+            let m = req.metadata_mut();
+            m.insert("x-sandbox-id", id.parse().expect("ascii"));
+            m.insert("x-sandbox-namespace", NS.parse().expect("ascii"));
+            m.insert("x-sandbox-port", port.parse().expect("ascii"));
+            m.insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("ascii"),
+            );
+            Ok(req)
+        }
+    };
+    let request = || ExecuteRequest {
+        config: Some(ProcessConfig {
+            command: vec!["sh".into(), "-c".into(), "echo over grpc; exit 3".into()],
+            env_vars: Default::default(),
+            cwd: None,
+        }),
+    };
+    let mut client =
+        ProcessServiceClient::with_interceptor(channel.clone(), with_headers("sb-grpc", TOKEN));
+    let reply = client
+        .execute(request())
+        .await
+        .expect("the sandbox's gRPC answers")
+        .into_inner();
+    assert_eq!(
+        (reply.exit_code, reply.stdout.as_slice()),
+        (3, &b"over grpc\n"[..])
+    );
+
+    // The router's own refusals arrive as gRPC statuses.
+    let mut stranger =
+        ProcessServiceClient::with_interceptor(channel.clone(), with_headers("sb-grpc", "wrong"));
+    let status = stranger.execute(request()).await.expect_err("bad token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let mut missing =
+        ProcessServiceClient::with_interceptor(channel, with_headers("no-such", TOKEN));
+    let status = missing.execute(request()).await.expect_err("no sandbox");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("no-such"), "{status:?}");
     gw.finish().await;
 }
