@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
     /// `--enable-tracing` could not set up its exporter.
-    #[error("cannot start OpenTelemetry tracing: {0} (check OTEL_EXPORTER_OTLP_ENDPOINT)")]
+    #[error("{0}")]
     Tracing(String),
     /// A flag has a value upstream also rejects.
     #[error("invalid flag {flag}={value:?}: {rule}")]

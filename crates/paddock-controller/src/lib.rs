@@ -22,7 +22,6 @@ pub mod error;
 pub mod events;
 pub mod leader;
 pub mod objects;
-pub mod otel;
 pub mod probes;
 pub mod run;
 pub mod workloads;

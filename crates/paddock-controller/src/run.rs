@@ -101,7 +101,10 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) -> Result<(), ControllerError> {
     let tracing_export = if settings.enable_tracing {
-        Some(crate::otel::Tracing::install()?)
+        Some(
+            paddock_kube::otel::Tracing::install(paddock_control::traces::TRACER)
+                .map_err(|e| ControllerError::Tracing(e.to_string()))?,
+        )
     } else {
         None
     };

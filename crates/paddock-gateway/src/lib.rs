@@ -31,6 +31,7 @@ pub mod sandboxes;
 pub mod scoped_v2;
 pub mod server;
 pub mod tokens;
+pub mod traces;
 
 pub use error::{ApiResult, ErrorResponse};
 pub use paddock_backend::{ApiError, Backend, Code};

@@ -386,6 +386,7 @@ async fn pool_for_template(
 /// `POST /v1/sandboxes`.
 pub async fn create(
     State(state): State<AppState>,
+    trace: Option<axum::Extension<crate::traces::RequestTrace>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
@@ -411,10 +412,14 @@ pub async fn create(
         (None, Some(template)) => Some(pool_for_template(&state, &namespace, template).await?),
         (None, None) => None,
     };
-    let (mut kind, object) = match &pool {
+    let (mut kind, mut object) = match &pool {
         Some(pool) => (Kind::SandboxClaim, req.claim(&name, &namespace, pool)?),
         None => (Kind::Sandbox, req.image_sandbox(&name, &namespace)?),
     };
+    // The claim continues this request's trace in the controller.
+    if let Some(value) = trace.and_then(|t| crate::traces::annotation(&t.0.0)) {
+        object["metadata"]["annotations"][names::TRACE_CONTEXT] = json!(value);
+    }
     let (_, mut stored) = to_storage(Some(kind), &object)?;
     if let Object::Sandbox(sandbox) = stored {
         let sandbox = state.backend.prepare_image_sandbox(sandbox)?;

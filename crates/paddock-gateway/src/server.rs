@@ -58,6 +58,8 @@ pub struct GatewayOptions {
     pub path_routing_prefix: Option<String>,
     /// Cookie sessions for path-routed requests (upstream's `--authz-cookie-*`), if set.
     pub cookie_sessions: Option<crate::browser::CookieSessions>,
+    /// Make an OpenTelemetry span of every request (`--enable-tracing`).
+    pub tracing: bool,
 }
 
 impl Default for GatewayOptions {
@@ -69,6 +71,7 @@ impl Default for GatewayOptions {
             token_issuer: None,
             path_routing_prefix: None,
             cookie_sessions: None,
+            tracing: false,
         }
     }
 }
@@ -189,10 +192,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
+    let trace = state.options.tracing.then(|| {
+        let cx = crate::traces::start(method.as_str(), req.uri().path(), req.headers());
+        req.extensions_mut()
+            .insert(crate::traces::RequestTrace(cx.clone()));
+        cx
+    });
     let response = next.run(req).await;
+    if let Some(cx) = &trace {
+        crate::traces::finish(cx, response.status().as_u16());
+    }
     state
         .metrics
         .observe(method.as_str(), response.status().as_u16(), start.elapsed());
@@ -317,6 +329,11 @@ async fn route_to_sandbox(state: &AppState, mut req: Request, namespace: &mut St
         },
     };
     namespace.clone_from(&route.namespace);
+    if let Some(crate::traces::RequestTrace(cx)) = req.extensions().get() {
+        crate::traces::routed_to(cx, &route.namespace, &route.sandbox);
+        let cx = cx.clone();
+        crate::traces::inject(&cx, req.headers_mut());
+    }
 
     // The credential: the Authorization header, else (path-routed, with cookie sessions) the
     // query parameter of a first visit, else the session cookie.

@@ -16,6 +16,7 @@ pub mod client;
 pub mod error;
 pub mod flags;
 pub mod logging;
+pub mod otel;
 pub mod signals;
 
 pub use client::{ClusterArgs, connect};

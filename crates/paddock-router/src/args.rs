@@ -162,6 +162,12 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "ADDR", default_value = "")]
     pub metrics_bind_address: String,
 
+    /// Send an OpenTelemetry span of every request over OTLP/gRPC (configured by the standard
+    /// `OTEL_EXPORTER_OTLP_*` environment), continuing the client's `traceparent` and carried
+    /// on to the sandbox and into the claims the gateway creates.
+    #[arg(long)]
+    pub enable_tracing: bool,
+
     /// Client-side limit on Kubernetes API requests per second; negative = no limit.
     #[arg(long, value_name = "QPS", default_value_t = -1.0, allow_negative_numbers = true)]
     pub kube_api_qps: f64,
@@ -258,6 +264,9 @@ pub enum GatewayError {
     /// The server failed.
     #[error("the gateway server failed: {0}")]
     Serve(std::io::Error),
+    /// `--enable-tracing` could not set up its exporter.
+    #[error("{0}")]
+    Tracing(String),
 }
 
 /// How the gateway authenticates, resolved from the flags (secrets read).
@@ -342,6 +351,8 @@ pub struct GatewaySettings {
     pub path_routing_prefix: Option<String>,
     /// Cookie sessions, if set.
     pub cookie_sessions: Option<CookieSessions>,
+    /// OpenTelemetry tracing.
+    pub enable_tracing: bool,
 }
 
 const TOKEN_ENV: &str = "PADDOCK_GATEWAY_TOKEN";
@@ -610,6 +621,7 @@ impl GatewayArgs {
                 .map_err(|rule| flag("--metrics-bind-address", &self.metrics_bind_address, rule))?,
             path_routing_prefix: self.path_routing(&flag)?,
             cookie_sessions: self.cookie_sessions(&flag)?,
+            enable_tracing: self.enable_tracing,
             token_issuer: self
                 .scoped_token_signing_key_file
                 .as_deref()

@@ -74,6 +74,7 @@ pub async fn app_state(client: Client, settings: &GatewaySettings) -> AppState {
         token_issuer: settings.token_issuer.clone(),
         path_routing_prefix: settings.path_routing_prefix.clone(),
         cookie_sessions: settings.cookie_sessions.clone(),
+        tracing: settings.enable_tracing,
         ..GatewayOptions::default()
     };
     AppState::new(Arc::new(backend), auth, options)
@@ -89,6 +90,14 @@ pub async fn run_with(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
+    let tracing_export = if settings.enable_tracing {
+        Some(
+            paddock_kube::otel::Tracing::install(paddock_gateway::traces::TRACER)
+                .map_err(|e| GatewayError::Tracing(e.to_string()))?,
+        )
+    } else {
+        None
+    };
     let state = app_state(client, settings).await;
     if matches!(settings.auth, AuthSettings::None) {
         tracing::warn!(
@@ -131,6 +140,9 @@ pub async fn run_with(
     tokio::select! {
         served = paddock_gateway::serve(listener, state, shutdown) => served.map_err(GatewayError::Serve)?,
         () = drained => tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; stopping anyway"),
+    }
+    if let Some(t) = tracing_export {
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
     }
     tracing::info!("paddock gateway stopped");
     Ok(())

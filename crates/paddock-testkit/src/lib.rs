@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod kube;
 pub mod net;
+pub mod otlp;
 pub mod registry;
 pub mod serve;
 
