@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 pub fn with_collector<F, Fut>(test: F)
 where
     F: FnOnce(Collector) -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: Future<Output = ()>,
 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
