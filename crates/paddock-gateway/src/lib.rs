@@ -30,6 +30,7 @@ pub mod router_contract;
 pub mod sandboxes;
 pub mod scoped_v2;
 pub mod server;
+pub mod tls;
 pub mod tokens;
 pub mod traces;
 

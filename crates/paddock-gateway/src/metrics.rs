@@ -108,6 +108,12 @@ struct RouterFamilies {
     upstream_tx: Family<NamespaceLabels, Counter>,
     request_size: Family<NamespaceLabels, Histogram>,
     response_size: Family<NamespaceLabels, Histogram>,
+    cert_reloads: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
 }
 
 fn size_histogram() -> Histogram {
@@ -133,7 +139,13 @@ impl RouterFamilies {
             upstream_tx: Family::default(),
             request_size: Family::new_with_constructor(size_histogram),
             response_size: Family::new_with_constructor(size_histogram),
+            cert_reloads: Family::default(),
         };
+        registry.register(
+            "sandbox_router_cert_reloads",
+            "Reloads of the TLS certificate files, by outcome",
+            f.cert_reloads.clone(),
+        );
         registry.register(
             "sandbox_router_requests",
             "Requests routed to sandboxes, by method, status code and namespace",
@@ -315,6 +327,16 @@ impl Metrics {
             .get_or_create(&DecisionLabels {
                 sandbox_namespace: namespace.to_owned(),
                 decision: if allowed { "allow" } else { "deny" }.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records one reload of the TLS certificate.
+    pub fn cert_reload(&self, ok: bool) {
+        self.router
+            .cert_reloads
+            .get_or_create(&OutcomeLabels {
+                outcome: if ok { "success" } else { "failure" }.to_owned(),
             })
             .inc();
     }

@@ -358,7 +358,10 @@ async fn route_to_sandbox(state: &AppState, mut req: Request, namespace: &mut St
         (None, None) => (None, Carrier::Header),
     };
     if carrier == Carrier::Cookie
-        && sessions.is_some_and(|s| !s.origin_allowed(req.headers(), false))
+        && sessions.is_some_and(|s| {
+            let tls = req.extensions().get::<crate::tls::ViaTls>().is_some();
+            !s.origin_allowed(req.headers(), tls)
+        })
     {
         state.metrics.authz_decision(&route.namespace, false);
         return detail(StatusCode::FORBIDDEN, "Origin not allowed.");

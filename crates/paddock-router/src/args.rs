@@ -162,6 +162,28 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "ADDR", default_value = "")]
     pub metrics_bind_address: String,
 
+    /// Also serve HTTPS on this address (`HOST:PORT` or `:PORT`), with --tls-cert-file and
+    /// --tls-key-file (reloaded when they change).
+    #[arg(long, value_name = "ADDR", default_value = "")]
+    pub https_bind_address: String,
+
+    /// The HTTPS certificate chain (PEM).
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The HTTPS private key (PEM).
+    #[arg(long, value_name = "PATH")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Client certificates on HTTPS: `off`, `optional` (checked when presented) or `required`;
+    /// needs --https-bind-address and --tls-client-ca-file.
+    #[arg(long, value_name = "MODE", default_value = "off")]
+    pub mtls_mode: String,
+
+    /// The CA (PEM) client certificates must chain to (read once at start).
+    #[arg(long, value_name = "PATH")]
+    pub tls_client_ca_file: Option<PathBuf>,
+
     /// Send an OpenTelemetry span of every request over OTLP/gRPC (configured by the standard
     /// `OTEL_EXPORTER_OTLP_*` environment), continuing the client's `traceparent` and carried
     /// on to the sandbox and into the claims the gateway creates.
@@ -353,6 +375,23 @@ pub struct GatewaySettings {
     pub cookie_sessions: Option<CookieSessions>,
     /// OpenTelemetry tracing.
     pub enable_tracing: bool,
+    /// HTTPS, if asked for.
+    pub https: Option<HttpsSettings>,
+}
+
+/// The HTTPS listener's settings.
+#[derive(Clone, Debug)]
+pub struct HttpsSettings {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// Client certificates.
+    pub mtls: paddock_gateway::tls::MtlsMode,
+    /// Their CA.
+    pub client_ca: Option<PathBuf>,
 }
 
 const TOKEN_ENV: &str = "PADDOCK_GATEWAY_TOKEN";
@@ -368,6 +407,46 @@ fn read_secret(what: &'static str, path: &Path) -> Result<Vec<u8>, GatewayError>
 type FlagError<'a> = &'a dyn Fn(&'static str, &dyn std::fmt::Display, &'static str) -> GatewayError;
 
 impl GatewayArgs {
+    /// The HTTPS flags, validated as a set (upstream's rules).
+    fn https(&self, flag: FlagError<'_>) -> Result<Option<HttpsSettings>, GatewayError> {
+        use paddock_gateway::tls::MtlsMode;
+        let mtls = MtlsMode::parse(&self.mtls_mode)
+            .ok_or_else(|| flag("--mtls-mode", &self.mtls_mode, "off, optional or required"))?;
+        let Some(addr) = metrics_address(&self.https_bind_address)
+            .map_err(|rule| flag("--https-bind-address", &self.https_bind_address, rule))?
+        else {
+            if mtls != MtlsMode::Off {
+                return Err(flag(
+                    "--mtls-mode",
+                    &self.mtls_mode,
+                    "needs --https-bind-address",
+                ));
+            }
+            return Ok(None);
+        };
+        let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) else {
+            return Err(flag(
+                "--https-bind-address",
+                &self.https_bind_address,
+                "needs --tls-cert-file and --tls-key-file",
+            ));
+        };
+        if mtls != MtlsMode::Off && self.tls_client_ca_file.is_none() {
+            return Err(flag(
+                "--mtls-mode",
+                &self.mtls_mode,
+                "needs --tls-client-ca-file",
+            ));
+        }
+        Ok(Some(HttpsSettings {
+            addr,
+            cert: cert.clone(),
+            key: key.clone(),
+            mtls,
+            client_ca: self.tls_client_ca_file.clone(),
+        }))
+    }
+
     fn path_routing(&self, flag: FlagError<'_>) -> Result<Option<String>, GatewayError> {
         let prefix = self.path_routing_prefix.as_str();
         if prefix.is_empty() {
@@ -622,6 +701,7 @@ impl GatewayArgs {
             path_routing_prefix: self.path_routing(&flag)?,
             cookie_sessions: self.cookie_sessions(&flag)?,
             enable_tracing: self.enable_tracing,
+            https: self.https(&flag)?,
             token_issuer: self
                 .scoped_token_signing_key_file
                 .as_deref()

@@ -112,6 +112,40 @@ pub async fn run_with(
         agent_image = settings.backend.agent_image.as_deref().unwrap_or(""),
         "paddock gateway is ready"
     );
+    if let Some(https) = &settings.https {
+        let cert = paddock_gateway::tls::ReloadingCert::load(&https.cert, &https.key).map_err(
+            |reason| GatewayError::BadKeys {
+                what: "the HTTPS certificate",
+                path: https.cert.clone(),
+                reason,
+            },
+        )?;
+        let config = paddock_gateway::tls::server_config(
+            cert.clone(),
+            https.mtls,
+            https.client_ca.as_deref(),
+        )
+        .map_err(|reason| GatewayError::BadKeys {
+            what: "the HTTPS configuration",
+            path: https.client_ca.clone().unwrap_or_default(),
+            reason,
+        })?;
+        let listener = TcpListener::bind(https.addr)
+            .await
+            .map_err(|source| KubeError::Bind {
+                what: "the HTTPS listener",
+                addr: https.addr,
+                source,
+            })?;
+        tracing::info!(listen = %https.addr, mtls = ?https.mtls, "serving HTTPS");
+        tokio::spawn(cert.watch(state.metrics.clone(), shutdown.clone()));
+        tokio::spawn(paddock_gateway::tls::serve_tls(
+            listener,
+            config,
+            paddock_gateway::router(state.clone()),
+            shutdown.clone(),
+        ));
+    }
     if let Some(addr) = settings.metrics {
         let metrics_listener = TcpListener::bind(addr)
             .await
