@@ -726,6 +726,13 @@ impl Backend for KubeBackend {
         Box::pin(async move { self.get_object(kind, &namespace, &name).await })
     }
 
+    fn metrics_text(&self) -> String {
+        self.sandboxes
+            .as_ref()
+            .map(|c| c.metrics_text())
+            .unwrap_or_default()
+    }
+
     fn sandbox_uid(&self, namespace: &str, name: &str) -> BoxFuture<'_, Result<String, ApiError>> {
         let (namespace, name) = (namespace.to_owned(), name.to_owned());
         Box::pin(async move {

@@ -46,6 +46,9 @@ impl SandboxCacheScope {
 pub struct SandboxCache {
     store: Store<Sandbox>,
     task: JoinHandle<()>,
+    /// Cached entries replaced or removed by the watch, by namespace
+    /// (`sandbox_router_cache_invalidations_total`).
+    invalidations: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
 }
 
 impl Drop for SandboxCache {
@@ -64,19 +67,65 @@ impl SandboxCache {
             SandboxCacheScope::Namespace(ns) => kube::Api::namespaced(client, ns),
         };
         let (store, writer) = reflector::store();
+        let cached = store.clone();
         let stream = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
             .modify(|sb: &mut Sandbox| sb.metadata.managed_fields = None)
-            .reflect(writer);
+            .map(move |event| {
+                // Before the reflector applies it: does it replace or remove an entry?
+                let invalidated = match &event {
+                    Ok(watcher::Event::Apply(sb) | watcher::Event::Delete(sb)) => {
+                        sb.metadata.namespace.clone().filter(|ns| {
+                            let name = sb.metadata.name.as_deref().unwrap_or_default();
+                            cached.get(&ObjectRef::new(name).within(ns)).is_some()
+                        })
+                    }
+                    _ => None,
+                };
+                (event, invalidated)
+            });
+        let invalidations: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>> =
+            Arc::default();
+        let counts = invalidations.clone();
         let task = tokio::spawn(async move {
+            let mut writer = writer;
             let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                if let Err(e) = event {
-                    tracing::debug!(error = %e, "sandbox cache watch failed; relisting");
+            while let Some((event, invalidated)) = stream.next().await {
+                match event {
+                    Ok(event) => writer.apply_watcher_event(&event),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "sandbox cache watch failed; relisting");
+                        continue;
+                    }
+                }
+                if let Some(ns) = invalidated
+                    && let Ok(mut c) = counts.lock()
+                {
+                    *c.entry(ns).or_default() += 1;
                 }
             }
         });
-        Some(Arc::new(Self { store, task }))
+        Some(Arc::new(Self {
+            store,
+            task,
+            invalidations,
+        }))
+    }
+
+    /// `sandbox_router_cache_invalidations_total` as exposition text.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::from(
+            "# HELP sandbox_router_cache_invalidations Cached Sandboxes replaced or removed by the watch.\n# TYPE sandbox_router_cache_invalidations counter\n",
+        );
+        if let Ok(c) = self.invalidations.lock() {
+            for (ns, n) in c.iter() {
+                out.push_str(&format!(
+                    "sandbox_router_cache_invalidations_total{{sandbox_namespace=\"{ns}\"}} {n}\n"
+                ));
+            }
+        }
+        out.push_str("# EOF\n");
+        out
     }
 
     /// The cached Sandbox, if the cache holds it.

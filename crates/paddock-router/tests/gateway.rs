@@ -1070,6 +1070,39 @@ async fn routing_reads_sandboxes_from_the_watch_fed_cache_unless_disabled() {
                 "cached: no GET per request: {:#?}",
                 gw.api.requests()
             );
+            // A change to the cached Sandbox replaces its entry: counted as upstream counts it.
+            let patch = json!({"metadata": {"labels": {"touched": "yes"}}});
+            assert!(
+                gw.api
+                    .merge(SANDBOXES, NS, "sb-cached", &patch, false)
+                    .is_success()
+            );
+            let bearer = format!("Bearer {TOKEN}");
+            let line =
+                format!("sandbox_router_cache_invalidations_total{{sandbox_namespace=\"{NS}\"}} 1");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let response = call(
+                    &gw.url,
+                    Method::GET,
+                    "/metrics",
+                    &[("authorization", &bearer)],
+                    None,
+                )
+                .await;
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("body")
+                    .to_bytes();
+                let text = String::from_utf8_lossy(&body).into_owned();
+                if text.contains(&line) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{line} never in\n{text}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         } else {
             // One GET per request; the sandbox's permissions are kept a second, so the five
             // requests ask for them at most once (here: already asked before `before`).
