@@ -172,6 +172,109 @@ pub async fn forward_grpc(
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
+/// Whether a request is binary gRPC-Web (`application/grpc-web` or `application/grpc-web+…`,
+/// not the base64 `-text` form), which the router translates to gRPC for the sandbox.
+pub fn is_grpc_web<B>(req: &Request<B>) -> bool {
+    req.method() == http::Method::POST
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                (ct == "application/grpc-web" || ct.starts_with("application/grpc-web+"))
+                    && !ct.starts_with("application/grpc-web-text")
+            })
+}
+
+/// Sends a gRPC-Web request to `target` as gRPC over h2c and answers in gRPC-Web: the same
+/// length-prefixed messages, and the gRPC trailers as a final frame flagged `0x80`.
+///
+/// # Errors
+/// As [`forward`].
+pub async fn forward_grpc_web(
+    client: &AgentClient,
+    target: &Target,
+    mut req: Request<Body>,
+    path_and_query: &str,
+    timeout: Duration,
+) -> Result<Response, ForwardError> {
+    let web_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or_else(|| http::HeaderValue::from_static("application/grpc-web"));
+    let grpc_type = web_type
+        .to_str()
+        .unwrap_or("application/grpc-web")
+        .replacen("application/grpc-web", "application/grpc", 1);
+    if let Ok(v) = http::HeaderValue::from_str(&grpc_type) {
+        req.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    req.headers_mut().remove("x-grpc-web");
+    *req.version_mut() = http::Version::HTTP_2;
+    let response = forward_grpc(client, target, req, path_and_query, timeout).await?;
+    let (mut parts, body) = response.into_parts();
+    parts.headers.insert(header::CONTENT_TYPE, web_type);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Ok(Response::from_parts(
+        parts,
+        Body::new(GrpcWebBody {
+            inner: body,
+            done: false,
+        }),
+    ))
+}
+
+/// gRPC's body with its trailers turned into a gRPC-Web trailer frame.
+struct GrpcWebBody {
+    inner: Body,
+    done: bool,
+}
+
+fn trailer_frame(trailers: &HeaderMap) -> bytes::Bytes {
+    let mut text = String::new();
+    for (k, v) in trailers {
+        text.push_str(k.as_str());
+        text.push(':');
+        text.push_str(v.to_str().unwrap_or_default());
+        text.push_str("\r\n");
+    }
+    let mut frame = Vec::with_capacity(5 + text.len());
+    frame.push(0x80);
+    frame.extend_from_slice(&u32::try_from(text.len()).unwrap_or(u32::MAX).to_be_bytes());
+    frame.extend_from_slice(text.as_bytes());
+    bytes::Bytes::from(frame)
+}
+
+impl http_body::Body for GrpcWebBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_trailers() {
+                Ok(trailers) => {
+                    self.done = true;
+                    Poll::Ready(Some(Ok(http_body::Frame::data(trailer_frame(&trailers)))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+}
+
 /// The gRPC status code of a router failure with HTTP status `status` (upstream's mapping).
 pub fn grpc_status_of(status: u16) -> u8 {
     match status {

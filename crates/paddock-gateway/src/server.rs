@@ -272,7 +272,7 @@ async fn routed(State(state): State<AppState>, req: Request, next: Next) -> Resp
     let method = req.method().clone();
     let _in_flight = state.metrics.routed_in_flight();
     let mut namespace = crate::metrics::UNRESOLVED_NAMESPACE.to_owned();
-    let grpc = crate::proxy::is_grpc(&req);
+    let grpc = crate::proxy::is_grpc(&req) || crate::proxy::is_grpc_web(&req);
     let mut response = route_to_sandbox(&state, req, &mut namespace).await;
     if grpc && !response.status().is_success() {
         // A gRPC client reads a failure from the trailers, never from an HTTP status.
@@ -599,7 +599,11 @@ async fn forward_route(
     let metrics = &state.metrics;
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, metrics.count_request(&route.namespace, body));
-    let result = if crate::proxy::is_grpc(&req) {
+    let result = if crate::proxy::is_grpc_web(&req) {
+        let timeout = crate::proxy::grpc_timeout(req.headers())
+            .map_or(route.timeout, |t| t.min(route.timeout));
+        crate::proxy::forward_grpc_web(&state.grpc_client, &target, req, &path, timeout).await
+    } else if crate::proxy::is_grpc(&req) {
         let timeout = crate::proxy::grpc_timeout(req.headers())
             .map_or(route.timeout, |t| t.min(route.timeout));
         crate::proxy::forward_grpc(&state.grpc_client, &target, req, &path, timeout).await

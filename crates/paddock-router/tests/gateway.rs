@@ -1550,3 +1550,59 @@ async fn grpc_reaches_the_sandboxs_grpc_port_through_the_router_and_failures_are
     assert!(status.message().contains("no-such"), "{status:?}");
     gw.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_from_a_browser_is_translated_to_grpc_for_the_sandbox() {
+    use paddock_agent::grpc::pb::{ExecuteRequest, ExecuteResponse, ProcessConfig};
+    use prost::Message as _;
+    let agent = Agent::start().await;
+    let gw = Gateway::start(args(agent.port)).await;
+    gw.api.insert(
+        SANDBOXES,
+        ready_sandbox("sb-web-grpc", Some("127.0.0.1"), None),
+    );
+    let message = ExecuteRequest {
+        config: Some(ProcessConfig {
+            command: vec!["sh".into(), "-c".into(), "echo from grpc-web".into()],
+            env_vars: Default::default(),
+            cwd: None,
+        }),
+    }
+    .encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+    body.extend_from_slice(&message);
+    let client: HttpClient<HttpConnector, Full<Bytes>> =
+        HttpClient::builder(TokioExecutor::new()).build_http();
+    let req = http::Request::post(format!("{}/process.v1.ProcessService/Execute", gw.url))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .header("x-sandbox-id", "sb-web-grpc")
+        .header("x-sandbox-namespace", NS)
+        .header("x-sandbox-port", agent.grpc.to_string())
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    let response = client.request(req).await.expect("answered");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/grpc-web+proto"
+    );
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    // A message frame, then the trailers as a frame flagged 0x80.
+    assert_eq!(bytes[0], 0);
+    let len = u32::from_be_bytes(bytes[1..5].try_into().expect("4 bytes")) as usize;
+    let reply = ExecuteResponse::decode(&bytes[5..5 + len]).expect("an ExecuteResponse");
+    assert_eq!(reply.stdout, b"from grpc-web\n");
+    let rest = &bytes[5 + len..];
+    assert_eq!(rest[0], 0x80, "a trailer frame");
+    let trailers = String::from_utf8_lossy(&rest[5..]).to_ascii_lowercase();
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    gw.finish().await;
+}
