@@ -7,7 +7,7 @@
 
 use http::HeaderMap;
 
-use crate::router_contract::RouteError;
+use crate::router_contract::{RouteError, is_dns_label};
 
 /// `--path-routing-prefix`: must start with `/`, must not end with `/`, no whitespace or
 /// control characters.
@@ -66,15 +66,6 @@ fn decode(segment: &str) -> Result<String, RouteError> {
         }
     }
     String::from_utf8(out).map_err(|_| invalid())
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// The route of an escaped request path under `prefix`: `None` when the path is not under

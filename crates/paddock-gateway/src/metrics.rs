@@ -355,37 +355,25 @@ impl Metrics {
     /// The request body, counted into the client-rx/upstream-tx bytes and the request size
     /// histogram as it streams to the sandbox.
     pub fn count_request(&self, namespace: &str, body: Body) -> Body {
-        let ns = NamespaceLabels {
-            sandbox_namespace: namespace.to_owned(),
-        };
-        Body::new(Counted {
-            inner: body,
-            seen: 0,
-            counters: [
-                self.router.client_rx.get_or_create(&ns).clone(),
-                self.router.upstream_tx.get_or_create(&ns).clone(),
-            ],
-            size: self.router.request_size.get_or_create(&ns).clone(),
-            done: false,
-        })
+        let r = &self.router;
+        counted(
+            namespace,
+            body,
+            [&r.client_rx, &r.upstream_tx],
+            &r.request_size,
+        )
     }
 
     /// The response body, counted into the upstream-rx/client-tx bytes and the response size
     /// histogram as it streams to the client.
     pub fn count_response(&self, namespace: &str, body: Body) -> Body {
-        let ns = NamespaceLabels {
-            sandbox_namespace: namespace.to_owned(),
-        };
-        Body::new(Counted {
-            inner: body,
-            seen: 0,
-            counters: [
-                self.router.upstream_rx.get_or_create(&ns).clone(),
-                self.router.client_tx.get_or_create(&ns).clone(),
-            ],
-            size: self.router.response_size.get_or_create(&ns).clone(),
-            done: false,
-        })
+        let r = &self.router;
+        counted(
+            namespace,
+            body,
+            [&r.upstream_rx, &r.client_tx],
+            &r.response_size,
+        )
     }
 
     /// The exposition text.
@@ -396,6 +384,25 @@ impl Metrics {
         }
         out
     }
+}
+
+/// `body`, counted into two byte counters and a size histogram of `namespace`.
+fn counted(
+    namespace: &str,
+    body: Body,
+    counters: [&Family<NamespaceLabels, Counter>; 2],
+    size: &Family<NamespaceLabels, Histogram>,
+) -> Body {
+    let ns = NamespaceLabels {
+        sandbox_namespace: namespace.to_owned(),
+    };
+    Body::new(Counted {
+        inner: body,
+        seen: 0,
+        counters: counters.map(|c| c.get_or_create(&ns).clone()),
+        size: size.get_or_create(&ns).clone(),
+        done: false,
+    })
 }
 
 /// Decrements the in-flight gauge when dropped.

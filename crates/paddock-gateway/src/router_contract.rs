@@ -102,7 +102,8 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Rou
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
+/// A DNS-1123 label, as upstream validates namespaces and sandbox IDs.
+pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
